@@ -1,0 +1,1 @@
+"""quantgate evaluators: metric maths (pure) and the measurements the evaluate step records."""

