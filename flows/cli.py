@@ -24,7 +24,8 @@ EXAMPLES = {
 @click.group(
     help="quantgate: train, quantise, evaluate, gate and serve a 9-topic news classifier with MLflow.\n\n"
     f"Runs and models go to $MLFLOW_TRACKING_URI (default {DEFAULT_TRACKING_URI}).",
-    epilog="Examples:\n\n" + "\n\n".join(f"  {cmd:<14} {ex}" for cmd, ex in EXAMPLES.items()),
+    # "\b" keeps click from re-wrapping the example lines
+    epilog="Examples:\n\n\b\n" + "\n".join(f"  {ex}" for ex in EXAMPLES.values()),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 def cli():
@@ -34,7 +35,7 @@ def cli():
 def _add(command: click.Command, name: str, short: str) -> None:
     command.name = name
     command.short_help = short
-    command.epilog = f"Example: {EXAMPLES[name]}"
+    command.epilog = f"Example:\n\n\b\n  {EXAMPLES[name]}"
     cli.add_command(command)
 
 
@@ -45,7 +46,7 @@ _add(promote.cli, "promote", "Gate a version against thresholds; set @staging on
 _add(main.cli, "main", "Run every step in order, reusing finished ones.")
 
 
-@cli.command("serve", epilog=f"Example: {EXAMPLES['serve']}",
+@cli.command("serve", epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",
              short_help="Serve a version (default @staging) with `mlflow models serve` on 127.0.0.1.")
 @click.option("--model", "model_ref", default=f"models:/{DEFAULT_MODEL_NAME}@staging", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the model to the network.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -26,6 +27,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 ONNX_LABELS_KEY = "quantgate.labels"
+# predict() validates its input itself and the signature is declared at log time, so MLflow's
+# suggestion to add type hints to predict() is noise here.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 def _bad_input(message: str) -> MlflowException:
