@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 
 import click
 
 from flows import evaluate, main, quantise_onnx, train
+from flows import serve as serve_mod
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from registry_hooks import promote
 
@@ -47,20 +46,25 @@ _add(main.cli, "main", "Run every step in order, reusing finished ones.")
 
 
 @cli.command("serve", epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",
-             short_help="Serve a version (default @staging) with `mlflow models serve` on 127.0.0.1.")
+             short_help="Serve a version (default @staging) on 127.0.0.1 with MLflow's scoring server.")
 @click.option("--model", "model_ref", default=f"models:/{DEFAULT_MODEL_NAME}@staging", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the model to the network.")
 @click.option("--port", default=5001, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int)
-def serve(model_ref, host, port, workers):
-    """Serve a registered version over HTTP with MLflow's scoring server (local environment)."""
-    os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_ref, "--env-manager", "local",
-           "--host", host, "--port", str(port), "--workers", str(workers)]
-    click.echo("try:\n  curl -s http://%s:%d/invocations -H 'Content-Type: application/json' "
-               "-d '{\"dataframe_records\": [{\"text\": \"Ransomware gang hits city council\"}]}'" % (host, port))
-    click.echo("$ " + shlex.join(cmd))
-    os.execv(sys.executable, cmd)
+@click.option("--workers", default=1, show_default=True, type=int, help="Server processes; each loads the model.")
+@click.option("--max-body-mb", default=serve_mod.DEFAULT_MAX_BODY_MB, show_default=True, type=float, help="Refuse larger requests with 413.")
+@click.option("--max-batch", default=256, show_default=True, type=int, help="Refuse requests with more rows with 400.")
+def serve(model_ref, host, port, workers, max_body_mb, max_batch):
+    """Serve a registered version over HTTP: MLflow's scoring server (same routes and payloads
+    as `mlflow models serve`) plus a request-size limit and a guard against JSON that MLflow
+    would answer with a 500. Model files are verified against their SHA-256 manifest at load."""
+    if workers < 1 or max_body_mb <= 0 or max_batch < 1:
+        raise click.BadParameter("--workers, --max-body-mb and --max-batch must be positive")
+    os.environ["QUANTGATE_MAX_BATCH"] = str(max_batch)
+    click.echo(f"serving {model_ref} on http://{host}:{port} ({workers} worker(s)); try:\n"
+               f"  curl -s http://{host}:{port}/invocations -H 'Content-Type: application/json' "
+               "-d '{\"dataframe_records\": [{\"text\": \"Ransomware gang hits city council\"}]}'\n"
+               f"(plain MLflow equivalent: mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port})")
+    serve_mod.run(model_ref, host, port, workers, max_body_mb)
 
 
 if __name__ == "__main__":

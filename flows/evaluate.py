@@ -23,6 +23,8 @@ from evaluators.measure import accuracy_metrics, batch1_latency, host_fingerprin
 from flows.data import dataset_digest, load_dataset
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version, version_uri
 
+EVAL_PREDICTIONS = "eval_predictions.json"  # artifact: one row per test item
+
 
 def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2) -> dict[str, float]:
     client = MlflowClient()
@@ -41,10 +43,16 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
             raise click.ClickException(
                 f"version {mv.version} labels {model.labels} differ from parent {parent}'s {parent_model.labels}"
             )
-        metrics.update(parity_metrics(y_true, probs, parent_model.predict_proba(test["test"].texts), len(model.labels)))
+        parent_probs = parent_model.predict_proba(test["test"].texts)
+        metrics.update(parity_metrics(y_true, probs, parent_probs, len(model.labels)))
         metrics["parent_size_mb"] = size_bytes(parent_model.artifact_paths["model"]) / 1e6
         del parent_model
     metrics.update(batch1_latency(model, test["test"].texts, runs=latency_runs))
+    # Per-example outcomes: what paired statistics (bootstrap intervals in the gate) resample.
+    per_example = test["test"].frame[["text", "label", "label_id"]].assign(
+        pred_id=probs.argmax(axis=1), prob=probs.max(axis=1),
+        **({"parent_pred_id": parent_probs.argmax(axis=1)} if parent else {}),
+    )
 
     tags = {
         "quantgate.step": "evaluate",
@@ -61,6 +69,7 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
     if mv.model_id:  # MLflow 3: the UI shows these per logged model
         mlflow.log_metrics(metrics, model_id=mv.model_id)
     mlflow.log_dict(metrics, "metrics.json")
+    mlflow.log_table(per_example, EVAL_PREDICTIONS)
     run_id = mlflow.active_run().info.run_id
     for key, value in {
         "eval_run_id": run_id,

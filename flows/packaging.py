@@ -13,15 +13,23 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
 from flows.labels import save_label_map
-from flows.serving_model import files_of, sha256_file
+from flows.serving_model import DEFAULT_TOP_K, files_of, sha256_file
 
 SERVING_MODEL_FILE = Path(__file__).resolve().parent / "serving_model.py"
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "text")]),
-    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]),
+    # `text` is declared optional on purpose: MLflow's own schema check answers a missing
+    # column with the payload echoed back; the pyfunc refuses it itself with a short 400.
+    inputs=Schema([ColSpec("string", "text", required=False)]),
+    outputs=Schema([
+        ColSpec("string", "label"),
+        ColSpec("double", "probability"),
+        ColSpec(Array(Object([Property("label", "string"), Property("probability", "double")])), "top_k"),
+        ColSpec("boolean", "truncated"),
+    ]),
+    params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]),
 )
 INPUT_EXAMPLE = pd.DataFrame(
     {"text": ["Central bank holds rates as inflation cools", "Ransomware gang hits city council"]}

@@ -32,9 +32,33 @@ ONNX_LABELS_KEY = "quantgate.labels"
 warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
-def _bad_input(message: str) -> MlflowException:
-    # INVALID_PARAMETER_VALUE makes `mlflow models serve` answer 400 with this message.
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+DEFAULT_TOP_K = 3
+CHARS_PER_TOKEN_CAP = 16  # texts are cut to max_length * this many characters before tokenising
+
+
+class InputError(MlflowException):
+    """Bad input: `mlflow models serve` answers 400 with this message and nothing else.
+
+    The scoring server rewrites ``e.message`` to prepend the whole request
+    ("Failed to predict data '<payload>'"), echoing user data back - a megabyte of it for a
+    1 MB text. The message is fixed at construction, so that rewrite is ignored.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self._fixed_message = message
+
+    @property
+    def message(self) -> str:
+        return getattr(self, "_fixed_message", "")
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass  # keep the message as written (see the class docstring)
+
+
+def _bad_input(message: str) -> InputError:
+    return InputError(message)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -82,7 +106,7 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         verify_manifest(arts, self.meta["manifest"])
         self.labels = read_label_map(arts["label_map"])
         self.max_length = int(self.meta.get("max_length", 128))
-        self.max_batch = int(self.meta.get("max_batch", 256))
+        self.max_batch = int(os.environ.get("QUANTGATE_MAX_BATCH") or self.meta.get("max_batch", 256))
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(arts["tokenizer"])
@@ -167,7 +191,8 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
     def _texts(self, model_input) -> list[str]:
         if isinstance(model_input, pd.DataFrame):
             if "text" not in model_input.columns:
-                raise _bad_input(f"input needs a 'text' column; got {list(model_input.columns)}")
+                names = [str(c)[:40] for c in model_input.columns[:10]]
+                raise _bad_input(f"input needs a 'text' column; got columns {names}")
             values = model_input["text"].tolist()
         elif isinstance(model_input, dict) and "text" in model_input:
             values = model_input["text"]
@@ -182,18 +207,43 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
             raise _bad_input(f"{len(values)} rows is above this model's limit of {self.max_batch} per request")
         for i, v in enumerate(values):
             if not isinstance(v, str):
-                raise _bad_input(f"row {i}: 'text' must be a string, got {type(v).__name__}")
+                kind = "null" if v is None or (isinstance(v, float) and np.isnan(v)) else type(v).__name__
+                raise _bad_input(f"row {i}: 'text' must be a non-empty string, got {kind}")
             if not v.strip():
                 raise _bad_input(f"row {i}: 'text' is empty")
         return values
 
+    def _top_k(self, params) -> int:
+        k = (params or {}).get("top_k", DEFAULT_TOP_K)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.labels):
+            raise _bad_input(f"param top_k must be an integer from 1 to {len(self.labels)}")
+        return int(k)
+
+    def truncation(self, texts: list[str]) -> tuple[list[str], list[bool]]:
+        """Cut absurdly long texts before tokenising, and flag every text that the model
+        will not see whole (longer than ``max_length`` tokens)."""
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        cut = [t[:cap] for t in texts]
+        flags = [len(t) > cap for t in texts]
+        lengths = self.tokenizer(cut, truncation=False, add_special_tokens=True)["input_ids"]
+        return cut, [f or len(ids) > self.max_length for f, ids in zip(flags, lengths)]
+
     def predict(self, context, model_input, params=None):
-        probs = self.predict_proba(self._texts(model_input))
-        top = probs.argmax(axis=1)
+        """Per text: the label, its probability, the ``top_k`` labels with probabilities
+        (param, default 3), and whether the text was truncated to the model's max length."""
+        k = self._top_k(params)
+        texts, truncated = self.truncation(self._texts(model_input))
+        probs = self.predict_proba(texts)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return pd.DataFrame(
             {
-                "label": [self.labels[i] for i in top],
-                "probability": probs[np.arange(len(top)), top].astype(float),
+                "label": [self.labels[row[0]] for row in order],
+                "probability": [float(p[row[0]]) for p, row in zip(probs, order)],
+                "top_k": [
+                    [{"label": self.labels[j], "probability": float(p[j])} for j in row]
+                    for p, row in zip(probs, order)
+                ],
+                "truncated": truncated,
             }
         )
 

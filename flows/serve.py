@@ -1,0 +1,69 @@
+"""serve: MLflow's own scoring server for a registered version, with two guards in front.
+
+`mlflow models serve` is the server quantgate's users know, and every quantgate variant
+serves through it unchanged. It has two gaps a pyfunc cannot close, because both happen
+before the model sees the request:
+
+* no request-size limit: a client can post gigabytes that are parsed into memory;
+* deeply nested JSON (``[[[[...]]]]``) raises RecursionError in its JSON parsing, which
+  comes back as a 500.
+
+`quantgate serve` builds the very same app (``mlflow.pyfunc.scoring_server.init``) and adds
+a middleware that answers 413 above ``--max-body-mb`` and 400 for JSON it cannot parse.
+Everything else (routes, payload formats, errors) is MLflow's.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from flows.tracking import DEFAULT_TRACKING_URI
+
+ENV_MODEL_URI = "QUANTGATE_SERVE_MODEL_URI"
+ENV_MAX_BODY = "QUANTGATE_SERVE_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY_MB = 8.0
+
+
+def _error(status: int, code: str, message: str):
+    from fastapi.responses import Response
+
+    body = json.dumps({"error_code": code, "message": message})
+    return Response(content=body, status_code=status, media_type="application/json")
+
+
+def build_app(model_uri: str, max_body_bytes: int):
+    """MLflow's scoring app for ``model_uri`` behind a body-size and JSON-depth guard."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    model = mlflow.pyfunc.load_model(model_uri)  # the pyfunc verifies its manifest and labels here
+    app = scoring_server.init(model)
+
+    @app.middleware("http")
+    async def guard(request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return _error(411, "LENGTH_REQUIRED", "send a Content-Length header")
+            if not length.isdigit() or int(length) > max_body_bytes:
+                return _error(413, "REQUEST_TOO_LARGE", f"request body is above the limit of {max_body_bytes} bytes")
+        try:
+            return await call_next(request)
+        except RecursionError:
+            return _error(400, "BAD_REQUEST", "request JSON is nested too deeply to parse")
+
+    return app
+
+
+def app_from_env():
+    """uvicorn factory: each worker builds its app from the environment."""
+    return build_app(os.environ[ENV_MODEL_URI], int(os.environ[ENV_MAX_BODY]))
+
+
+def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float) -> None:
+    import uvicorn
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    os.environ[ENV_MODEL_URI] = model_uri
+    os.environ[ENV_MAX_BODY] = str(int(max_body_mb * 1_000_000))
+    uvicorn.run("flows.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
