@@ -11,7 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators.metrics import accuracy, agreement, macro_f1, per_class_f1, percentiles_ms, prob_deltas
+from evaluators.metrics import (
+    accuracy,
+    agreement,
+    block_bootstrap_speedup,
+    flip_matrix,
+    macro_f1,
+    mean_kl_divergence,
+    per_class_f1,
+    percentiles_ms,
+    prob_deltas,
+)
 
 
 def size_bytes(path: str | Path) -> int:
@@ -61,13 +71,66 @@ def parity_metrics(y_true: list[int], probs: np.ndarray, parent_probs: np.ndarra
     parent_f1 = macro_f1(y_true, parent_preds.tolist(), n_labels)
     f1 = macro_f1(y_true, preds.tolist(), n_labels)
     max_dp, mean_dp = prob_deltas(probs, parent_probs)
+    flips = flip_matrix(parent_preds, preds, n_labels)
     return {
         "parent_macro_f1": parent_f1,
         "macro_f1_drop_points": (parent_f1 - f1) * 100.0,
         "top1_agreement": agreement(preds.tolist(), parent_preds.tolist()),
         "max_abs_prob_delta": max_dp,
         "mean_abs_prob_delta": mean_dp,
+        "mean_kl_divergence": mean_kl_divergence(parent_probs, probs),
+        "label_flips": float(flips.sum() - np.trace(flips)),
     }
+
+
+def throughput(model, texts: list[str], *, batch: int = 32, runs: int = 10) -> float:
+    """Texts per second through ``infer`` at a fixed batch size (tokenised beforehand)."""
+    batches = [model.encode([texts[(i * batch + j) % len(texts)] for j in range(batch)]) for i in range(runs)]
+    model.infer(batches[0])  # warm-up
+    t0 = time.perf_counter()
+    for enc in batches:
+        model.infer(enc)
+    return batch * runs / (time.perf_counter() - t0)
+
+
+def interleaved_speedup(model, parent, texts: list[str], *, blocks: int = 10, per_block: int = 30,
+                        warmup: int = 3, pause_s: float = 0.1, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Batch-1 inference speedup of ``model`` over ``parent``, timed in alternating blocks.
+
+    Calls interleaved one by one make both runtimes slower (their thread pools spin after
+    each call and fight for the cores); blocks with a short pause at each switch keep each
+    runtime's timings clean while noise that lasts seconds still hits both sides.
+    """
+    encoded = [model.encode([t]) for t in texts[: max(per_block, 1)]]
+    timings: dict[str, list[list[float]]] = {"parent": [], "model": []}
+    for b in range(blocks):
+        order = (("parent", parent), ("model", model)) if b % 2 == 0 else (("model", model), ("parent", parent))
+        for name, m in order:
+            time.sleep(pause_s)
+            for i in range(warmup):
+                m.infer(encoded[i % len(encoded)])
+            block = []
+            for i in range(per_block):
+                t0 = time.perf_counter()
+                m.infer(encoded[i % len(encoded)])
+                block.append(time.perf_counter() - t0)
+            timings[name].append(block)
+    point, low, high = block_bootstrap_speedup(timings["parent"], timings["model"], level=level, seed=seed)
+    return {"speedup_vs_parent": point, "speedup_ci_low": low, "speedup_ci_high": high, "speedup_ci_level": level}
+
+
+def parameter_count(model) -> float:
+    """Parameters of the loaded network: torch modules count tensors, ONNX graphs count
+    initializer elements (quantised weights count once; scales and zero points count too)."""
+    if hasattr(model, "model") and hasattr(model.model, "parameters"):
+        return int(sum(p.numel() for p in model.model.parameters()))
+    path = Path(model.artifact_paths["model"])
+    if path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return int(sum(int(np.prod(t.dims)) for t in graph.initializer))
+    return float("nan")  # a runtime this function does not know: recorded as unknown, not 0
 
 
 def host_fingerprint() -> dict[str, str]:

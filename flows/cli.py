@@ -5,7 +5,7 @@ import os
 
 import click
 
-from flows import evaluate, main, quantise_onnx, train
+from flows import compare, evaluate, main, quantise_onnx, train
 from flows import serve as serve_mod
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from registry_hooks import promote
@@ -16,6 +16,7 @@ EXAMPLES = {
     "evaluate": "quantgate evaluate --version 2",
     "promote": "quantgate promote --version 2 --thresholds registry_hooks/thresholds.yaml",
     "main": "quantgate main",
+    "compare": "quantgate compare --name news-classifier",
     "serve": "quantgate serve --port 5001",
 }
 
@@ -43,6 +44,7 @@ _add(quantise_onnx.cli, "quantise-onnx", "Export to ONNX and register a dynamic 
 _add(evaluate.cli, "evaluate", "Measure F1, size, latency and parity of a version; record them on it.")
 _add(promote.cli, "promote", "Gate a version against thresholds; set @staging only if it passes.")
 _add(main.cli, "main", "Run every step in order, reusing finished ones.")
+_add(compare.cli, "compare", "Table of all versions and a latency-vs-F1 Pareto plot.")
 
 
 @cli.command("serve", epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",

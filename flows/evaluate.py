@@ -1,11 +1,14 @@
-"""evaluate: measure one registered version and record the figures on it.
+"""evaluate: measure one registered version with the `quantgate` MLflow evaluator.
 
 Reads: ``--version`` (number, ``name@alias`` or ``models:/`` URI) and its ``parent_version``
-tag, if any. Records, in an MLflow run and on the version's logged model: macro F1,
-accuracy and per-class F1 on the test split, size on disk (MB), batch-1 latency
-p50/p90/p95/p99 after warm-up, and parity with the parent (top-1 agreement, F1 drop,
-|delta prob|). Hands on: version tags ``eval_run_id``, ``eval_status`` and
-``eval_manifest_sha256`` (which files were measured), read by ``promote``.
+tag, if any. Runs ``mlflow.models.evaluate(..., evaluators=["quantgate"])`` on the test split,
+which records in this run and on the version's logged model: macro F1, accuracy and
+per-class F1; size and parameter count; batch-1 latency p50/p90/p95/p99 after warm-up
+(tokenisation timed apart) and batch-32 throughput; parity with the parent (agreement, F1
+drop, |Δprob|, KL, label flips) and speedup over it measured interleaved, with a bootstrap
+interval; plus a confusion matrix, confidence bars and the disagreeing headlines.
+Hands on: version tags ``eval_run_id``, ``eval_status`` and ``eval_manifest_sha256`` (which
+files were measured), read by ``promote``, and a model card in the version description.
 """
 from __future__ import annotations
 
@@ -15,61 +18,44 @@ import os
 
 import click
 import mlflow
-import torch
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from evaluators.measure import accuracy_metrics, batch1_latency, host_fingerprint, parity_metrics, size_bytes
+from evaluators.measure import host_fingerprint
+from evaluators.plugin import PREDICTIONS_TABLE
+from evaluators.report import model_card, with_card
 from flows.data import dataset_digest, load_dataset
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version, version_uri
+from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, logged_model_id, resolve_version, version_uri
 
-EVAL_PREDICTIONS = "eval_predictions.json"  # artifact: one row per test item
+EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row per test item
 
 
 def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2) -> dict[str, float]:
+    """Evaluate ``mv`` inside the active run and record the outcome on the version."""
     client = MlflowClient()
-    torch.set_num_threads(threads)
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
-    test = load_dataset(dataset, ("train", "test"))
-    y_true = test["test"].label_ids
-    model = mlflow.pyfunc.load_model(version_uri(mv)).unwrap_python_model()
-    probs = model.predict_proba(test["test"].texts)
-    metrics = accuracy_metrics(y_true, probs, model.labels)
-    metrics["size_mb"] = size_bytes(model.artifact_paths["model"]) / 1e6
+    data = load_dataset(dataset, ("train", "test"))
     parent = mv.tags.get("parent_version")
+    config = {"latency_runs": latency_runs, "threads": threads}
     if parent:
-        parent_model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{parent}").unwrap_python_model()
-        if parent_model.labels != model.labels:
-            raise click.ClickException(
-                f"version {mv.version} labels {model.labels} differ from parent {parent}'s {parent_model.labels}"
-            )
-        parent_probs = parent_model.predict_proba(test["test"].texts)
-        metrics.update(parity_metrics(y_true, probs, parent_probs, len(model.labels)))
-        metrics["parent_size_mb"] = size_bytes(parent_model.artifact_paths["model"]) / 1e6
-        del parent_model
-    metrics.update(batch1_latency(model, test["test"].texts, runs=latency_runs))
-    # Per-example outcomes: what paired statistics (bootstrap intervals in the gate) resample.
-    per_example = test["test"].frame[["text", "label", "label_id"]].assign(
-        pred_id=probs.argmax(axis=1), prob=probs.max(axis=1),
-        **({"parent_pred_id": parent_probs.argmax(axis=1)} if parent else {}),
+        config["parent_model_uri"] = f"models:/{mv.name}/{parent}"
+    result = mlflow.models.evaluate(
+        version_uri(mv), data["test"].frame[["text", "label"]], targets="label", model_type="classifier",
+        evaluators=["quantgate"], evaluator_config={"quantgate": config},
+        model_id=logged_model_id(mv),  # MLflow then attaches the metrics to the logged model too
     )
-
-    tags = {
+    metrics = dict(result.metrics)
+    host = {**host_fingerprint(), "threads": str(threads)}
+    mlflow.set_tags({
         "quantgate.step": "evaluate",
-        "quantgate.evaluated_version": mv.version,
+        "quantgate.evaluated_version": str(mv.version),
         "quantgate.variant": mv.tags.get("variant", ""),
         "manifest_sha256": mv.tags.get("manifest_sha256", ""),
-        "threads": str(threads),
-        **host_fingerprint(),
+        **host,
         **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
-    }
-    mlflow.set_tags(tags)
-    mlflow.log_params({"model_uri": version_uri(mv), "dataset": dataset, "dataset_digest": dataset_digest(test), "latency_runs": latency_runs})
-    mlflow.log_metrics(metrics)
-    if mv.model_id:  # MLflow 3: the UI shows these per logged model
-        mlflow.log_metrics(metrics, model_id=mv.model_id)
-    mlflow.log_dict(metrics, "metrics.json")
-    mlflow.log_table(per_example, EVAL_PREDICTIONS)
+    })
+    mlflow.log_params({"model_uri": version_uri(mv), "dataset": dataset, "dataset_digest": dataset_digest(data),
+                       "latency_runs": latency_runs})
     run_id = mlflow.active_run().info.run_id
     for key, value in {
         "eval_run_id": run_id,
@@ -77,6 +63,9 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
         "eval_manifest_sha256": mv.tags.get("manifest_sha256", ""),
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
+    current = client.get_model_version(mv.name, mv.version)
+    card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
+    client.update_model_version(mv.name, mv.version, description=with_card(current.description, card))
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("f1.")}
     click.echo(f"{mv.name} v{mv.version} ({mv.tags.get('variant')}): {json.dumps(shown)}")
     return metrics
@@ -95,7 +84,7 @@ def cli(version_ref, model_name, dataset, latency_runs, threads):
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads)
         except Exception as exc:
-            MlflowClient().set_model_version_tag(mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}")
+            MlflowClient().set_model_version_tag(mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500])
             raise
 
 

@@ -55,3 +55,13 @@ def resolve_version(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> ModelVe
 
 def version_uri(mv: ModelVersion) -> str:
     return f"models:/{mv.name}/{mv.version}"
+
+
+def logged_model_id(mv: ModelVersion) -> str | None:
+    """The MLflow 3 LoggedModel behind a version (``m-…``): where the UI shows per-model metrics.
+    MLflow 3.17 leaves ``ModelVersion.model_id`` empty for versions registered by
+    ``log_model(registered_model_name=...)``; their ``source`` is ``models:/m-…`` instead."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = mv.source or ""
+    return source[len("models:/"):] if source.startswith("models:/m-") else None

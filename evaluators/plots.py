@@ -1,0 +1,76 @@
+"""Figures a person reads faster than tables: confusion matrix, confidence bars, Pareto."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def confusion_png(matrix: np.ndarray, labels: list[str], path: str | Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() or 1
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if matrix[i, j]:
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                        color="white" if matrix[i, j] > top / 2 else "black", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def confidence_bars_png(texts: list[str], probs: dict[str, np.ndarray], labels: list[str], path: str | Path, top: int = 5) -> Path:
+    """For each headline, the top labels of the first model with every model's probability
+    beside them: the seed lab's per-headline chart, with the same label order for all."""
+    names = list(probs)
+    fig, axes = plt.subplots(len(texts), 1, figsize=(8, 2.1 * len(texts)), squeeze=False)
+    width = 0.8 / len(names)
+    for row, (ax, text) in enumerate(zip(axes[:, 0], texts)):
+        order = np.argsort(-probs[names[0]][row])[:top]
+        for k, name in enumerate(names):
+            ax.barh(np.arange(top) + k * width, probs[name][row][order], height=width, label=name)
+        ax.set_yticks(np.arange(top) + width * (len(names) - 1) / 2, [labels[i] for i in order])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(text if len(text) < 90 else text[:87] + "...", fontsize=9, loc="left")
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    axes[-1, 0].set_xlabel("probability")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def pareto_png(rows: list[dict], path: str | Path) -> Path:
+    """Latency (x) against macro F1 (y), marker area by size; the Pareto front joined."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    pts = [(r["latency_p50_ms"], r["macro_f1"], r["size_mb"], r["label"]) for r in rows]
+    for x, y, size, label in pts:
+        ax.scatter(x, y, s=max(20.0, size * 3), alpha=0.6)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    front, best = [], -np.inf
+    for x, y, _, _ in sorted(pts):
+        if y > best:
+            front.append((x, y))
+            best = y
+    if len(front) > 1:
+        ax.plot(*zip(*front), "k--", lw=1, label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("batch-1 latency p50 (ms)")
+    ax.set_ylabel("macro F1 (news9 test)")
+    ax.set_title("versions: latency vs F1 (marker area ~ size on disk)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
