@@ -9,6 +9,7 @@ from flows import compare, evaluate, main, quantise_onnx, train
 from flows import serve as serve_mod
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from registry_hooks import promote
+from registry_hooks.hooks_cli import hooks
 
 EXAMPLES = {
     "train": "quantgate train --max-epochs 5",
@@ -17,6 +18,7 @@ EXAMPLES = {
     "promote": "quantgate promote --version 2 --thresholds registry_hooks/thresholds.yaml",
     "main": "quantgate main",
     "compare": "quantgate compare --name news-classifier",
+    "hooks": "quantgate hooks serve --port 8765",
     "serve": "quantgate serve --port 5001",
 }
 
@@ -45,6 +47,7 @@ _add(evaluate.cli, "evaluate", "Measure F1, size, latency and parity of a versio
 _add(promote.cli, "promote", "Gate a version against thresholds; set @staging only if it passes.")
 _add(main.cli, "main", "Run every step in order, reusing finished ones.")
 _add(compare.cli, "compare", "Table of all versions and a latency-vs-F1 Pareto plot.")
+_add(hooks, "hooks", "Registry webhooks: new variants get evaluated and gated automatically.")
 
 
 @cli.command("serve", epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",
