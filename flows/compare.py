@@ -7,7 +7,6 @@ Figures from different hosts are not comparable: the table says when hosts diffe
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click

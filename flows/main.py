@@ -117,7 +117,9 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
             extra=code + data, **common,
         )
         fp32 = output_version(train_run, "fp32")
-        quant_run = get_or_run("quantise_onnx", {"source": fp32, "model_name": model_name}, extra=code, **common)
+        # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
+        quant_run = get_or_run("quantise_onnx", {"source": fp32, "model_name": model_name, "recipe": "onnx-int8-dynamic"},
+                               extra=code, **common)
         int8 = output_version(quant_run, "onnx-int8-dynamic")
         for version in (fp32, int8):
             get_or_run("evaluate", {"version": version, "model_name": model_name, "dataset": dataset,

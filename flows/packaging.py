@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -38,7 +39,12 @@ INPUT_EXAMPLE = pd.DataFrame(
 _RUNTIME_PACKAGES = {
     "torch": ["mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"],
     "onnxruntime": ["mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas"],
+    "torchscript": ["mlflow", "torch", "transformers", "tokenizers", "numpy", "pandas"],
+    # Serving a TensorRT variant also needs quantgate itself (the pyfunc loads
+    # flows.trt_runtime): `pip install quantgate[gpu]` in the serving environment.
+    "tensorrt": ["mlflow", "tensorrt", "pycuda", "transformers", "tokenizers", "numpy", "pandas"],
 }
+QUANT_CONFIG_FILE = "quant_config.json"
 
 
 def pip_requirements(runtime: str) -> list[str]:
@@ -81,14 +87,23 @@ def log_variant(
     max_length: int = 128,
     extra_tags: dict[str, str] | None = None,
     description: str | None = None,
+    quant_config: Mapping | None = None,
 ) -> ModelVersion:
-    """Log the variant into the active run, register it and tag the new version."""
+    """Log the variant into the active run, register it and tag the new version.
+
+    ``quant_config`` (a quantised variant's resolved recipe) travels inside the artifact as
+    ``quant_config.json``, covered by the SHA-256 manifest like every other file.
+    """
     with tempfile.TemporaryDirectory(prefix="quantgate-pkg-") as tmp:
         artifacts = {
             "model": str(model_path),
             "tokenizer": str(tokenizer_dir),
             "label_map": str(save_label_map(Path(tmp) / "label_map.json")),
         }
+        if quant_config is not None:
+            config_path = Path(tmp) / QUANT_CONFIG_FILE
+            config_path.write_text(json.dumps(dict(quant_config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            artifacts["quant_config"] = str(config_path)
         man = manifest(artifacts)
         meta = {
             "runtime": runtime,

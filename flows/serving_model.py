@@ -5,7 +5,8 @@ nothing from quantgate itself: a served model needs only its own artifacts.
 
 Artifacts (the keys given to ``mlflow.pyfunc.log_model(artifacts=...)``):
 
-* ``model``     - the weights: a Hugging Face model folder (safetensors) or an ``.onnx`` file;
+* ``model``     - the weights: a Hugging Face model folder (safetensors), an ``.onnx`` file, or a
+  TorchScript ``.pt`` archive (runtime ``torchscript``, loaded with ``torch.jit.load``);
 * ``tokenizer`` - the tokenizer folder it was trained with;
 * ``label_map`` - ``{"0": "World", ...}``: logit i means label i;
 * ``meta``      - ``meta.json``: runtime, max_length, variant, and the SHA-256 manifest of
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -27,9 +27,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 ONNX_LABELS_KEY = "quantgate.labels"
-# predict() validates its input itself and the signature is declared at log time, so MLflow's
-# suggestion to add type hints to predict() is noise here.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+# Extra files inside a TorchScript archive: the label order and the traced input names.
+TORCHSCRIPT_LABELS_FILE = "quantgate_labels.json"
+TORCHSCRIPT_INPUTS_FILE = "quantgate_inputs.json"
+# predict() is hinted with pd.DataFrame: MLflow then neither nags about type hints nor converts
+# the input itself; the pyfunc validates its input and the signature is declared at log time.
 
 
 DEFAULT_TOP_K = 3
@@ -115,6 +117,10 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
             self._load_torch(arts["model"])
         elif runtime == "onnxruntime":
             self._load_onnx(arts["model"])
+        elif runtime == "torchscript":
+            self._load_torchscript(arts["model"])
+        elif runtime == "tensorrt":
+            self._load_tensorrt(arts["model"])
         else:
             raise MlflowException(f"unknown runtime {runtime!r} in meta.json")
 
@@ -147,6 +153,54 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
         self._onnx_inputs = {i.name: dtypes[i.type] for i in self.session.get_inputs()}
         self._infer = self._infer_onnx
+
+    def _load_torchscript(self, path: str) -> None:
+        """A TorchScript archive (torch dynamic INT8). ``torch.jit.load`` rebuilds it with
+        TorchScript's own restricted unpickler (tensors and TorchScript types only, no Python
+        globals), never Python pickle; ``torch.load`` is not used. The label order and the
+        traced input names travel in the archive's extra files."""
+        import torch
+
+        self._torch = torch
+        # INT8 numerics depend on the quantised kernel engine (x86 uses 7-bit activations,
+        # qnnpack 8-bit), and packed weights are rebuilt for the engine current at load.
+        config = self.artifact_paths.get("quant_config")
+        engine = json.loads(Path(config).read_text(encoding="utf-8")).get("torch_engine") if config else None
+        if engine and engine != torch.backends.quantized.engine:
+            if engine not in torch.backends.quantized.supported_engines:
+                raise MlflowException(f"this torch has no {engine!r} quantised engine, which the model was built for")
+            torch.backends.quantized.engine = engine
+        extra = {TORCHSCRIPT_LABELS_FILE: "", TORCHSCRIPT_INPUTS_FILE: ""}
+        self.model = torch.jit.load(path, map_location="cpu", _extra_files=extra).eval()
+        if not extra[TORCHSCRIPT_LABELS_FILE]:
+            raise MlflowException(f"TorchScript model has no {TORCHSCRIPT_LABELS_FILE!r}: label order unknown")
+        self._check_labels(json.loads(extra[TORCHSCRIPT_LABELS_FILE]), "the TorchScript file's extra files")
+        self._ts_inputs = json.loads(extra[TORCHSCRIPT_INPUTS_FILE] or '["input_ids", "attention_mask", "token_type_ids"]')
+        self._infer = self._infer_torchscript
+
+    def _infer_torchscript(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        # A traced module takes its inputs by position: put them in the traced order by name.
+        missing = [n for n in self._ts_inputs if n not in encoded]
+        if missing:
+            raise MlflowException(f"the tokenizer gives no {missing}, which the TorchScript model needs")
+        with self._torch.inference_mode():
+            out = self.model(*(self._torch.from_numpy(encoded[n]) for n in self._ts_inputs))
+        return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
+
+    def _load_tensorrt(self, path: str) -> None:
+        """A TensorRT engine folder (NVIDIA GPU only). The CUDA code lives in flows.trt_runtime,
+        imported here and nowhere else in serving: it refuses an engine built for another GPU
+        architecture or TensorRT version, and binds every tensor by name with the engine's dtype."""
+        try:
+            from flows import trt_runtime
+
+            backend = trt_runtime.load(path, self.labels, self.tokenizer.pad_token_id)
+        except ImportError as exc:  # no quantgate, tensorrt or pycuda here
+            raise MlflowException(f"serving a TensorRT variant needs an NVIDIA GPU and quantgate[gpu] installed: {exc}") from exc
+        except ValueError as exc:  # trt_logic.TrtError: incompatible engine, label or I/O mismatch
+            raise MlflowException(str(exc)) from exc
+        self._check_labels(backend.engine.meta["labels"], "the engine's engine_meta.json")
+        self._infer = backend.logits
 
     def _check_labels(self, own: list[str], where: str) -> None:
         if list(own) != list(self.labels):
@@ -228,7 +282,7 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         lengths = self.tokenizer(cut, truncation=False, add_special_tokens=True)["input_ids"]
         return cut, [f or len(ids) > self.max_length for f, ids in zip(flags, lengths)]
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         """Per text: the label, its probability, the ``top_k`` labels with probabilities
         (param, default 3), and whether the text was truncated to the model's max length."""
         k = self._top_k(params)

@@ -163,27 +163,25 @@ def hooked(tmp_path_factory, pipeline):
 
 def _log_plainly(src: Path, *, tags: dict, labels: list[str] | None = None) -> str:
     """Register a copy of a quantgate model with plain MLflow calls, as any notebook could."""
-    arts = {p.name: p for p in (src / "artifacts").iterdir()}
-    model = next(p for n, p in arts.items() if n not in ("tokenizer", "label_map.json", "meta.json"))
-    paths = {"model": str(model), "tokenizer": str(arts["tokenizer"]), "label_map": str(arts["label_map.json"])}
+    flavor = yaml.safe_load((src / "MLmodel").read_text())["flavors"]["python_function"]
+    paths = {key: str(src / spec["path"]) for key, spec in flavor["artifacts"].items()}
     if labels is not None:  # a deliberately broken variant: permuted labels, self-consistent
         from flows.quantise_onnx import stamp_labels
 
         Path(paths["label_map"]).write_text(json.dumps({str(i): n for i, n in enumerate(labels)}))
         stamp_labels(Path(paths["model"]), labels)
-        meta = json.loads(arts["meta.json"].read_text())
-        meta["manifest"] = manifest(paths)
-        arts["meta.json"].write_text(json.dumps(meta))
+        meta = json.loads(Path(paths["meta"]).read_text())
+        meta["manifest"] = manifest({k: v for k, v in paths.items() if k in meta["manifest"]})
+        Path(paths["meta"]).write_text(json.dumps(meta))
     client = MlflowClient()
     exp = client.get_experiment_by_name("notebook")
     with mlflow.start_run(experiment_id=exp.experiment_id if exp else client.create_experiment("notebook")):
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(SERVING_MODEL_FILE),
-                                       artifacts={**paths, "meta": str(arts["meta.json"])},
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(SERVING_MODEL_FILE), artifacts=paths,
                                        registered_model_name=WATCHED, pip_requirements=["mlflow"],
                                        signature=SIGNATURE)
     version = str(info.registered_model_version)
     for k, v in tags.items():
-        MlflowClient().set_model_version_tag(WATCHED, version, k, v)
+        client.set_model_version_tag(WATCHED, version, k, v)
     return version
 
 

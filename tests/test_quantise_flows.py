@@ -1,0 +1,171 @@
+"""quantise_onnx and quantise_torch on the tiny trained model of the `pipeline` fixture: every
+recipe registers a loadable, tagged version; a second run reuses it; TorchScript loads without
+pickle; a permuted label map refuses to load."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import zipfile
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from conftest import TEST_MODEL
+from flows import quantise_onnx, quantise_torch
+from flows.labels import LABELS
+from flows.packaging import QUANT_CONFIG_FILE, manifest
+from flows.recipes import ONNX_VARIANTS, build_recipe, recipe_from_json
+
+TEXTS = ["Striker signs for Lisbon club", "Ransomware hits city council", "Central bank holds rates"]
+# Small calibration slice: the tiny model is about plumbing, the news9 figures are in the report.
+OVERRIDES = {"onnx-int8-static": {"calibration_size": 16}}
+
+
+def _recipes(variants):
+    return [build_recipe(v, "auto", **OVERRIDES.get(v, {})) for v in variants]
+
+
+@pytest.fixture(scope="module")
+def variants(pipeline):
+    """All five variants of the pipeline's FP32 version (onnx-int8-dynamic may be reused)."""
+    fp32 = pipeline["fp32"]
+    with mlflow.start_run(run_name="test-quantise-onnx-all") as run:
+        built = quantise_onnx.quantise_all(fp32, _recipes(ONNX_VARIANTS))
+    with mlflow.start_run(run_name="test-quantise-torch"):
+        built["torch-int8-dynamic"] = quantise_torch.quantise_torch(fp32, build_recipe("torch-int8-dynamic", "auto"))
+    client = MlflowClient()
+    return {
+        "fp32": fp32,
+        "run_tags": client.get_run(run.info.run_id).data.tags,
+        "versions": {v: client.get_model_version(TEST_MODEL, mv.version) for v, mv in built.items()},
+    }
+
+
+def test_the_parent_is_an_fp32_torch_version(pipeline):
+    # first, so --durations shows the shared pipeline fixture apart from the quantising below
+    assert (pipeline["fp32"].tags["variant"], pipeline["fp32"].tags["runtime"]) == ("fp32", "torch")
+
+
+def _load(mv):
+    return mlflow.pyfunc.load_model(f"models:/{TEST_MODEL}/{mv.version}")
+
+
+def test_each_recipe_registers_a_tagged_version_of_the_same_parent(variants):
+    versions = variants["versions"]
+    assert set(versions) == {*ONNX_VARIANTS, "torch-int8-dynamic"}
+    expected = {
+        "onnx-fp32": ("fp32", "onnxruntime"), "onnx-int8-dynamic": ("int8", "onnxruntime"),
+        "onnx-int8-static": ("int8", "onnxruntime"), "onnx-fp16": ("fp16", "onnxruntime"),
+        "torch-int8-dynamic": ("int8", "torchscript"),
+    }
+    for variant, mv in versions.items():
+        tags = mv.tags
+        assert tags["variant"] == variant
+        assert (tags["precision"], tags["runtime"]) == expected[variant]
+        assert tags["device"] == "cpu" and tags["parent_version"] == str(variants["fp32"].version)
+        assert len(tags["manifest_sha256"]) == 64 and len(tags["recipe_sha256"]) == 64
+        assert json.loads(tags["recipe"])["variant"] == variant
+    for variant in ONNX_VARIANTS:  # how `main` finds what a quantise run handed on
+        assert variants["run_tags"][f"quantgate.version.{variant}"] == str(versions[variant].version)
+
+
+def test_the_resolved_recipe_travels_inside_the_artifact(variants):
+    for variant, mv in variants["versions"].items():
+        model = _load(mv).unwrap_python_model()
+        config = json.loads(open(model.artifact_paths["quant_config"], encoding="utf-8").read())
+        assert config == json.loads(mv.tags["recipe"])
+        assert recipe_from_json(json.dumps(config)).variant == variant
+        assert "quant_config" in model.meta["manifest"]  # covered by the SHA-256 manifest
+
+
+def test_every_variant_predicts_and_the_fp_variants_match_their_parent(variants):
+    parent = _load(variants["fp32"]).unwrap_python_model()
+    p_parent = parent.predict_proba(TEXTS)
+    for variant, mv in variants["versions"].items():
+        model = _load(mv)
+        out = model.predict(pd.DataFrame({"text": TEXTS}))
+        assert set(out["label"]) <= set(LABELS), variant
+        probs = model.unwrap_python_model().predict_proba(TEXTS)
+        assert probs.shape == p_parent.shape and np.allclose(probs.sum(axis=1), 1.0), variant
+        tolerance = {"onnx-fp32": 1e-4, "onnx-fp16": 1e-2}.get(variant, 0.2)
+        assert np.abs(probs - p_parent).max() < tolerance, variant
+
+
+def test_a_second_run_with_the_same_inputs_reuses_the_versions(variants):
+    client = MlflowClient()
+    before = len(client.search_model_versions(f"name='{TEST_MODEL}'"))
+    with mlflow.start_run(run_name="test-quantise-again"):
+        again = quantise_onnx.quantise_all(variants["fp32"], _recipes(ONNX_VARIANTS))
+        again["torch-int8-dynamic"] = quantise_torch.quantise_torch(variants["fp32"], build_recipe("torch-int8-dynamic", "auto"))
+    assert {v: mv.version for v, mv in again.items()} == {v: mv.version for v, mv in variants["versions"].items()}
+    assert len(client.search_model_versions(f"name='{TEST_MODEL}'")) == before
+
+
+def test_the_cli_reuses_and_refuses_a_bad_override(variants):
+    fp32 = variants["fp32"]
+    result = CliRunner().invoke(
+        quantise_onnx.cli, ["--source", fp32.version, "--model-name", TEST_MODEL, "--recipe", "onnx-fp32"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"reusing {TEST_MODEL} version {variants['versions']['onnx-fp32'].version}" in result.output
+    bad = CliRunner().invoke(quantise_onnx.cli, ["--source", fp32.version, "--model-name", TEST_MODEL,
+                                                 "--recipe", "onnx-int8-static", "--set", "onnx-int8-static.calibration_size=3"])
+    assert bad.exit_code == 2 and "calibration_size" in bad.output
+
+
+def test_torchscript_variant_loads_without_pickle(variants, monkeypatch):
+    mv = variants["versions"]["torch-int8-dynamic"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle/torch.load used while loading the TorchScript variant")
+
+    for target, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(target, name, refuse)
+    model = _load(mv)
+    assert list(model.predict(pd.DataFrame({"text": TEXTS}))["label"])
+    path = model.unwrap_python_model().artifact_paths["model"]
+    with zipfile.ZipFile(path) as archive:  # a TorchScript archive: code plus extra files
+        names = archive.namelist()
+    assert any("/code/" in n for n in names)
+    assert any(n.endswith("extra/quantgate_labels.json") for n in names)
+
+
+def _with_swapped_labels(mv, tmp_path):
+    """A local copy whose label_map.json has two labels swapped, manifest re-signed, so only
+    the label-order check is left to catch it."""
+    src = mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{mv.version}")
+    path = tmp_path / mv.tags["variant"]
+    shutil.copytree(src, path)
+    label_map = next(path.glob("artifacts/label_map.json"))
+    swapped = list(LABELS)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    label_map.write_text(json.dumps({str(i): name for i, name in enumerate(swapped)}))
+    meta_path = next(path.glob("artifacts/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["manifest"]["label_map"] = manifest({"label_map": str(label_map)})["label_map"]
+    meta_path.write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["torch-int8-dynamic", "onnx-int8-static", "onnx-fp16"])
+def test_a_permuted_label_map_refuses_to_load(variants, tmp_path, variant):
+    path = _with_swapped_labels(variants["versions"][variant], tmp_path)
+    with pytest.raises(MlflowException, match="label order mismatch"):
+        mlflow.pyfunc.load_model(str(path))
+
+
+def test_the_quant_config_is_tamper_evident(variants, tmp_path):
+    mv = variants["versions"]["onnx-int8-static"]
+    path = tmp_path / "copy"
+    shutil.copytree(mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{mv.version}"), path)
+    config = next(path.glob(f"artifacts/{QUANT_CONFIG_FILE}"))
+    config.write_text(config.read_text().replace('"calibration_size": 16', '"calibration_size": 17'))
+    with pytest.raises(MlflowException, match="SHA-256 manifest"):
+        mlflow.pyfunc.load_model(str(path))
