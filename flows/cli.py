@@ -5,7 +5,7 @@ import os
 
 import click
 
-from flows import compare, evaluate, main, quantise_onnx, train
+from flows import compare, evaluate, main, quantise_onnx, quantise_torch, quantise_trt, train
 from flows import serve as serve_mod
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from registry_hooks import promote
@@ -13,7 +13,9 @@ from registry_hooks.hooks_cli import hooks
 
 EXAMPLES = {
     "train": "quantgate train --max-epochs 5",
-    "quantise-onnx": "quantgate quantise-onnx --source 1",
+    "quantise-onnx": "quantgate quantise-onnx --source 1 --recipe all",
+    "quantise-torch": "quantgate quantise-torch --source 1",
+    "quantise-trt": "quantgate quantise-trt --source 1 --precision all",
     "evaluate": "quantgate evaluate --version 2",
     "promote": "quantgate promote --version 2 --thresholds registry_hooks/thresholds.yaml",
     "main": "quantgate main",
@@ -42,7 +44,9 @@ def _add(command: click.Command, name: str, short: str) -> None:
 
 
 _add(train.cli, "train", "LoRA fine-tune the BERT base model; register the FP32 version.")
-_add(quantise_onnx.cli, "quantise-onnx", "Export to ONNX and register a dynamic INT8 version.")
+_add(quantise_onnx.cli, "quantise-onnx", "ONNX variants (fp32, int8 dynamic/static, fp16), one registered version each.")
+_add(quantise_torch.cli, "quantise-torch", "PyTorch dynamic INT8 as TorchScript (no pickle), registered as a version.")
+_add(quantise_trt.cli, "quantise-trt", "TensorRT FP16/INT8 engines (NVIDIA GPU only), registered as versions.")
 _add(evaluate.cli, "evaluate", "Measure F1, size, latency and parity of a version; record them on it.")
 _add(promote.cli, "promote", "Gate a version against thresholds; set @staging only if it passes.")
 _add(main.cli, "main", "Run every step in order, reusing finished ones.")

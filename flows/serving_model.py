@@ -1,7 +1,9 @@
 """The pyfunc every quantgate variant is served through ("models from code": no cloudpickle).
 
 MLflow copies this file into each logged model and runs it at load time, so it imports
-nothing from quantgate itself: a served model needs only its own artifacts.
+nothing from quantgate itself: a served model needs only its own artifacts. The one
+exception is a TensorRT engine (runtime ``tensorrt``): its device-memory code lives in
+``flows.trt_runtime``, so serving one needs ``quantgate[gpu]`` installed.
 
 Artifacts (the keys given to ``mlflow.pyfunc.log_model(artifacts=...)``):
 
