@@ -209,7 +209,9 @@ def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None
         return ev
     if any(getattr(thresholds, key) is not None for key in PAIRED_RULES):
         try:
-            table = mlflow.load_table(EVAL_PREDICTIONS, run_ids=[run.info.run_id])
+            # the run's own experiment: mlflow.load_table would search the *active* one, and
+            # an evaluation made under `main` lives in another experiment than a later gate
+            table = client.load_table(run.info.experiment_id, EVAL_PREDICTIONS, run_ids=[run.info.run_id])
         except MlflowException as exc:
             ev.problems = [f"evaluation run {run.info.run_id} has no readable {EVAL_PREDICTIONS}: {exc.message}"]
             return ev

@@ -213,3 +213,18 @@ def test_a_malformed_thresholds_file_is_refused_before_anything_runs(pipeline, t
 def test_a_version_and_candidates_together_are_refused(pipeline):
     result = _promote("--version", pipeline["int8"].version, "--candidates", "--thresholds", str(DEFAULT_THRESHOLDS))
     assert result.exit_code == 2 and "exactly one of --version N or --candidates" in result.output
+
+
+def test_a_gate_in_another_experiment_still_reads_the_evaluations_predictions(pipeline, tmp_path, monkeypatch):
+    # `main` evaluates inside its own experiment; a later `promote --candidates` runs in the
+    # default one. The per-example table must be read from the evaluation run's experiment.
+    before = mlflow.tracking.fluent._get_experiment_id()
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gate-elsewhere")
+    mlflow.set_experiment("gate-elsewhere")
+    try:
+        result = _promote("--version", pipeline["int8"].version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE),
+                          "--alias", "elsewhere-check", "--dry-run")
+    finally:
+        mlflow.set_experiment(experiment_id=before)
+    assert result.exit_code == 0, result.output
+    assert "eval_predictions.json" not in result.output
