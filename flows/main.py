@@ -2,12 +2,13 @@
 
 Each step runs as its own MLflow run (a child of this one) through ``mlflow.projects.run``,
 the idiom of MLflow's multistep example. A step is reused when a FINISHED run of the same
-entry point carries the same inputs digest (parameters, data, and the source code of
-quantgate) and the model version it produced still exists. The gate always runs again:
+entry point carries the same inputs digest (parameters, data, and the source code the
+step runs: its module and the quantgate modules it imports) and the model version it produced still exists. The gate always runs again:
 a promotion decision is never served from cache.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import sys
@@ -24,16 +25,45 @@ from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-CODE_DIRS = ("flows", "evaluators", "registry_hooks")
+CODE_PACKAGES = ("flows", "evaluators", "registry_hooks")
 
 
-def code_digest() -> str:
-    """SHA-256 of quantgate's own source: a code change invalidates finished steps."""
+def _module_file(name: str) -> Path | None:
+    path = PROJECT_DIR.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_imports(module: str) -> list[Path]:
+    """The source files of ``module`` and every quantgate module it imports, transitively
+    (static: read from the import statements, so nothing is executed)."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # `from flows import data`
+        todo = [t for t in todo if t.split(".")[0] in CODE_PACKAGES]
+    return sorted(set(seen.values()))
+
+
+def code_digest(module: str) -> str:
+    """SHA-256 of the source a step runs: the entry point's module and the quantgate modules
+    it imports. Editing the TensorRT flow does not retrain; editing the data layer does."""
     h = hashlib.sha256()
-    for d in CODE_DIRS:
-        for p in sorted((PROJECT_DIR / d).rglob("*.py")):
-            h.update(p.relative_to(PROJECT_DIR).as_posix().encode())
-            h.update(p.read_bytes())
+    for p in project_imports(module):
+        h.update(p.relative_to(PROJECT_DIR).as_posix().encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -105,7 +135,6 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
     except ThresholdError as exc:
         raise click.ClickException(str(exc)) from None
     tracking_uri = configure_tracking()
-    code = code_digest()
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id
         data = dataset_digest(load_dataset(dataset))
@@ -114,16 +143,16 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
             "train",
             {"dataset": dataset, "base_model": base_model, "model_name": model_name,
              "max_epochs": max_epochs, "train_limit": train_limit},
-            extra=code + data, **common,
+            extra=code_digest("flows.train") + data, **common,
         )
         fp32 = output_version(train_run, "fp32")
         # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
         quant_run = get_or_run("quantise_onnx", {"source": fp32, "model_name": model_name, "recipe": "onnx-int8-dynamic"},
-                               extra=code, **common)
+                               extra=code_digest("flows.quantise_onnx"), **common)
         int8 = output_version(quant_run, "onnx-int8-dynamic")
         for version in (fp32, int8):
             get_or_run("evaluate", {"version": version, "model_name": model_name, "dataset": dataset,
-                                    "latency_runs": latency_runs}, extra=code + data, **common)
+                                    "latency_runs": latency_runs}, extra=code_digest("flows.evaluate") + data, **common)
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
         submitted = mlflow.projects.run(
             str(PROJECT_DIR), entry_point="promote",
