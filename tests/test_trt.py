@@ -224,6 +224,14 @@ def test_trt_recipes_are_validated_and_the_profile_is_part_of_their_identity():
         quantise_trt.TrtFp16Recipe(keep_fp32_ops=("Softmax",))
     with pytest.raises(RecipeError, match="calibration_size"):
         quantise_trt.TrtInt8Recipe(calibration_size=2)
+    # Q/DQ on the weight layers' inputs only, the residual stream in float, the head INT8 too
+    assert (int8.qdq_matmul_outputs, int8.float_residual, int8.op_types) == (False, True, ("MatMul", "Gemm"))
+    assert int8.sha256("x") != quantise_trt.TrtInt8Recipe(calibration_size=64, float_residual=False).sha256("x")
+    for bad, match in (({"qdq_matmul_outputs": "no"}, "qdq_matmul_outputs"), ({"float_residual": 1}, "float_residual"),
+                       ({"op_types": ("Gemm",)}, "op_types"), ({"op_types": ["MatMul"]}, "op_types"),
+                       ({"op_types": ("MatMul", "Conv")}, "op_types")):
+        with pytest.raises(RecipeError, match=match):
+            quantise_trt.TrtInt8Recipe(**bad)
 
 
 def test_an_asymmetric_qdq_graph_is_refused(tmp_path):
@@ -241,6 +249,29 @@ def test_an_asymmetric_qdq_graph_is_refused(tmp_path):
         quantise_trt.check_trt_qdq(tmp_path / "asym.onnx")
 
 
+def test_readers_other_than_the_matmuls_get_the_float_tensor_back():
+    from onnx import TensorProto, helper, numpy_helper
+
+    s = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s")
+    zp = numpy_helper.from_array(np.array(0, dtype=np.int8), "zp")
+    w = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="qx"),
+         helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dqx"),
+         helper.make_node("MatMul", ["xd", "w"], ["m"], name="mm"),
+         helper.make_node("Add", ["m", "xd"], ["r"], name="residual"),  # reads x, not its INT8 copy
+         helper.make_node("QuantizeLinear", ["r", "s", "zp"], ["rq"], name="qr"),
+         helper.make_node("DequantizeLinear", ["rq", "s", "zp"], ["rd"], name="dqr"),
+         helper.make_node("Relu", ["rd"], ["y"], name="only_reader")],  # no MatMul: pair dropped
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], initializer=[s, zp, w])
+    model = helper.make_model(graph)
+    assert quantise_trt.float_readers(model) == 2
+    nodes = {n.name: n for n in model.graph.node}
+    assert list(nodes["residual"].input) == ["m", "x"] and list(nodes["mm"].input) == ["xd", "w"]
+    assert list(nodes["only_reader"].input) == ["r"] and not {"qr", "dqr"} & set(nodes)
+
+
 # --------------------------------------------------------------------------- the flow, no GPU
 def _empty_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -253,12 +284,20 @@ def _registry_is_empty(uri):
     return client.search_registered_models() == [] and client.search_model_versions() == []
 
 
+def _env_for(uri: str) -> dict[str, str]:
+    """This process's environment pointed at ``uri``, minus the experiment/run that earlier
+    in-process tests selected (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID, which
+    names an experiment the empty store does not have)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
+    return {**env, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+
+
 @pytest.mark.parametrize("hide", [False, True], ids=["this-machine", "cuda-visible-devices-empty"])
 def test_without_a_gpu_the_flow_stops_at_once_and_registers_nothing(tmp_path, hide):
     if not hide and shutil.which("nvidia-smi"):
         pytest.skip("this machine has nvidia-smi; the hidden-GPU case covers it")
     uri = _empty_store(tmp_path)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    env = _env_for(uri)
     if hide:
         env["CUDA_VISIBLE_DEVICES"] = ""
     t0 = time.monotonic()
@@ -277,7 +316,7 @@ def test_without_a_gpu_the_flow_stops_at_once_and_registers_nothing(tmp_path, hi
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
 def test_mlflow_run_of_the_entry_point_fails_without_a_gpu(tmp_path):
     uri = _empty_store(tmp_path)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    env = _env_for(uri)
     done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "quantise_trt", "--env-manager", "local",
                            "-P", f"model_name={TEST_MODEL}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0
@@ -467,6 +506,29 @@ def test_specs_are_read_from_the_real_fp16_and_int8_graphs(real_graphs):
         assert [(s.name, s.shape) for s in as32] == [(s.name, s.shape) for s in specs]
     with pytest.raises(TrtError, match="must be an integer dtype"):
         specs_from_onnx(real_graphs["models"]["trt-fp16"], int_dtype="float16")
+
+
+def test_int8_qdq_sits_on_the_weight_layers_inputs_only(real_graphs):
+    """Every weight MatMul/Gemm is INT8, and a dequantised activation is read by MatMuls/Gemms
+    only: no Q/DQ on their outputs, the residual Adds read the LayerNorm outputs in float."""
+    import onnx
+
+    model, path = real_graphs["models"]["trt-int8"], real_graphs["paths"]["trt-int8"]
+    plain = onnx.load(str(real_graphs["workdir"] / "model.opset17.onnx"))  # the export it was made from
+    weights = {i.name for i in plain.graph.initializer}
+    weight_layers = [n for n in plain.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    assert len(weight_layers) >= 8  # Q, K, V, attention out, FFN in/out, pooler, classifier
+    assert quantise_trt.int8_weight_matmuls(path) == (len(weight_layers), 0)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for n in model.graph.node:
+        if n.op_type not in ("MatMul", "Gemm"):
+            assert not dq_out & set(n.input), f"{n.name} ({n.op_type}) reads a dequantised tensor"
+        if n.op_type == "QuantizeLinear" and n.input[0] in producer:
+            assert producer[n.input[0]].op_type not in ("MatMul", "Gemm"), f"{n.name} quantises a MatMul output"
+    layer_norms = {n.output[0] for n in model.graph.node if n.op_type == "LayerNormalization"}
+    assert any(n.op_type == "Add" and layer_norms & set(n.input) for n in model.graph.node)  # the float residual
+    assert not any(n.domain == "com.microsoft" for n in model.graph.node)
 
 
 def test_int64_ids_bind_to_int64_and_int32_engines_and_give_the_parents_logits(real_graphs):
