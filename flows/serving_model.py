@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import mlflow
@@ -114,6 +115,10 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(arts["tokenizer"])
+        # A fast (Rust) tokenizer is not safe to call from two threads at once: it raises
+        # "RuntimeError: Already borrowed". MLflow's scoring server runs predict() on a thread
+        # pool, so every tokenizer call holds this lock (tokenising costs ~0.3 ms a headline).
+        self._tokenizer_lock = threading.Lock()
         runtime = self.meta["runtime"]
         if runtime == "torch":
             self._load_torch(arts["model"])
@@ -226,9 +231,10 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
 
     # ------------------------------------------------------------------ API
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
+        with self._tokenizer_lock:
+            enc = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+            )
         return {k: v.astype(np.int64) for k, v in enc.items()}
 
     def infer(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
@@ -281,7 +287,8 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         cut = [t[:cap] for t in texts]
         flags = [len(t) > cap for t in texts]
-        lengths = self.tokenizer(cut, truncation=False, add_special_tokens=True)["input_ids"]
+        with self._tokenizer_lock:
+            lengths = self.tokenizer(cut, truncation=False, add_special_tokens=True)["input_ids"]
         return cut, [f or len(ids) > self.max_length for f, ids in zip(flags, lengths)]
 
     def predict(self, context, model_input: pd.DataFrame, params=None):

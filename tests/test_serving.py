@@ -95,6 +95,26 @@ def test_two_headlines_get_labels_from_the_label_set(server):
         assert row["truncated"] is False
 
 
+def test_concurrent_requests_all_succeed_and_match_sequential_answers(server):
+    # MLflow's scoring server runs predict() on a thread pool; a fast tokenizer used from two
+    # threads at once raises "Already borrowed" (that failed 20-40% of requests at
+    # concurrency 4-16 before the pyfunc locked it).
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"Hospital ransomware attack number {i} disrupts city services" for i in range(12)]
+    expected = {t: _post(server, {"dataframe_records": [{"text": t}]}).json()["predictions"][0]["label"] for t in texts}
+
+    def ask(i: int):
+        t = texts[i % len(texts)]
+        r = _post(server, {"dataframe_records": [{"text": t}]})
+        return t, r.status_code, r.json()["predictions"][0]["label"] if r.status_code == 200 else r.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, range(160)))
+    assert Counter(code for _, code, _ in answers) == Counter({200: 160}), [a for a in answers if a[1] != 200][:3]
+    assert all(label == expected[t] for t, _, label in answers)
+
+
 def test_top_k_is_a_param(server):
     r = _post(server, {"dataframe_records": [{"text": "Striker signs four-year deal"}], "params": {"top_k": 9}})
     assert r.status_code == 200, r.text
