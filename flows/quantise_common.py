@@ -89,6 +89,22 @@ def reuse(mv: ModelVersion, recipe: Recipe) -> ModelVersion:
     return mv
 
 
+def split_reusable(source: ModelVersion, recipes, identity) -> tuple[list[tuple[Recipe, str]], dict[str, ModelVersion]]:
+    """Log each recipe's params; hand on the version an identical earlier build registered
+    (``identity(recipe)`` is its ``recipe_sha256``), and return the rest, with their
+    identities, still to build."""
+    todo, done = [], {}
+    for recipe in recipes:
+        mlflow.log_params(recipe.params())
+        sha = identity(recipe)
+        existing = find_existing(source, sha)
+        if existing:
+            done[recipe.variant] = reuse(existing, recipe)
+        else:
+            todo.append((recipe, sha))
+    return todo, done
+
+
 def register(
     recipe: Recipe, *, model_path: Path, parent, source: ModelVersion, recipe_sha256: str
 ) -> ModelVersion:

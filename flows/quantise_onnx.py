@@ -25,13 +25,12 @@ from mlflow.entities.model_registry import ModelVersion
 from flows.quantise_common import (
     LATEST,
     build_digest,
-    find_existing,
     latest_fp32_version,  # noqa: F401  (re-exported: older callers import it from here)
     load_parent,
     parse_overrides,
     register,
     resolve_source,
-    reuse,
+    split_reusable,
 )
 from flows.recipes import (
     ONNX_VARIANTS,
@@ -267,15 +266,7 @@ def quantise_all(source: ModelVersion, recipes: list[Recipe]) -> dict[str, Model
     """Register (or reuse) one version per recipe, inside the active run."""
     mlflow.set_tags({"quantgate.step": "quantise_onnx", "quantgate.source_version": source.version})
     mlflow.log_params({"source_version": source.version})
-    todo, done = [], {}
-    for recipe in recipes:
-        mlflow.log_params(recipe.params())
-        sha = recipe_identity(recipe, source)
-        existing = find_existing(source, sha)
-        if existing:
-            done[recipe.variant] = reuse(existing, recipe)
-        else:
-            todo.append((recipe, sha))
+    todo, done = split_reusable(source, recipes, lambda recipe: recipe_identity(recipe, source))
     if not todo:
         return done
     parent = load_parent(source)

@@ -63,10 +63,9 @@ from flows.labels import LABELS
 from flows.quantise_common import (
     LATEST,
     build_digest,
-    find_existing,
     load_parent,
     resolve_source,
-    reuse,
+    split_reusable,
 )
 from flows.quantise_onnx import (
     calibration_reader,
@@ -512,15 +511,7 @@ def build_engines(source: ModelVersion, recipes: list[TrtRecipe], gpu: GpuInfo, 
     mlflow.set_tags({"quantgate.step": "quantise_trt", "quantgate.source_version": source.version,
                      **{f"quantgate.{k}": str(v) for k, v in env.items()}})
     mlflow.log_params({"source_version": source.version, "check_size": check_size})
-    todo, done = [], {}
-    for recipe in recipes:
-        mlflow.log_params(recipe.params())
-        sha = recipe_identity(recipe, source, env)
-        existing = find_existing(source, sha)
-        if existing:
-            done[recipe.variant] = reuse(existing, recipe)
-        else:
-            todo.append((recipe, sha))
+    todo, done = split_reusable(source, recipes, lambda recipe: recipe_identity(recipe, source, env))
     if not todo:
         return done
     parent = load_parent(source)
