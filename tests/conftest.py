@@ -1,6 +1,7 @@
 """Shared fixtures: a real sqlite-backed MLflow store per test session, and a tiny trained model."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -13,6 +14,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TEST_MODEL = "news-test"
 LENIENT = {"min_macro_f1": 0.0, "max_latency_p95_ms": 5000.0}
+
+
+def resign(model_dir: Path, key: str, file: Path) -> None:
+    """Re-sign one artifact of a local model copy: its manifest entry in meta.json is
+    recomputed, so only checks other than the SHA-256 one can catch what was changed."""
+    from flows.packaging import manifest
+
+    meta_path = next(Path(model_dir).glob("artifacts/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["manifest"][key] = manifest({key: str(file)})[key]
+    meta_path.write_text(json.dumps(meta))
+
+
+def swap_labels(model_dir: Path, i: int = 0, j: int = 1) -> tuple[Path, list[str]]:
+    """Swap labels ``i`` and ``j`` in a local model copy's label_map.json and re-sign it.
+    Returns the label map's path and the swapped order."""
+    from flows.labels import LABELS
+
+    swapped = list(LABELS)
+    swapped[i], swapped[j] = swapped[j], swapped[i]
+    label_map = next(Path(model_dir).glob("artifacts/label_map.json"))
+    label_map.write_text(json.dumps({str(k): name for k, name in enumerate(swapped)}))
+    resign(model_dir, "label_map", label_map)
+    return label_map, swapped
 
 
 @pytest.fixture(scope="session")

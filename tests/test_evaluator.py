@@ -1,7 +1,6 @@
 """The `quantgate` MLflow evaluator plugin and the maths under it."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import mlflow
@@ -10,12 +9,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, resign, swap_labels
 from evaluators.metrics import block_bootstrap_speedup, flip_matrix, mean_kl_divergence
 from evaluators.plugin import EvaluatorConfig
 from evaluators.report import CARD_END, model_card, with_card
 from flows.data import load_dataset
-from flows.packaging import manifest
 from flows.tracking import logged_model_id
 
 FAST = {"latency_runs": 10, "warmup": 2, "speedup_blocks": 2, "sample_headlines": 2}
@@ -113,13 +111,6 @@ def test_two_evaluations_agree_exactly_on_accuracy_and_parity(pipeline, test_fra
         assert runs[0][key] == runs[1][key], key
 
 
-def _resign(path, key, file):
-    meta_path = next(path.glob("artifacts/meta.json"))
-    meta = json.loads(meta_path.read_text())
-    meta["manifest"][key] = manifest({key: str(file)})[key]
-    meta_path.write_text(json.dumps(meta))
-
-
 def test_contract_mismatch_with_the_parent_fails_the_evaluation(pipeline, test_frame, tmp_path):
     """A variant that is self-consistent (it loads) but tokenises differently from its parent."""
     src = mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline['int8'].version}")
@@ -127,7 +118,7 @@ def test_contract_mismatch_with_the_parent_fails_the_evaluation(pipeline, test_f
     tok_dir = next(path.glob("artifacts/tokenizer"))
     cfg = tok_dir / "tokenizer_config.json"
     cfg.write_text(cfg.read_text().replace('"do_lower_case": true', '"do_lower_case": false'))
-    _resign(path, "tokenizer", tok_dir)
+    resign(path, "tokenizer", tok_dir)
     mlflow.pyfunc.load_model(str(path))  # it loads: only the contract check can catch it
     with mlflow.start_run(run_name="contract"):
         with pytest.raises(MlflowException, match="contract violated: tokenizer files differ"):
@@ -137,19 +128,14 @@ def test_contract_mismatch_with_the_parent_fails_the_evaluation(pipeline, test_f
 def test_swapped_label_map_consistent_with_its_own_model_is_caught_against_the_parent(pipeline, test_frame, tmp_path):
     """Labels permuted in both label_map.json and the ONNX metadata: the variant loads and
     would serve, but its label order disagrees with the parent's - a failed evaluation."""
-    from flows.labels import LABELS
     from flows.quantise_onnx import stamp_labels
 
     src = mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline['int8'].version}")
     path = shutil.copytree(src, tmp_path / "model")
-    swapped = list(LABELS)
-    swapped[4], swapped[7] = swapped[7], swapped[4]
-    label_map = next(path.glob("artifacts/label_map.json"))
-    label_map.write_text(json.dumps({str(i): name for i, name in enumerate(swapped)}))
+    _, swapped = swap_labels(path, 4, 7)
     onnx_file = next(path.glob("artifacts/*.onnx"))
     stamp_labels(onnx_file, swapped)
-    _resign(path, "label_map", label_map)
-    _resign(path, "model", onnx_file)
+    resign(path, "model", onnx_file)
     mlflow.pyfunc.load_model(str(path))
     with mlflow.start_run(run_name="contract-labels"):
         with pytest.raises(MlflowException, match="contract violated: label map .* differs from the parent's"):

@@ -1,7 +1,6 @@
 """train -> quantise_onnx -> evaluate -> promote on a real sqlite MLflow store."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import mlflow
@@ -12,9 +11,8 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import LENIENT, TEST_MODEL
+from conftest import LENIENT, TEST_MODEL, swap_labels
 from flows.labels import LABELS
-from flows.packaging import manifest
 from registry_hooks import promote
 
 
@@ -64,14 +62,7 @@ def test_a_variant_whose_labels_disagree_with_its_model_refuses_to_load(pipeline
     """Swap two labels in label_map.json and re-sign the manifest: only the label check is left
     to catch it, and it must (the seed lab's TensorRT engine mislabelled silently)."""
     path = _local_copy(pipeline["int8"], tmp_path)
-    label_map = next(path.glob("artifacts/label_map.json"))
-    swapped = list(LABELS)
-    swapped[0], swapped[1] = swapped[1], swapped[0]
-    label_map.write_text(json.dumps({str(i): name for i, name in enumerate(swapped)}))
-    meta_path = next(path.glob("artifacts/meta.json"))
-    meta = json.loads(meta_path.read_text())
-    meta["manifest"]["label_map"] = manifest({"label_map": str(label_map)})["label_map"]
-    meta_path.write_text(json.dumps(meta))
+    swap_labels(path)
     with pytest.raises(MlflowException, match="label order mismatch"):
         mlflow.pyfunc.load_model(str(path))
 

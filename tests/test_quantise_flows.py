@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, swap_labels
 from flows import quantise_onnx, quantise_torch
 from flows.labels import LABELS
-from flows.packaging import QUANT_CONFIG_FILE, manifest
+from flows.packaging import QUANT_CONFIG_FILE
 from flows.recipes import ONNX_VARIANTS, build_recipe, recipe_from_json
 
 TEXTS = ["Striker signs for Lisbon club", "Ransomware hits city council", "Central bank holds rates"]
@@ -143,14 +143,7 @@ def _with_swapped_labels(mv, tmp_path):
     src = mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{mv.version}")
     path = tmp_path / mv.tags["variant"]
     shutil.copytree(src, path)
-    label_map = next(path.glob("artifacts/label_map.json"))
-    swapped = list(LABELS)
-    swapped[0], swapped[1] = swapped[1], swapped[0]
-    label_map.write_text(json.dumps({str(i): name for i, name in enumerate(swapped)}))
-    meta_path = next(path.glob("artifacts/meta.json"))
-    meta = json.loads(meta_path.read_text())
-    meta["manifest"]["label_map"] = manifest({"label_map": str(label_map)})["label_map"]
-    meta_path.write_text(json.dumps(meta))
+    swap_labels(path)
     return path
 
 
