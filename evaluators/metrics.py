@@ -41,6 +41,13 @@ def agreement(pred_a: Sequence[int], pred_b: Sequence[int]) -> float:
     return accuracy(pred_a, pred_b)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, shifted by each row's max so large logits cannot overflow."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def prob_deltas(p_a: np.ndarray, p_b: np.ndarray) -> tuple[float, float]:
     """(max, mean) absolute difference between two probability matrices of equal shape."""
     if p_a.shape != p_b.shape:

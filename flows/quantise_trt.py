@@ -403,13 +403,12 @@ def check_split(size: int, dataset: str = "news9") -> tuple[list[str], list[int]
 
 
 def agreement(parent_logits: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    def softmax(x):
-        x = x.astype(np.float64) - x.max(axis=1, keepdims=True)
-        return np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+    from evaluators.metrics import agreement as top1_agreement
+    from evaluators.metrics import prob_deltas, softmax
 
     return {
-        "agreement": float(np.mean(parent_logits.argmax(axis=1) == logits.argmax(axis=1))),
-        "max_abs_prob_diff": float(np.abs(softmax(parent_logits) - softmax(logits)).max()),
+        "agreement": top1_agreement(parent_logits.argmax(axis=1), logits.argmax(axis=1)),
+        "max_abs_prob_diff": prob_deltas(softmax(parent_logits), softmax(logits))[0],
     }
 
 

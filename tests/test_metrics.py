@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from evaluators.metrics import accuracy, agreement, confusion, macro_f1, per_class_f1, percentiles_ms, prob_deltas
+from evaluators.metrics import accuracy, agreement, confusion, macro_f1, per_class_f1, percentiles_ms, prob_deltas, softmax
 
 
 def test_macro_f1_matches_sklearn_on_random_labels():
@@ -57,3 +57,8 @@ def test_percentiles_are_in_milliseconds():
     assert p["p99"] == pytest.approx(99.01)
     with pytest.raises(ValueError):
         percentiles_ms([])
+
+
+def test_softmax_hand_computed_and_safe_for_large_logits():
+    p = softmax(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0]]))
+    assert np.allclose(p, [[0.25, 0.75], [0.5, 0.5]])  # 1/(1+3), 3/(1+3); no overflow at 1000
