@@ -7,6 +7,7 @@ import click
 
 from flows import compare, evaluate, main, quantise_onnx, quantise_torch, quantise_trt, train
 from flows import serve as serve_mod
+from flows.errors import DEBUG_ENV, GuardedGroup
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from registry_hooks import promote
 from registry_hooks.hooks_cli import hooks
@@ -26,14 +27,17 @@ EXAMPLES = {
 
 
 @click.group(
+    cls=GuardedGroup,
     help="quantgate: train, quantise, evaluate, gate and serve a 9-topic news classifier with MLflow.\n\n"
     f"Runs and models go to $MLFLOW_TRACKING_URI (default {DEFAULT_TRACKING_URI}).",
     # "\b" keeps click from re-wrapping the example lines
     epilog="Examples:\n\n\b\n" + "\n".join(f"  {ex}" for ex in EXAMPLES.values()),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
-def cli():
-    pass
+@click.option("--debug", is_flag=True, help=f"Show the full traceback of an error (also: {DEBUG_ENV}=1).")
+def cli(debug):
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # read by the error guard, and inherited by the steps it starts
 
 
 def _add(command: click.Command, name: str, short: str) -> None:

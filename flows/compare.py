@@ -67,4 +67,6 @@ def cli(model_name, out_path):
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from flows.errors import UserError
 from flows.labels import LABEL2ID, LABELS
 
 SPLITS = ("train", "validation", "test")
@@ -31,7 +32,7 @@ NEWS9_DIR = Path(__file__).resolve().parent.parent / "data" / "news9"
 _FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset that cannot be used; the message names the file and the row."""
 
 

@@ -89,4 +89,6 @@ def cli(version_ref, model_name, dataset, latency_runs, threads):
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

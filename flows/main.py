@@ -172,4 +172,6 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

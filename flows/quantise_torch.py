@@ -159,4 +159,6 @@ def cli(source, model_name, recipe_choice, preset, overrides):
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

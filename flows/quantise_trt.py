@@ -604,4 +604,6 @@ def cli(source, model_name, precision, batch, seq_len, calibration_size, calibra
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

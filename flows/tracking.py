@@ -6,6 +6,9 @@ import os
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from flows.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_MODEL_NAME = "news-classifier"
@@ -33,7 +36,7 @@ def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:
         return f"models:/{default_name}/{ref}"
     if "/" in ref or "@" in ref:
         return f"models:/{ref}"
-    raise ValueError(
+    raise UserError(
         f"cannot read {ref!r} as a model version: give a version number, 'name/3', "
         "'name@alias' or a models:/ URI"
     )
@@ -46,11 +49,18 @@ def resolve_version(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> ModelVe
     client = MlflowClient()
     if "@" in body:
         name, alias = body.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    name, _, version = body.rpartition("/")
-    if not name or not version.isdigit():
-        raise ValueError(f"{uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
-    return client.get_model_version(name, version)
+        what, fetch = f"alias @{alias} of model {name!r}", lambda: client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, version = body.rpartition("/")
+        if not name or not version.isdigit():
+            raise UserError(f"{uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+        what, fetch = f"version {version} of model {name!r}", lambda: client.get_model_version(name, version)
+    try:
+        return fetch()
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise UserError(f"no {what} in {mlflow.get_tracking_uri()}") from None
+        raise
 
 
 def version_uri(mv: ModelVersion) -> str:

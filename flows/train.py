@@ -211,4 +211,6 @@ def cli(model_name, **options):
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

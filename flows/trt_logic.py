@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flows.errors import UserError
 # Exit status of `quantise_trt` when it cannot build an engine here (no NVIDIA GPU, or no
 # TensorRT/pycuda). 2 stays click's "bad usage" code, 1 an unexpected failure.
 EXIT_NO_GPU = 3
@@ -48,7 +49,7 @@ LOGITS = "logits"
 MODES = ("input", "output")
 
 
-class TrtError(ValueError):
+class TrtError(UserError):
     """A TensorRT variant that would compute or label wrongly; the message says what and why."""
 
 

@@ -414,4 +414,6 @@ def cli(version_ref, candidates, model_name, thresholds_path, target, alias, loc
 
 
 if __name__ == "__main__":
-    cli()
+    from flows.errors import run
+
+    run(cli)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from flows.errors import UserError
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "thresholds.yaml"
 TARGETS = ("cpu", "gpu")  # per-target sections; `promote --target cpu` sets alias staging-cpu
 DEFAULT_CHAMPION_ORDER = ("latency_p95_ms ASC", "macro_f1 DESC")
@@ -26,7 +27,7 @@ HOST_KEYS = {"cpu": "host.cpu", "isa": "host.isa", "cores": "host.cores", "machi
              "gpu": "host.gpu", "threads": "threads"}
 
 
-class ThresholdError(ValueError):
+class ThresholdError(UserError):
     """A thresholds file that cannot be used; the message starts with the offending key."""
 
 

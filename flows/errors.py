@@ -1,0 +1,73 @@
+"""User mistakes end in one line and exit status 2; everything else is a bug and keeps its traceback.
+
+Library code raises a subclass of :class:`UserError` (``DataError``, ``ThresholdError``,
+``RecipeError``, ``TrtError``, or ``UserError`` itself) with a message that names what was wrong
+(the file and row, the key, the version). Only the command-line edge turns it into text:
+:func:`run` wraps a click command so that every entry point - ``quantgate <step>`` and the
+``python -m flows.<step>`` commands that ``mlflow run`` executes - prints ``error: <message>``
+to stderr and exits 2. ``quantgate --debug`` or ``QUANTGATE_DEBUG=1`` shows the traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+EXIT_USER_ERROR = 2
+DEBUG_ENV = "QUANTGATE_DEBUG"
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for (a path, a version, a value); the message says which."""
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def one_line(message: str) -> str:
+    """Collapse a message onto one line (exception texts sometimes carry newlines)."""
+    return " ".join(str(message).split())
+
+
+class UserErrorExit(click.ClickException):
+    """How click reports a :class:`UserError`: ``error: <message>`` on stderr, exit status 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class GuardedGroup(click.Group):
+    """A click group whose sub-commands report user errors in one line (``--debug``: traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if debugging():
+                raise
+            raise UserErrorExit(one_line(str(exc))) from None
+
+
+def run(command: click.Command, args: list[str] | None = None) -> None:
+    """Run a click command as a program (``python -m flows.<step>``): user errors become one
+    line on stderr and exit 2; click's own usage errors keep their exit status 2."""
+    try:
+        rv = command.main(args=args, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        if debugging():
+            raise
+        UserErrorExit(one_line(str(exc))).show()
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(rv if isinstance(rv, int) else 0)

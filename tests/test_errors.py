@@ -1,0 +1,38 @@
+"""User mistakes end in one line on stderr and exit status 2, from `quantgate` and `python -m` alike."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from flows.cli import cli
+
+
+def _env(tmp_path) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "HF_HUB_OFFLINE": "1"}
+
+
+def test_missing_dataset_file_is_one_line_exit_2(tmp_path):
+    missing = tmp_path / "nope" / "train.csv"
+    proc = subprocess.run([sys.executable, "-m", "flows.train", "--dataset", str(missing), "--max-epochs", "1"],
+                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and str(missing) in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_version_is_one_line_exit_2(store):
+    result = CliRunner().invoke(cli, ["evaluate", "--version", "999", "--model-name", "no-such-model"])
+    assert result.exit_code == 2, result.output
+    assert "no version 999 of model 'no-such-model'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "--debug", "evaluate", "--version", "abc!"],
+                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "UserError" in proc.stderr
