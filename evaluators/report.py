@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-CARD_END = "<!-- end quantgate model card -->"
+CARD_END = "<!-- end quantgate model card -->"  # = flows.description.LEGACY_CARD_END
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -50,9 +50,11 @@ def model_card(name: str, version: str, tags: dict[str, str], metrics: dict[str,
 
 
 def with_card(description: str | None, card: str) -> str:
-    """Replace an earlier card, keep whatever followed it (e.g. the gate's verdicts)."""
-    rest = (description or "").split(CARD_END, 1)[-1] if CARD_END in (description or "") else (description or "")
-    return card + ("\n\n" + rest.lstrip("\n") if rest.strip() else "")
+    """Put the card into quantgate's block of the description (``flows.description``): an
+    earlier card is replaced, the gate's notes and everything a person wrote are kept."""
+    from flows.description import with_card as put_card
+
+    return put_card(description, card)
 
 
 def compare_table(rows: list[dict]) -> str:

@@ -24,17 +24,33 @@ from mlflow.entities.model_registry import ModelVersion
 from evaluators.measure import host_fingerprint
 from evaluators.plugin import PREDICTIONS_TABLE
 from evaluators.report import model_card, with_card
-from flows.data import dataset_digest, load_dataset
+from flows.data import DataError, Dataset, dataset_digest, load_dataset
+from flows.model_files import (EVAL_METRICS_DIGEST_TAG, EVAL_MODEL_DIGEST_TAG, METRICS_DIGEST_TAG, MODEL_DIGEST_TAG,
+                               metrics_digest)
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, logged_model_id, resolve_version, version_uri
 
 EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row per test item
 
 
-def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2) -> dict[str, float]:
+MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
+
+
+def load_test_data(dataset: str) -> Dataset:
+    """The dataset's train and test splits, refused in one line (``DataError``) when the test
+    split is too small to measure anything on."""
+    data = load_dataset(dataset, ("train", "test"))
+    if len(data["test"]) < MIN_TEST_ROWS:
+        raise DataError(f"{dataset}: its test split has {len(data['test'])} row(s); evaluation needs at least "
+                        f"{MIN_TEST_ROWS} (give a larger file, or a folder with a test file)")
+    return data
+
+
+def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2,
+             data: Dataset | None = None) -> dict[str, float]:
     """Evaluate ``mv`` inside the active run and record the outcome on the version."""
     client = MlflowClient()
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
-    data = load_dataset(dataset, ("train", "test"))
+    data = data or load_test_data(dataset)
     parent = mv.tags.get("parent_version")
     config = {"latency_runs": latency_runs, "threads": threads}
     if parent:
@@ -51,16 +67,22 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
         "quantgate.evaluated_version": str(mv.version),
         "quantgate.variant": mv.tags.get("variant", ""),
         "manifest_sha256": mv.tags.get("manifest_sha256", ""),
+        MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
         **host,
         **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
     })
     mlflow.log_params({"model_uri": version_uri(mv), "dataset": dataset, "dataset_digest": dataset_digest(data),
                        "latency_runs": latency_runs})
     run_id = mlflow.active_run().info.run_id
+    # the figures as they stand now: the gate refuses them if anything is re-logged later
+    logged = metrics_digest(client.get_run(run_id).data.metrics)
+    mlflow.set_tag(METRICS_DIGEST_TAG, logged)
     for key, value in {
         "eval_run_id": run_id,
         "eval_status": "complete",
         "eval_manifest_sha256": mv.tags.get("manifest_sha256", ""),
+        EVAL_MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
+        EVAL_METRICS_DIGEST_TAG: logged,
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
     current = client.get_model_version(mv.name, mv.version)
@@ -80,9 +102,10 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
 def cli(version_ref, model_name, dataset, latency_runs, threads):
     configure_tracking()
     mv = resolve_version(version_ref, model_name)
+    data = load_test_data(dataset)  # a dataset mistake stops here: no run, the version's tags untouched
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
         try:
-            evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads)
+            evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, data=data)
         except Exception as exc:
             MlflowClient().set_model_version_tag(mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500])
             raise

@@ -17,6 +17,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
 from flows.labels import save_label_map
+from flows.model_files import MODEL_DIGEST_TAG, digest, download, model_manifest
 from flows.serving_model import DEFAULT_TOP_K, files_of, sha256_file
 
 SERVING_MODEL_FILE = Path(__file__).resolve().parent / "serving_model.py"
@@ -72,6 +73,17 @@ def manifest(artifacts: dict[str, str]) -> dict[str, dict[str, str]]:
 
 def manifest_digest(man: dict) -> str:
     return hashlib.sha256(json.dumps(man, sort_keys=True).encode()).hexdigest()
+
+
+def record_model_manifest(model_uri: str, version: str) -> str:
+    """Hash every file of the logged model as stored (MLmodel, pyfunc code, requirements, every
+    artifact incl. meta.json); log the manifest as an artifact of the active run, outside the
+    model, and return its digest (the version's ``model_sha256`` tag)."""
+    with tempfile.TemporaryDirectory(prefix="quantgate-digest-") as tmp:
+        files = model_manifest(download(model_uri, tmp))
+    mlflow.log_dict({"model_uri": model_uri, "version": version, "files": files, "sha256": digest(files)},
+                    f"quantgate/model_manifest_v{version}.json")
+    return digest(files)
 
 
 def log_variant(
@@ -135,6 +147,7 @@ def log_variant(
         )
     client = MlflowClient()
     mv_number = str(info.registered_model_version)
+    tags[MODEL_DIGEST_TAG] = record_model_manifest(info.model_uri, mv_number)
     for key, value in tags.items():
         client.set_model_version_tag(registered_model_name, mv_number, key, value)
     if description:

@@ -3,12 +3,18 @@
 For one registered version this collects, in order, stopping at the first group of problems:
 
 1. the version's tags: evaluated (``eval_status=complete``), on the files registered now
-   (``eval_manifest_sha256 == manifest_sha256``), for the target's device;
-2. its evaluation run: finished, about this version and these files, measured on a host that
-   matches the target's ``host:`` requirements;
-3. the files themselves: SHA-256 recomputed over the registered version's artifacts and
-   compared with the manifest the evaluation recorded. MLflow keeps no checksums, so tags
-   alone would not notice a file changed in the artifact store after evaluation;
+   (``eval_manifest_sha256 == manifest_sha256`` and ``eval_model_sha256 == model_sha256``),
+   with a digest of the evaluation's logged figures, for the target's device;
+2. its evaluation run: active (not deleted), FINISHED, about this version and these files,
+   its logged metrics unchanged since evaluation (their SHA-256, recorded by ``evaluate`` on
+   the run and on the version, is recomputed), measured on a host that matches the target's
+   ``host:`` requirements;
+3. the files themselves, downloaded from the registry: the SHA-256 of *every* file of the
+   logged model (``MLmodel``, the pyfunc code, requirements, every artifact incl. ``meta.json``)
+   must equal the registry's ``model_sha256`` tag, and the artifacts' manifest the evaluated
+   one. MLflow keeps no checksums, so tags alone would not notice a file changed in the
+   artifact store after evaluation. The size limit is judged on the size recomputed from
+   these files, never on the logged figure;
 4. paired statistics from the evaluation's per-example predictions: the bootstrap interval
    of the macro-F1 drop and the worst class's F1 drop.
 
@@ -29,6 +35,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from evaluators.measure import size_bytes
+from flows.model_files import (EVAL_METRICS_DIGEST_TAG, EVAL_MODEL_DIGEST_TAG, METRICS_DIGEST_TAG, MODEL_DIGEST_TAG,
+                               digest_problem, metrics_digest)
 from flows.packaging import manifest, manifest_digest
 from registry_hooks.gate import host_mismatches
 from registry_hooks.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
@@ -36,7 +45,8 @@ from registry_hooks.thresholds import Thresholds
 
 EVAL_PREDICTIONS = "eval_predictions.json"  # written by flows/evaluate.py: one row per test example
 # The tags a verdict relies on; promote re-reads them under the lock before moving the alias.
-SNAPSHOT_TAGS = ("eval_run_id", "eval_status", "eval_manifest_sha256", "manifest_sha256")
+SNAPSHOT_TAGS = ("eval_run_id", "eval_status", "eval_manifest_sha256", "manifest_sha256", MODEL_DIGEST_TAG,
+                 EVAL_MODEL_DIGEST_TAG, EVAL_METRICS_DIGEST_TAG)
 PAIRED_RULES = ("max_macro_f1_drop_points", "max_worst_class_f1_drop_points")
 
 
@@ -62,15 +72,29 @@ def tag_problems(tags: Mapping[str, str], target: str | None = None) -> list[str
         problems.append("no manifest_sha256 tag: the version's files were never fingerprinted")
     elif manifest_tag != evaluated:
         problems.append(f"stale evaluation: files' manifest {manifest_tag!r} differs from the evaluated {evaluated!r}")
+    model_tag = tags.get(MODEL_DIGEST_TAG)
+    if not model_tag:
+        problems.append(f"no {MODEL_DIGEST_TAG} tag: the version's files (MLmodel, code, artifacts) were never "
+                        "fingerprinted; re-register it with a current quantgate and evaluate it again")
+    elif model_tag != tags.get(EVAL_MODEL_DIGEST_TAG):
+        problems.append(f"stale evaluation: the model's files {model_tag[:16]}… are not the evaluated "
+                        f"{(tags.get(EVAL_MODEL_DIGEST_TAG) or 'none')[:16]}…; evaluate it again")
+    if not tags.get(EVAL_METRICS_DIGEST_TAG):
+        problems.append(f"no {EVAL_METRICS_DIGEST_TAG} tag: the evaluation's figures cannot be checked for later "
+                        "edits; evaluate it again")
     if target is not None and tags.get("device") != target:
         problems.append(f"version is built for device {tags.get('device')!r}, not for target {target!r}")
     return problems
 
 
-def run_problems(version: str, tags: Mapping[str, str], run_status: str, run_tags: Mapping[str, str]) -> list[str]:
-    """Why the evaluation run named by the version's ``eval_run_id`` is not its evaluation."""
+def run_problems(version: str, tags: Mapping[str, str], run_status: str, run_tags: Mapping[str, str],
+                 lifecycle_stage: str = "active", metrics: Mapping[str, float] | None = None) -> list[str]:
+    """Why the evaluation run named by the version's ``eval_run_id`` is not its evaluation
+    (or its figures are no longer the ones it recorded)."""
     problems = []
     run_id = tags.get("eval_run_id")
+    if lifecycle_stage != "active":
+        problems.append(f"evaluation run {run_id} is {lifecycle_stage}, not active: a deleted run is no evidence")
     if run_status != "FINISHED":
         problems.append(f"evaluation run {run_id} is {run_status}, not FINISHED")
     measured = run_tags.get("quantgate.evaluated_version")
@@ -81,6 +105,16 @@ def run_problems(version: str, tags: Mapping[str, str], run_status: str, run_tag
             f"evaluation run {run_id} measured files with manifest {run_tags.get('manifest_sha256')!r}, "
             f"the version's are {tags.get('manifest_sha256')!r}"
         )
+    if run_tags.get(MODEL_DIGEST_TAG) != tags.get(MODEL_DIGEST_TAG):
+        problems.append(f"evaluation run {run_id} measured model files {run_tags.get(MODEL_DIGEST_TAG)!r}, "
+                        f"the version's are {tags.get(MODEL_DIGEST_TAG)!r}")
+    if metrics is not None:
+        now = metrics_digest(metrics)
+        recorded = {run_tags.get(METRICS_DIGEST_TAG), tags.get(EVAL_METRICS_DIGEST_TAG)}
+        if recorded != {now}:
+            problems.append(f"evaluation run {run_id}'s metrics changed after evaluation (SHA-256 now {now[:16]}…, "
+                            f"recorded {sorted(str(r)[:16] for r in recorded)}): a figure was re-logged by hand; "
+                            "evaluate again")
     return problems
 
 
@@ -93,44 +127,62 @@ def changed_files(actual: Mapping[str, Mapping[str, str]], recorded: Mapping[str
     return out
 
 
-def registered_files_manifest(mv: ModelVersion) -> tuple[dict, dict]:
-    """Download the version's files and recompute their SHA-256 manifest.
+@dataclass
+class RegisteredFiles:
+    """What the gate re-derives from the version's files, downloaded from the registry."""
 
-    Returns (recomputed manifest, manifest recorded in the model's ``meta.json``). The
-    recomputed one covers every pyfunc artifact except ``meta`` (which holds the manifest), the
-    same way ``flows.packaging`` built it when the version was registered.
+    actual: dict  # artifacts' manifest, recomputed
+    recorded: dict  # the manifest in the model's own meta.json (only to name changed files)
+    model_problem: str | None  # whole-model digest vs the registry's model_sha256 tag
+    size_mb: float | None  # size of the ``model`` artifact, as the evaluator defines it
+
+
+def registered_files(mv: ModelVersion) -> RegisteredFiles:
+    """Download the version's files; recompute the artifacts' manifest, the whole-model
+    digest and the model's size.
+
+    The artifacts' manifest covers every pyfunc artifact except ``meta`` (which holds the
+    manifest), the way ``flows.packaging`` built it; the whole-model digest covers every file.
     """
     with tempfile.TemporaryDirectory(prefix="quantgate-gate-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp))
+        model_problem = digest_problem(local, dict(mv.tags))
         mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
         artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
         paths = {key: str(local / spec["path"]) for key, spec in artifacts.items() if key != "meta"}
         actual = manifest(paths)
+        size_mb = size_bytes(paths["model"]) / 1e6 if "model" in paths and Path(paths["model"]).exists() else None
         recorded = {}
         if "meta" in artifacts:
             try:
                 recorded = json.loads((local / artifacts["meta"]["path"]).read_text(encoding="utf-8")).get("manifest", {})
             except (OSError, ValueError):
                 recorded = {}
-    return actual, recorded
+    return RegisteredFiles(actual, recorded, model_problem, size_mb)
 
 
-def freshness_problems(mv: ModelVersion) -> list[str]:
-    """Refuse a version whose files, hashed now, differ from the files its evaluation measured."""
+def freshness_problems(mv: ModelVersion) -> tuple[list[str], float | None]:
+    """Refuse a version whose files, hashed now, differ from the files its evaluation measured.
+    Returns (problems, the model's size in MB recomputed from the files)."""
     evaluated = mv.tags.get("eval_manifest_sha256", "")
     try:
-        actual, recorded = registered_files_manifest(mv)
+        files = registered_files(mv)
     except (MlflowException, OSError, ValueError, KeyError) as exc:
-        return [f"cannot read the registered files to check them: {exc}"]
-    digest = manifest_digest(actual)
-    if digest == evaluated:
-        return []
-    changed = changed_files(actual, recorded)
-    where = f" (differs: {', '.join(changed)})" if changed else ""
-    return [
-        f"files changed since evaluation: SHA-256 manifest of the registered files is {digest[:16]}…, "
-        f"the evaluation measured {evaluated[:16]}…{where}"
-    ]
+        return [f"cannot read the registered files to check them: {exc}"], None
+    problems = []
+    digest = manifest_digest(files.actual)
+    if digest != evaluated:
+        changed = changed_files(files.actual, files.recorded)
+        where = f" (differs: {', '.join(changed)})" if changed else ""
+        problems.append(
+            f"files changed since evaluation: SHA-256 manifest of the registered files is {digest[:16]}…, "
+            f"the evaluation measured {evaluated[:16]}…{where}"
+        )
+    if files.model_problem:
+        problems.append(files.model_problem)
+    if files.size_mb is None:
+        problems.append("the registered model has no `model` artifact to measure its size from")
+    return problems, files.size_mb
 
 
 def paired_metrics(table: pd.DataFrame, n_classes: int, thresholds: Thresholds) -> tuple[dict[str, float], list[str], list[str]]:
@@ -200,13 +252,18 @@ def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None
         ev.problems = [f"evaluation run {tags['eval_run_id']} unreadable: {exc.message}"]
         return ev
     ev.metrics = dict(run.data.metrics)
-    ev.problems = run_problems(mv.version, tags, run.info.status, run.data.tags)
+    ev.problems = run_problems(mv.version, tags, run.info.status, run.data.tags, run.info.lifecycle_stage, ev.metrics)
     ev.problems += host_mismatches(thresholds.host_requirements(), run.data.tags)
     if ev.problems:
         return ev
-    ev.problems = freshness_problems(mv)
+    ev.problems, size_mb = freshness_problems(mv)
     if ev.problems:
         return ev
+    # re-derived from the files just hashed, not taken from the run
+    logged_size = ev.metrics.get("size_mb")
+    ev.metrics["size_mb"] = size_mb
+    if logged_size is not None and abs(logged_size - size_mb) > 1e-6:
+        ev.notes.append(f"size_mb recomputed from the registered files: {size_mb:.4g} (the run logged {logged_size:.4g})")
     if any(getattr(thresholds, key) is not None for key in PAIRED_RULES):
         try:
             # the run's own experiment: mlflow.load_table would search the *active* one, and

@@ -29,12 +29,13 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from flows.errors import UserError, UserErrorExit, debugging, one_line
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
 from registry_hooks.evidence import SNAPSHOT_TAGS, Evidence, gather, tag_problems
 from registry_hooks.gate import Decision, Reason, decide, explain_ranking, rank_candidates
 from registry_hooks.lock import default_lock_path, promotion_lock
 from registry_hooks.report import append_note, gate_note, reasons_digest
-from registry_hooks.thresholds import DEFAULT_THRESHOLDS, TARGETS, ThresholdError, Thresholds, load_thresholds
+from registry_hooks.thresholds import DEFAULT_THRESHOLDS, TARGETS, Thresholds, load_thresholds
 
 STAGE = "Staging"  # deprecated in MLflow but still read by users; mirrors the `staging` alias
 
@@ -55,6 +56,24 @@ class Verdict:
 
 def default_alias(target: str | None) -> str:
     return "staging" if target is None else f"staging-{target}"
+
+
+def tag_prefix(target: str | None) -> str:
+    """Where a decision is written: ``gate.*`` for the default gate, ``gate.<target>.*`` for a
+    target, so a ``--target cpu`` verdict never overwrites the default gate's."""
+    return "gate." if target is None else f"gate.{target}."
+
+
+def pass_tag(alias: str) -> str:
+    """Set on a version when it passes the gate for ``alias``, removed when it is rejected for it:
+    the version's own recorded pass, which an alias holder must have."""
+    return f"gate.passed.{alias}"
+
+
+def recorded_pass(tags: Mapping[str, str], alias: str, target: str | None) -> bool:
+    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias)?"""
+    prefix = tag_prefix(target)
+    return bool(tags.get(pass_tag(alias))) or (tags.get(f"{prefix}decision") == "passed" and tags.get(f"{prefix}alias") == alias)
 
 
 def assess(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None) -> Verdict:
@@ -143,23 +162,42 @@ def apply(client: MlflowClient, name: str, alias: str, set_stage: bool, champion
     return detail
 
 
-def verify(client: MlflowClient, name: str, alias: str, set_stage: bool, expected: str | None, *, repair: bool = True) -> list[str]:
-    """Read the registry back: the alias names ``expected``, that version is evaluated, and
-    (for ``staging``) it is the only version in stage Staging.
+def holder_anomaly(client: MlflowClient, name: str, alias: str, holder: str | None, target: str | None) -> list[str]:
+    """Why the alias holder must not be trusted: no pass of its own recorded by this gate (an
+    alias set by hand), or an evaluation that no longer holds."""
+    if holder is None:
+        return []
+    tags = client.get_model_version(name, holder).tags
+    problems = []
+    if not recorded_pass(tags, alias, target):
+        problems.append(f"ANOMALY: @{alias} is on v{holder}, which has no recorded pass of the gate for @{alias} "
+                        f"(set by hand?); nothing moved. Gate v{holder} (`quantgate promote --version {holder}`) "
+                        f"or remove the alias")
+    unevaluated = tag_problems(tags)
+    if unevaluated:
+        problems.append(f"@{alias} holder v{holder} is not properly evaluated: {'; '.join(unevaluated)}")
+    return problems
+
+
+def verify(client: MlflowClient, name: str, alias: str, set_stage: bool, expected: str | None, *, repair: bool = True,
+           target: str | None = None) -> list[str]:
+    """Read the registry back: the alias names ``expected``, that version carries its own
+    recorded pass and is evaluated, and (for ``staging``) it is the only version in stage Staging.
 
     Under the lock, stray Staging versions can only come from a writer outside the gate, and
-    are archived (``repair``). Without the lock, repairs by concurrent gates would fight each
-    other, so problems are only reported.
+    are archived (``repair``) - but only around a holder with its own recorded pass: a version
+    never moves into Staging on the strength of an alias alone. Without the lock, repairs by
+    concurrent gates would fight each other, so problems are only reported.
     """
     problems = []
     holder = alias_holder(client, name, alias)
     if holder != expected:
         problems.append(f"@{alias} names v{holder}, but the gate set v{expected}: another writer moved it "
                         "(a gate without the lock, or a direct registry call)")
-    if holder is not None:
-        unevaluated = tag_problems(client.get_model_version(name, holder).tags)
-        if unevaluated:
-            problems.append(f"@{alias} holder v{holder} is not properly evaluated: {'; '.join(unevaluated)}")
+    anomaly = holder_anomaly(client, name, alias, holder, target)
+    problems += anomaly
+    if anomaly:
+        repair = False
     if set_stage:
         want = [holder] if holder else []
         staged = staged_versions(client, name)
@@ -177,21 +215,27 @@ def verify(client: MlflowClient, name: str, alias: str, set_stage: bool, expecte
     return problems
 
 
-def decision_tags(verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds) -> dict[str, str]:
-    """The ``gate.*`` tags of one decision (the UI's version page shows them)."""
+def decision_tags(verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds) -> dict[str, str | None]:
+    """The ``gate.*`` tags of one decision (the UI's version page shows them); ``gate.<target>.*``
+    for a target. ``None`` means: delete that tag (a rejection withdraws an earlier pass)."""
+    prefix = tag_prefix(thresholds.target)
     return {
-        "gate.decision": "passed" if verdict.decision.passed else "rejected",
-        "gate.reasons": verdict.decision.summary()[:5000],
-        "gate.reasons_sha256": reasons_digest(verdict.decision),
-        "gate.thresholds_sha256": thresholds.digest(),
-        "gate.time": now,
-        "gate.alias": alias,
+        f"{prefix}decision": "passed" if verdict.decision.passed else "rejected",
+        f"{prefix}reasons": verdict.decision.summary()[:5000],
+        f"{prefix}reasons_sha256": reasons_digest(verdict.decision),
+        f"{prefix}thresholds_sha256": thresholds.digest(),
+        f"{prefix}time": now,
+        f"{prefix}alias": alias,
+        pass_tag(alias): f"{now} thresholds {thresholds.digest()[:12]}" if verdict.decision.passed else None,
     }
 
 
-def set_tags(client: MlflowClient, verdict: Verdict, tags: Mapping[str, str]) -> None:
+def set_tags(client: MlflowClient, verdict: Verdict, tags: Mapping[str, str | None]) -> None:
     for key, value in tags.items():
-        client.set_model_version_tag(verdict.mv.name, verdict.version, key, value)
+        if value is not None:
+            client.set_model_version_tag(verdict.mv.name, verdict.version, key, value)
+        elif key in client.get_model_version(verdict.mv.name, verdict.version).tags:
+            client.delete_model_version_tag(verdict.mv.name, verdict.version, key)
 
 
 def append_description(client: MlflowClient, verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds, run_id: str) -> None:
@@ -266,9 +310,13 @@ def move_alias(verdicts: list[Verdict], *, client: MlflowClient, name: str, alia
             changed.append(by_version[ranking.pop(0)])
             _reject(changed[-1], problems)
         champion, release, actions = plan({v.version: v.decision.passed for v in verdicts}, ranking, holder, alias)
+        anomaly = [] if champion or release else holder_anomaly(client, name, alias, holder, target)
+        if anomaly:  # the gate would keep a holder it cannot vouch for: report it, move nothing
+            return Outcome(None, actions={v: a + "; " + "; ".join(anomaly) for v, a in actions.items()},
+                           ranking_text="", changed=changed, problems=anomaly)
         stage_detail = apply(client, name, alias, set_stage, champion, release)
         expected = champion or (None if release else holder)
-        problems = verify(client, name, alias, set_stage, expected, repair=lock_path is not None)
+        problems = verify(client, name, alias, set_stage, expected, repair=lock_path is not None, target=target)
     ranking_text = explain_ranking(ranking, {v: by_version[v].evidence.metrics for v in ranking}, thresholds.champion_order) if ranking else ""
     for version in actions:
         if version in (champion, release):
@@ -305,8 +353,9 @@ def settle(verdicts: list[Verdict], *, client: MlflowClient, name: str, alias: s
         mlflow.log_dict(body, "decision.json")
         mlflow.set_tags({"quantgate.step": "promote", "gate.alias": alias, "gate.champion": outcome.champion or "none",
                          "quantgate.gated_versions": ",".join(v.version for v in verdicts)})
+    prefix = tag_prefix(target)
     for v in verdicts:
-        set_tags(client, v, {"gate.action": v.action[:5000], "gate.run_id": run.info.run_id})
+        set_tags(client, v, {f"{prefix}action": v.action[:5000], f"{prefix}run_id": run.info.run_id})
         with promotion_lock(lock_path):
             append_description(client, v, alias=alias, now=now, thresholds=thresholds, run_id=run.info.run_id)
     if outcome.problems:
@@ -344,13 +393,28 @@ def choose_lock(registry_uri: str, lock_file: str | None, no_lock: bool) -> Path
     return path
 
 
-def select_versions(client: MlflowClient, version_ref: str | None, candidates: bool, model_name: str, target: str | None) -> list[ModelVersion]:
+def select_versions(client: MlflowClient, version_ref: str | None, candidates: bool, model_name: str, target: str | None,
+                    allow_fp32: bool = False) -> list[ModelVersion]:
     if candidates:
         versions = candidate_versions(client, model_name, target)
         if not versions:
-            raise click.ClickException(f"{model_name} has no non-fp32 versions{f' for device {target}' if target else ''} to gate")
+            raise UserError(f"{model_name} has no non-fp32 versions{f' for device {target}' if target else ''} to gate")
         return versions
-    return [resolve_version(version_ref, model_name)]
+    mv = resolve_version(version_ref, model_name)
+    if not allow_fp32 and (mv.tags.get("variant") == "fp32" or not mv.tags.get("parent_version")):
+        raise UserError(f"v{mv.version} of {mv.name} is not a quantised variant (variant {mv.tags.get('variant')!r}, "
+                        "no parent_version): the FP32 parent is not a promotion candidate; pass --allow-fp32 to gate it anyway")
+    return [mv]
+
+
+def unevaluated_hint(verdicts: Sequence[Verdict]) -> str | None:
+    """One line naming the command to run for candidates that were never evaluated."""
+    never = [v.version for v in verdicts if not v.mv.tags.get("eval_run_id")]
+    if not never:
+        return None
+    return (f"never evaluated, so rejected: v{', v'.join(never)}; run "
+            + " && ".join(f"quantgate evaluate --version {n} --model-name {verdicts[0].mv.name}" for n in never)
+            + ", then gate again")
 
 
 def dry_run_report(client: MlflowClient, verdicts: list[Verdict], alias: str, thresholds: Thresholds) -> int:
@@ -366,28 +430,32 @@ def dry_run_report(client: MlflowClient, verdicts: list[Verdict], alias: str, th
 
 def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thresholds_path: str,
              target: str | None = None, alias: str | None = None, dry_run: bool = False,
-             lock_file: str | None = None, no_lock: bool = False) -> int:
-    """The CLI without ``sys.exit``: returns 0 when a version was promoted (or would be), else 1."""
-    try:
-        thresholds = load_thresholds(thresholds_path).for_target(target)  # before anything else runs
-    except ThresholdError as exc:
-        raise click.ClickException(str(exc)) from None
+             lock_file: str | None = None, no_lock: bool = False, allow_fp32: bool = False) -> int:
+    """The CLI without ``sys.exit``: returns 0 when a version was promoted (or would be), else 1.
+    User mistakes (thresholds, versions) raise ``UserError``."""
+    thresholds = load_thresholds(thresholds_path).for_target(target)  # before anything else runs
     if bool(version_ref) == bool(candidates):
         raise click.UsageError("give exactly one of --version N or --candidates")
     alias = alias or default_alias(target)
     configure_tracking()
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock)
     client = MlflowClient()
-    versions = select_versions(client, version_ref, candidates, model_name, target)
+    versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)
     verdicts = [assess(mv, thresholds, client) for mv in versions]
+    hint = unevaluated_hint(verdicts) if candidates else None
     if dry_run:
-        return dry_run_report(client, verdicts, alias, thresholds)
+        code = dry_run_report(client, verdicts, alias, thresholds)
+        if hint:
+            click.echo(hint)
+        return code
     name = versions[0].name
     run_name = "promote-candidates" if candidates else f"promote-v{versions[0].version}"
     champion = settle(verdicts, client=client, name=name, alias=alias, target=target, thresholds=thresholds,
                       thresholds_path=str(Path(thresholds_path)), lock_path=lock_path, run_name=run_name)
     for v in verdicts:
         echo_verdict(v, alias)
+    if hint:
+        click.echo(hint)
     if champion:
         click.echo(f"@{alias} -> version {champion}; serve it with:\n"
                    f"  mlflow models serve -m 'models:/{name}@{alias}' --env-manager local --port 5001")
@@ -408,9 +476,17 @@ def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thre
 @click.option("--no-lock", is_flag=True,
               help="Promote without a lock (only where gates never run at once); the registry is still read back.")
 @click.option("--dry-run", is_flag=True, help="Decide and report; change nothing in the registry.")
-def cli(version_ref, candidates, model_name, thresholds_path, target, alias, lock_file, no_lock, dry_run):
-    sys.exit(run_gate(version_ref=version_ref, candidates=candidates, model_name=model_name, thresholds_path=thresholds_path,
-                      target=target, alias=alias, dry_run=dry_run, lock_file=lock_file, no_lock=no_lock))
+@click.option("--allow-fp32", is_flag=True, help="Allow gating a version without a parent (the FP32 model itself) with --version.")
+def cli(version_ref, candidates, model_name, thresholds_path, target, alias, lock_file, no_lock, dry_run, allow_fp32):
+    try:
+        code = run_gate(version_ref=version_ref, candidates=candidates, model_name=model_name, thresholds_path=thresholds_path,
+                        target=target, alias=alias, dry_run=dry_run, lock_file=lock_file, no_lock=no_lock,
+                        allow_fp32=allow_fp32)
+    except UserError as exc:  # one line, exit 2 (``--debug`` / QUANTGATE_DEBUG=1: the traceback)
+        if debugging():
+            raise
+        raise UserErrorExit(one_line(str(exc))) from None
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+from flows.description import DESCRIPTION_LIMIT, NOTE_MARK, append_note  # noqa: F401 - re-exported
 from registry_hooks.gate import Decision
-
-DESCRIPTION_LIMIT = 5000  # characters MLflow's SQL store keeps for a model version description
-NOTE_MARK = "\n\n### Gate "  # every gate note starts with this; older ones are trimmed first
 
 
 def reasons_digest(decision: Decision) -> str:
@@ -31,21 +29,3 @@ def gate_note(
     where = f" · promote run `{run_id}` (decision.json)" if run_id else ""
     lines.append(f"thresholds sha256 `{thresholds_sha256[:12]}` · {confidence_level * 100:g}% intervals{where}")
     return title + "\n".join(lines) + "\n"
-
-
-def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    """Append a gate note, keeping the description within ``limit`` characters.
-
-    The description is the text people wrote (kept) followed by gate notes, oldest first.
-    When it would grow past the limit, the oldest gate notes go first (every decision stays
-    in its promote run's ``decision.json``); the newest note is always kept.
-    """
-    head, *older = (description or "").split(NOTE_MARK)
-    notes = [NOTE_MARK + n for n in older] + [note]
-    while len(notes) > 1 and len(head) + sum(map(len, notes)) > limit:
-        notes.pop(0)
-    tail = "".join(notes)[:limit]  # only a single note longer than the limit is cut (its end)
-    room = limit - len(tail)
-    if len(head) > room:
-        head = head[: max(room - 1, 0)] + ("…" if room > 0 else "")
-    return head + tail

@@ -253,13 +253,44 @@ def parse_thresholds(raw: object, origin: str = "thresholds") -> GatePolicy:
     return GatePolicy(base=base, targets=targets, source=origin)
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice; plain YAML loaders keep the last value silently."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, naming it and both lines.
+    (A second ``max_size_mb`` must not silently replace the first: that loosened a limit.)"""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # SafeLoader reports unhashable keys itself
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise DuplicateKeyError(f"line {line}: duplicate key {key!r} (first given on line {first[key]})")
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_unique(text: str) -> object:
+    """Parse YAML like ``yaml.safe_load``, refusing duplicate keys (``DuplicateKeyError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_thresholds(path: str | Path = DEFAULT_THRESHOLDS) -> GatePolicy:
     """Read and validate a thresholds file (errors name the file and the key)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_unique(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ThresholdError(f"{path}: cannot read thresholds file: {exc}") from exc
+    except DuplicateKeyError as exc:
+        raise ThresholdError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ThresholdError(f"{path}: not valid YAML: {exc}") from exc
     return parse_thresholds(raw, str(path))

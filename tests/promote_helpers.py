@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from flows.model_files import download, metrics_digest, model_manifest
+from flows.model_files import digest as model_digest
 from flows.packaging import manifest, manifest_digest
 
 TRIVIAL_MODEL = Path(__file__).resolve().parent / "trivial_model.py"
@@ -26,10 +28,10 @@ def log_trivial_model(name: str) -> tuple[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.bin"
         weights.write_bytes(os.urandom(256))
-        digest = manifest_digest(manifest({"weights": str(weights)}))
+        digest = manifest_digest(manifest({"model": str(weights)}))
         with mlflow.start_run(run_name=f"log-{name}"):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(TRIVIAL_MODEL), artifacts={"weights": str(weights)},
+                name="model", python_model=str(TRIVIAL_MODEL), artifacts={"model": str(weights)},
                 pip_requirements=["mlflow"],
             )
     return info.model_uri, digest
@@ -43,6 +45,8 @@ def register_evaluated_version(name: str, model_uri: str, digest: str, *, latenc
     client = MlflowClient()
     mv = mlflow.register_model(model_uri, name)
     version = str(mv.version)
+    with tempfile.TemporaryDirectory() as tmp:  # what flows.packaging records at registration
+        model_sha256 = model_digest(model_manifest(download(model_uri, tmp)))
     y = np.arange(60) % 3
     with mlflow.start_run(run_name=f"evaluate-{name}-v{version}") as run:
         mlflow.log_metrics({
@@ -50,10 +54,14 @@ def register_evaluated_version(name: str, model_uri: str, digest: str, *, latenc
             "latency_p95_ms": latency_p95_ms, "size_mb": 0.01, "top1_agreement": 1.0,
             "parent_macro_f1": 1.0, "macro_f1_drop_points": 0.0,
         })
-        mlflow.set_tags({"quantgate.evaluated_version": version, "manifest_sha256": digest, **HOST_TAGS})
+        mlflow.set_tags({"quantgate.evaluated_version": version, "manifest_sha256": digest, "model_sha256": model_sha256,
+                         **HOST_TAGS})
         mlflow.log_table(pd.DataFrame({"text": [f"t{i}" for i in y], "label": [f"c{i}" for i in y], "label_id": y,
                                        "pred_id": y, "prob": 0.9, "parent_pred_id": y}), "eval_predictions.json")
+        figures = metrics_digest(client.get_run(run.info.run_id).data.metrics)  # as flows.evaluate records it
+        mlflow.set_tag("quantgate.metrics_sha256", figures)
     tags = {
+        "model_sha256": model_sha256, "eval_model_sha256": model_sha256, "eval_metrics_sha256": figures,
         "variant": "trivial-int8", "precision": "int8", "runtime": "onnxruntime", "device": device,
         "parent_version": "0", "manifest_sha256": digest, "eval_run_id": run.info.run_id,
         "eval_status": eval_status, "eval_manifest_sha256": "0" * 64 if stale else digest,
@@ -120,9 +128,12 @@ def derive_evaluation(mv, source_run_id: str, order: np.ndarray) -> str:
         mlflow.log_metrics(metrics)
         mlflow.set_tags({**{k: v for k, v in source.data.tags.items() if k.startswith("host.") or k == "threads"},
                          "quantgate.evaluated_version": str(mv.version), "manifest_sha256": mv.tags["manifest_sha256"],
-                         "quantgate.derived_from_run": source_run_id})
+                         "model_sha256": mv.tags["model_sha256"], "quantgate.derived_from_run": source_run_id})
         mlflow.log_table(table.drop(columns=[c for c in ("run_id",) if c in table]), "eval_predictions.json")
+        figures = metrics_digest(client.get_run(run.info.run_id).data.metrics)
+        mlflow.set_tag("quantgate.metrics_sha256", figures)
     for key, value in {"eval_run_id": run.info.run_id, "eval_status": "complete",
-                       "eval_manifest_sha256": mv.tags["manifest_sha256"]}.items():
+                       "eval_manifest_sha256": mv.tags["manifest_sha256"], "eval_model_sha256": mv.tags["model_sha256"],
+                       "eval_metrics_sha256": figures}.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
     return run.info.run_id

@@ -13,6 +13,7 @@ from registry_hooks.evidence import changed_files, consistency_problems, paired_
 from registry_hooks.gate import decide, explain_ranking, host_mismatches, rank_candidates
 from registry_hooks.lock import LockTimeout, default_lock_path, promotion_lock
 from registry_hooks.promote import choose_lock, plan
+from flows.description import split
 from registry_hooks.report import NOTE_MARK, append_note
 from registry_hooks.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
 from registry_hooks.thresholds import (
@@ -293,7 +294,8 @@ def test_a_predictions_table_that_disagrees_with_the_recorded_drop_is_a_problem(
 
 # ---------------------------------------------------------------- evidence preconditions (pure)
 FRESH = {"eval_status": "complete", "eval_run_id": "r1", "manifest_sha256": "a" * 64,
-         "eval_manifest_sha256": "a" * 64, "device": "cpu"}
+         "eval_manifest_sha256": "a" * 64, "device": "cpu", "model_sha256": "m" * 64, "eval_model_sha256": "m" * 64,
+         "eval_metrics_sha256": "d" * 64}
 
 
 @pytest.mark.parametrize("change,message", [
@@ -302,6 +304,9 @@ FRESH = {"eval_status": "complete", "eval_run_id": "r1", "manifest_sha256": "a" 
     ({"eval_run_id": None}, "never evaluated"),
     ({"eval_manifest_sha256": "b" * 64}, "stale evaluation"),
     ({"manifest_sha256": None}, "never fingerprinted"),
+    ({"model_sha256": None}, "re-register it"),
+    ({"eval_model_sha256": "n" * 64}, "stale evaluation"),
+    ({"eval_metrics_sha256": None}, "evaluate it again"),
 ])
 def test_tag_problems(change, message):
     tags = {k: v for k, v in {**FRESH, **change}.items() if v is not None}
@@ -315,11 +320,13 @@ def test_a_version_for_another_device_is_refused_for_a_target():
 
 
 def test_the_eval_run_must_be_about_this_version_and_these_files():
-    good = {"quantgate.evaluated_version": "3", "manifest_sha256": "a" * 64}
+    good = {"quantgate.evaluated_version": "3", "manifest_sha256": "a" * 64, "model_sha256": "m" * 64}
     assert run_problems("3", FRESH, "FINISHED", good) == []
     assert "measured version '4', not version 3" in run_problems("3", FRESH, "FINISHED", {**good, "quantgate.evaluated_version": "4"})[0]
     assert "measured files with manifest" in run_problems("3", FRESH, "FINISHED", {**good, "manifest_sha256": "c"})[0]
     assert "is RUNNING, not FINISHED" in run_problems("3", FRESH, "RUNNING", good)[0]
+    assert "is deleted, not active" in run_problems("3", FRESH, "FINISHED", good, "deleted")[0]
+    assert "measured model files" in run_problems("3", FRESH, "FINISHED", {**good, "model_sha256": "x"})[0]
 
 
 def test_changed_files_names_each_differing_file():
@@ -387,10 +394,16 @@ def test_append_note_keeps_human_text_and_trims_oldest_gate_notes():
 
 
 def test_append_note_cuts_only_what_cannot_fit():
+    # Issue 17: human text is never cut; only quantgate's own block shrinks (the note's end).
+    # (Before, this test demanded that the person's text be cut to make room for the note.)
     note = f"{NOTE_MARK}rejected for `@staging` (t)\n"
-    assert append_note(None, note) == note
-    out = append_note("h" * 100, note, limit=60)
-    assert len(out) <= 60 and out.endswith(note) and out.startswith("h")
+    alone = append_note(None, note)
+    assert note in alone and split(alone).notes == [note] and split(alone).above == split(alone).below == ""
+    out = append_note("h" * 100, note, limit=400)
+    assert len(out) <= 400 and out.startswith("h" * 100) and note in out
+    assert append_note("h" * 100, note, limit=60) == "h" * 100  # no room: the person's text, whole
+    cut = append_note("h" * 100, note + "x" * 500, limit=400)
+    assert len(cut) <= 400 and cut.startswith("h" * 100) and NOTE_MARK + "rejected" in cut
 
 
 # ---------------------------------------------------------------- the promotion lock

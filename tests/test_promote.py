@@ -184,7 +184,7 @@ def test_a_target_refuses_the_wrong_device_and_a_foreign_host(pipeline, tmp_path
     assert cpu.exit_code == 1 and "evaluated on another host: host.machine = " in cpu.output
     assert "target needs 'riscv64'" in cpu.output
     missing = _promote("--version", version, "--thresholds", _thresholds(tmp_path, "nogpu", RELATIVE), "--target", "gpu")
-    assert missing.exit_code == 1 and "no `gpu:` section" in missing.output
+    assert missing.exit_code == 2 and "no `gpu:` section" in missing.output  # a user mistake: one line, exit 2
 
 
 def test_a_rejected_holder_loses_the_alias(pipeline, tmp_path):
@@ -205,7 +205,7 @@ def test_a_malformed_thresholds_file_is_refused_before_anything_runs(pipeline, t
     bad = tmp_path / "bad.yaml"
     bad.write_text("min_macro_f1: 0.85\ncpu:\n  max_latency_p95_ms: fast\n")
     result = _promote("--version", pipeline["int8"].version, "--thresholds", str(bad))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a user mistake: one line, exit 2 (issue 17; was 1)
     assert f"{bad}: cpu.max_latency_p95_ms: must be a number, got str 'fast'" in result.output
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
 
