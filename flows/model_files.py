@@ -21,12 +21,17 @@ from pathlib import Path
 
 import mlflow
 
+from flows.errors import UserError
 from flows.serving_model import sha256_file
 
 MODEL_DIGEST_TAG = "model_sha256"
 EVAL_MODEL_DIGEST_TAG = "eval_model_sha256"
 # Written by MLflow into the download folder of a models:/ URI; never stored with the model.
 DOWNLOAD_ONLY = frozenset({"registered_model_meta"})
+
+
+class ModelIntegrityError(UserError):
+    """The files in the artifact store are not the files the registry recorded."""
 
 
 def model_manifest(root: str | Path) -> dict[str, str]:

@@ -11,11 +11,21 @@ before the model sees the request:
 `quantgate serve` builds the very same app (``mlflow.pyfunc.scoring_server.init``) and adds
 a middleware that answers 413 above ``--max-body-mb`` and 400 for JSON it cannot parse.
 Everything else (routes, payload formats, errors) is MLflow's.
+
+Before anything loads, a ``models:/`` reference is resolved to one version, its files are
+downloaded and hashed, and the SHA-256 over every file (``MLmodel``, the pyfunc code,
+requirements, every artifact) must equal the registry's ``model_sha256`` tag; the server then
+loads exactly that verified copy (so an alias moving, or a file changing, after the check
+cannot slip in). Any other URI (a local folder) is loaded as it is, checked only by the
+pyfunc's own artifact manifest.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from flows.tracking import DEFAULT_TRACKING_URI
 
@@ -55,6 +65,22 @@ def build_app(model_uri: str, max_body_bytes: int):
     return app
 
 
+def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
+    """Download a ``models:/`` version into ``dst`` and check every file against the registry's
+    ``model_sha256``; ``ModelIntegrityError`` when they differ. ``None`` for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    from flows.model_files import ModelIntegrityError, digest_problem, download
+    from flows.tracking import resolve_version, version_uri
+
+    mv = resolve_version(model_uri)
+    local = download(version_uri(mv), dst)
+    problem = digest_problem(local, dict(mv.tags))
+    if problem:
+        raise ModelIntegrityError(f"refusing to serve {model_uri} (version {mv.version}): {problem}")
+    return local
+
+
 def app_from_env():
     """uvicorn factory: each worker builds its app from the environment."""
     return build_app(os.environ[ENV_MODEL_URI], int(os.environ[ENV_MAX_BODY]))
@@ -64,6 +90,11 @@ def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float) 
     import uvicorn
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
-    os.environ[ENV_MODEL_URI] = model_uri
-    os.environ[ENV_MAX_BODY] = str(int(max_body_mb * 1_000_000))
-    uvicorn.run("flows.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+    workdir = tempfile.mkdtemp(prefix="quantgate-serve-")
+    try:
+        local = verified_copy(model_uri, workdir)
+        os.environ[ENV_MODEL_URI] = str(local) if local else model_uri
+        os.environ[ENV_MAX_BODY] = str(int(max_body_mb * 1_000_000))
+        uvicorn.run("flows.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

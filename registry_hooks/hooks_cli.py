@@ -15,9 +15,12 @@ import logging
 import os
 
 import click
+import mlflow
 from mlflow import MlflowClient
 
+from flows.errors import UserError
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
+from registry_hooks.lock import default_lock_path
 from registry_hooks.receiver import Receiver
 from registry_hooks.webhooks import EVENTS
 
@@ -70,12 +73,21 @@ def hooks():
 @click.option("--queue-size", default=32, show_default=True, type=int)
 @click.option("--max-age-s", default=300, show_default=True, type=float, help="Refuse deliveries older than this (replay window).")
 @click.option("--latency-runs", default=200, show_default=True, type=int)
-def serve(host, port, model_name, secret_env, thresholds, queue_size, max_age_s, latency_runs):
+@click.option("--seen-db", default="quantgate-hooks-seen.db", show_default=True, type=click.Path(dir_okay=False),
+              help="SQLite file of accepted delivery ids: a replay is refused even after a restart.")
+@click.option("--lock-file", default=None, type=click.Path(dir_okay=False), envvar="QUANTGATE_PROMOTE_LOCK",
+              help="The promotion lock file every gate of this registry shares (as `promote --lock-file`) "
+                   "[default: beside a sqlite registry; required for any other store; env QUANTGATE_PROMOTE_LOCK].")
+def serve(host, port, model_name, secret_env, thresholds, queue_size, max_age_s, latency_runs, seen_db, lock_file):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uri = configure_tracking(experiment=None)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the evaluate/promote subprocesses use the same store
+    if lock_file is None and default_lock_path(mlflow.get_registry_uri()) is None:
+        raise UserError(f"the receiver gates under the promotion lock, and registry {uri!r} has no default one: "
+                        "pass --lock-file PATH (or set QUANTGATE_PROMOTE_LOCK) on storage every gate shares")
     receiver = Receiver(secret=_secret(secret_env), model_name=model_name, thresholds=thresholds,
-                        queue_size=queue_size, max_age_s=max_age_s, latency_runs=latency_runs)
+                        queue_size=queue_size, max_age_s=max_age_s, latency_runs=latency_runs,
+                        seen_db=seen_db, lock_file=lock_file)
     click.echo(f"watching {model_name!r} on {uri}; listening on http://{host}:{port}/")
     receiver.serve(host, port)
 

@@ -6,7 +6,11 @@ MLflow's request open and a flood of events cannot grow memory without bound (50
 MLflow retries). The work is the same two steps a person would run - ``python -m
 flows.evaluate`` then ``python -m registry_hooks.promote`` - as subprocesses, so a crash in
 one job cannot take the receiver down. Every outcome is visible on the version: tag
-``hooks.status`` says what happened and why; only the gate ever sets an alias.
+``hooks.status`` says what happened and the gate's verdict, read back from the registry
+(``gate.decision`` / ``gate.action``); only the gate ever sets an alias, under the same
+promotion lock as ``quantgate promote`` (``--lock-file``). Accepted delivery ids are kept in a
+SQLite file, so a delivery replayed after a restart is still a duplicate; a body nested too
+deeply is answered 400 before it is parsed.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from registry_hooks.webhooks import Job, SeenDeliveries, delivery_problem, is_candidate, plan
+from registry_hooks.webhooks import DurableSeenDeliveries, Job, SeenDeliveries, delivery_problem, is_candidate, plan
 
 log = logging.getLogger("quantgate.hooks")
 MAX_BODY = 1_000_000
@@ -32,13 +36,17 @@ STEP_TIMEOUT_S = 1800
 
 class Receiver:
     def __init__(self, *, secret: str, model_name: str, thresholds: str | None, queue_size: int = 32,
-                 max_age_s: float = 300, tag_wait_s: float = 30, latency_runs: int = 200):
+                 max_age_s: float = 300, tag_wait_s: float = 30, latency_runs: int = 200,
+                 seen_db: str | None = None, lock_file: str | None = None):
+        """``seen_db``: the SQLite file of accepted delivery ids (``None``: kept in memory only,
+        forgotten on restart). ``lock_file``: passed to every gate as ``--lock-file``."""
         if not secret:
             raise ValueError("a webhook secret is required")
         self.secret, self.model_name, self.thresholds = secret, model_name, thresholds
         self.max_age_s, self.tag_wait_s, self.latency_runs = max_age_s, tag_wait_s, latency_runs
+        self.lock_file = lock_file
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
-        self.seen = SeenDeliveries()
+        self.seen = DurableSeenDeliveries(seen_db, keep_s=max(2 * max_age_s, 3600)) if seen_db else SeenDeliveries()
         self.done: list[tuple[Job, str]] = []  # outcomes, newest last (for logs and tests)
 
     # ---------------------------------------------------------------- request path (fast)
@@ -48,7 +56,7 @@ class Receiver:
             return 401, {"error": problem}
         delivery_id = {k.lower(): v for k, v in headers.items()}["x-mlflow-delivery-id"]
         try:
-            job, why = plan(body, self.model_name)
+            job, why = plan(body, self.model_name)  # refuses over-deep JSON before parsing it
         except ValueError as exc:
             return 400, {"error": str(exc)}
         if not self.seen.first_time(delivery_id):
@@ -79,8 +87,9 @@ class Receiver:
             time.sleep(1)
 
     def _step(self, module: str, *args: str) -> tuple[int, str]:
+        env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no tqdm text in the status
         proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                              timeout=STEP_TIMEOUT_S, env=os.environ.copy())
+                              timeout=STEP_TIMEOUT_S, env=env)
         tail = (proc.stdout + proc.stderr).strip().splitlines()
         return proc.returncode, " | ".join(tail[-3:])
 
@@ -98,8 +107,21 @@ class Receiver:
         args = ["--version", job.version, "--model-name", job.name]
         if self.thresholds:
             args += ["--thresholds", self.thresholds]
+        if self.lock_file:
+            args += ["--lock-file", self.lock_file]
+        before = tags.get("gate.run_id")
         code, tail = self._step("registry_hooks.promote", *args)
-        return f"{evaluated}; gate {'passed' if code == 0 else 'rejected'} ({tail})"
+        return f"{evaluated}; {self._verdict(job, before, code, tail)}"
+
+    @staticmethod
+    def _verdict(job: Job, run_before: str | None, code: int, tail: str) -> str:
+        """The gate's verdict as it recorded it in the registry (not the process's output)."""
+        after = MlflowClient().get_model_version(job.name, job.version).tags
+        if after.get("gate.run_id") in (None, run_before):
+            return f"gate rejected: it recorded no decision (exit {code}: {tail})"
+        decision = after.get("gate.decision", "rejected")
+        why = after.get("gate.action") or after.get("gate.reasons", "")
+        return f"gate {decision}: {why}" + ("" if code in (0, 1) else f" (exit {code}: {tail})")
 
     def work_forever(self) -> None:
         while True:

@@ -1,13 +1,17 @@
 """MLflow registry webhook deliveries: signature checks and what an event asks us to do.
 
-Pure functions and a small thread-safe set; the HTTP receiver (``receiver.py``) calls them.
+Pure functions, a small thread-safe set and a durable one; the HTTP receiver (``receiver.py``)
+calls them.
 
 MLflow (3.x, SQL stores) signs each delivery with HMAC-SHA256 over
 ``"{delivery_id}.{timestamp}.{body}"`` using the webhook's secret, and sends
 ``X-MLflow-Signature: v1,<base64 digest>``, ``X-MLflow-Delivery-Id`` and
 ``X-MLflow-Timestamp`` (Unix seconds). A delivery is trusted only when the signature matches,
 the timestamp is recent (so a captured delivery cannot be replayed later), and its id has not
-been seen before (so a replay within the window does nothing twice).
+been seen before (so a replay within the window does nothing twice). The seen ids are kept in a
+SQLite file (``DurableSeenDeliveries``), so a replay after the receiver restarts is still
+recognised; the timestamp window is the second line of defence. A body nested deeper than
+``MAX_JSON_DEPTH`` is refused before it is parsed (Python's parser would recurse on it).
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import base64
 import hashlib
 import hmac
 import json
+import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 EVENTS = ("model_version.created", "model_version_tag.set")
+MAX_JSON_DEPTH = 32  # MLflow's payloads nest 3 deep
 REEVALUATE_TAG = "quantgate.reevaluate"  # set it (any value) on a version to evaluate and gate it again
 
 
@@ -73,6 +80,65 @@ class SeenDeliveries:
             self._ids.pop(delivery_id, None)
 
 
+class DurableSeenDeliveries:
+    """Delivery ids already accepted, in a SQLite file: survives a restart of the receiver.
+
+    Each claim is one ``INSERT OR IGNORE`` in its own transaction (atomic, also across
+    processes sharing the file). Ids older than ``keep_s`` are pruned: by then the timestamp
+    window refuses the delivery anyway.
+    """
+
+    def __init__(self, path: str, keep_s: float = 7 * 24 * 3600):
+        self.path, self.keep_s = str(path), keep_s
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS seen_deliveries (delivery_id TEXT PRIMARY KEY, seen_at REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit: one statement, one transaction
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def first_time(self, delivery_id: str) -> bool:
+        now = time.time()
+        db = self._connect()
+        try:
+            claimed = db.execute("INSERT OR IGNORE INTO seen_deliveries VALUES (?, ?)", (delivery_id, now)).rowcount == 1
+            db.execute("DELETE FROM seen_deliveries WHERE seen_at < ?", (now - self.keep_s,))
+        finally:
+            db.close()
+        return claimed
+
+    def forget(self, delivery_id: str) -> None:
+        db = self._connect()
+        try:
+            db.execute("DELETE FROM seen_deliveries WHERE delivery_id = ?", (delivery_id,))
+        finally:
+            db.close()
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when the JSON text nests arrays/objects deeper than ``limit`` (brackets inside
+    strings do not count); decided by scanning, without parsing."""
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -82,12 +148,14 @@ class Job:
 
 def plan(body: bytes, model_name: str) -> tuple[Job | None, str]:
     """What a delivery asks for: (a job, or None, and a reason a person can read)."""
+    if json_too_deep(body):
+        raise ValueError(f"not an MLflow webhook payload: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         event = json.loads(body)
         kind = f"{event['entity']}.{event['action']}"
         data = event["data"]
         name, version = data["name"], str(data["version"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ValueError(f"not an MLflow webhook payload: {exc}") from None
     if name != model_name:
         return None, f"ignored: model {name!r} is not watched ({model_name!r} is)"

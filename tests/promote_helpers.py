@@ -39,7 +39,7 @@ def log_trivial_model(name: str) -> tuple[str, str]:
 
 def register_evaluated_version(name: str, model_uri: str, digest: str, *, latency_p95_ms: float,
                                macro_f1: float = 0.95, eval_status: str = "complete", stale: bool = False,
-                               device: str = "cpu") -> str:
+                               device: str = "cpu", size_mb: float = 0.01) -> str:
     """Register ``model_uri`` as a new version of ``name`` with a real evaluation run: metrics,
     host tags, a per-example predictions table, and the version tags evaluate writes."""
     client = MlflowClient()
@@ -51,7 +51,7 @@ def register_evaluated_version(name: str, model_uri: str, digest: str, *, latenc
     with mlflow.start_run(run_name=f"evaluate-{name}-v{version}") as run:
         mlflow.log_metrics({
             "macro_f1": macro_f1, "accuracy": macro_f1, "f1.a": macro_f1, "f1.b": macro_f1, "f1.c": macro_f1,
-            "latency_p95_ms": latency_p95_ms, "size_mb": 0.01, "top1_agreement": 1.0,
+            "latency_p95_ms": latency_p95_ms, "size_mb": size_mb, "top1_agreement": 1.0,
             "parent_macro_f1": 1.0, "macro_f1_drop_points": 0.0,
         })
         mlflow.set_tags({"quantgate.evaluated_version": version, "manifest_sha256": digest, "model_sha256": model_sha256,

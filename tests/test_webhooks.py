@@ -143,7 +143,7 @@ def hooked(tmp_path_factory, pipeline):
     thresholds.write_text(yaml.safe_dump(LENIENT))
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(hook_port), "--model-name", WATCHED,
-         "--thresholds", str(thresholds), "--latency-runs", "20"],
+         "--thresholds", str(thresholds), "--latency-runs", "20", "--lock-file", str(root / "promote.lock")],
         env=env, stdout=open(logs["hooks"], "wb"), stderr=subprocess.STDOUT, cwd=root))
     hook_url = f"http://127.0.0.1:{hook_port}/"
     _wait_http(f"{hook_url}health", procs[1], logs["hooks"])
@@ -209,6 +209,7 @@ def test_new_variant_is_evaluated_and_promoted_and_a_broken_one_is_rejected(hook
         status = _wait_for_status(good)
         client = MlflowClient()
         assert status.startswith("evaluated; gate passed"), status
+        assert f"promoted: @staging -> v{good}" in status and "it/s" not in status  # the verdict, not tqdm text
         assert str(client.get_model_version_by_alias(WATCHED, "staging").version) == good
 
         swapped = list(LABELS)
