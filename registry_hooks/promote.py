@@ -112,7 +112,14 @@ def staged_versions(client: MlflowClient, name: str) -> list[str]:
 def _transition(client: MlflowClient, name: str, version: str, stage: str, archive: bool = False) -> None:
     with warnings.catch_warnings():  # stages are deprecated (FutureWarning) but still offered
         warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive)
+        if archive:
+            # Archive the other holders one by one rather than with archive_existing_versions=True:
+            # on a PostgreSQL store MLflow 3.17 builds that query comparing an integer column with
+            # a VARCHAR and fails (mlflow/mlflow#24592). Same effect; we hold the lock here.
+            for other in staged_versions(client, name) if stage == STAGE else []:
+                if other != str(version):
+                    client.transition_model_version_stage(name, other, "Archived", archive_existing_versions=False)
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=False)
 
 
 def recheck(client: MlflowClient, verdict: Verdict, target: str | None) -> list[str]:
