@@ -401,8 +401,10 @@ class MlflowServer:
                # the server's job runner and huey consumers are not used by quantgate; on 2 cores they cost
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        if self.cfg.loopback_webhooks:  # development settings: a receiver on loopback, over http
-            env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true")
+        if self.cfg.loopback_webhooks:  # development settings: a receiver on loopback, over http, and
+            # a new webhook in effect within 5 s instead of MLflow's 60 s cache
+            env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+                       MLFLOW_WEBHOOK_CACHE_TTL="5")
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.cfg.pg_uri(self.dir),
                "--artifacts-destination", f"s3://{self.cfg.bucket}/mlartifacts", "--host", "127.0.0.1",
                "--port", str(self.cfg.mlflow_port), "--workers", str(self.cfg.mlflow_workers)]
