@@ -49,7 +49,7 @@ class StackError(RuntimeError):
 class Config:
     pg_port: int = 15432
     s3_port: int = 18333
-    mlflow_port: int = 5000
+    mlflow_port: int = 5080
     mlflow_workers: int = 2
     bucket: str = BUCKET
     pg_password: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -438,7 +438,7 @@ def up(directory: Path, args) -> Config:
 
         bindir = find_pg_bindir()
         cfg = Config(pg_port=args.pg_port or 15432, s3_port=args.s3_port or 18333,
-                     mlflow_port=args.mlflow_port or 5000, webhook_key=Fernet.generate_key().decode(),
+                     mlflow_port=args.mlflow_port or 5080, webhook_key=Fernet.generate_key().decode(),
                      loopback_webhooks=not args.no_loopback_webhooks,
                      pg_mode=f"system:{bindir}" if bindir else "pgserver", weed_ports=default_weed_ports())
     else:  # ports may be moved between runs; credentials and data stay
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="state and data folder [default: $QUANTGATE_STACK_DIR or ./.quantgate-stack]")
     p.add_argument("--pg-port", type=int, help="PostgreSQL port [15432]")
     p.add_argument("--s3-port", type=int, help="S3 port [18333]")
-    p.add_argument("--mlflow-port", type=int, help="mlflow server port [5000]")
+    p.add_argument("--mlflow-port", type=int, help="mlflow server port [5080]")
     p.add_argument("--no-loopback-webhooks", action="store_true",
                    help="do not allow webhooks to http:// and private addresses (allowed by default: development stack)")
     args = p.parse_args(argv)

@@ -4,11 +4,15 @@ Spark reads s3a:// only with the hadoop-aws jars, which are not part of pyspark 
 fetched offline, so s3:// inputs are **downloaded** (boto3, to a temporary folder) and read
 locally, and an s3:// output is written locally and **uploaded as one object**. Both use the
 standard AWS settings (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) and
-``MLFLOW_S3_ENDPOINT_URL`` for an S3-compatible store, as MLflow does.
+``MLFLOW_S3_ENDPOINT_URL`` for an S3-compatible store, as MLflow does. Downloads land on the
+driver, so this suits a local master or a driver folder the executors share; a cluster whose
+Spark has the hadoop-aws jars reads ``s3a://`` (and ``hdfs://``, …) inputs itself: those are
+passed to Spark unchanged.
 
 Output appears whole or not at all:
 
-* local: Spark writes a hidden sibling ``.<name>.partial-<pid>-<id>`` in the same folder, which
+* local (on a cluster: a folder the driver and every executor share, e.g. an NFS mount):
+  Spark writes a hidden sibling ``.<name>.partial-<pid>-<id>`` in the same folder, which
   is renamed onto the output path only after the job succeeded (``rename`` is atomic within a
   filesystem). A killed run leaves at most its hidden sibling, removed by the next run once its
   process is gone; the output path never holds a partial result.
@@ -33,7 +37,12 @@ PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def is_s3(path: str) -> bool:
-    return str(path).startswith(("s3://", "s3a://"))
+    """``s3://`` is handled here with boto3; ``s3a://``, ``hdfs://`` and other Hadoop URIs go to Spark as they are."""
+    return str(path).startswith("s3://")
+
+
+def has_scheme(path: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", str(path)) is not None
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -120,7 +129,10 @@ def plan_output(target: str, fmt: str | None, overwrite: bool, scratch: Path) ->
         if not overwrite and s3_matches(f"s3://{bucket}/{key}"):
             raise UserError(f"{target} already exists; pass --overwrite to replace it")
         return OutputPlan(target, fmt, scratch / "out", (bucket, key))
-    path = Path(target).expanduser().resolve()
+    if has_scheme(target) and not target.startswith("file://"):
+        raise UserError(f"an output must be a local path (a folder every executor shares, on a cluster) or "
+                        f"s3://bucket/key, not {target.split('://', 1)[0]}://")
+    path = Path(target.removeprefix("file://")).expanduser().resolve()
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():

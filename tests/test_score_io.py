@@ -111,3 +111,9 @@ def test_score_refuses_files_that_differ_from_the_versions_manifest_tag(tmp_path
         verify_model_files(root, mv)
     with pytest.raises(ModelRefused, match="no manifest_sha256 tag"):
         verify_model_files(root, SimpleNamespace(name="m", version="3", tags={}))
+
+
+def test_hadoop_outputs_are_refused_with_what_works(tmp_path):
+    with pytest.raises(UserError, match="not hdfs://"):
+        plan_output("hdfs:///scores/x.parquet", None, False, tmp_path)
+    assert plan_output(f"file://{tmp_path}/x.parquet", None, False, tmp_path).target == str(tmp_path / "x.parquet")
