@@ -31,7 +31,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 PG_USER = "quantgate"          # the database role
 PG_DB = "mlflow"
@@ -58,11 +57,12 @@ class Config:
     webhook_key: str = ""             # Fernet key; fixed so webhook secrets survive restarts
     loopback_webhooks: bool = True    # development settings: http and private addresses allowed
     pg_mode: str = ""                 # "system:<bindir>" or "pgserver"
+    pg_socket_uri: str = ""           # pgserver's URI (Unix socket), once started
     weed_ports: dict = field(default_factory=dict)
 
     def pg_uri(self, directory: Path) -> str:
-        if self.pg_mode == "pgserver":  # Unix socket only
-            return f"postgresql://postgres:@/{PG_DB}?host={quote(str(directory / 'pgserver'), safe='/')}"
+        if self.pg_mode == "pgserver":  # Unix socket only; the URI pgserver reported
+            return self.pg_socket_uri
         return f"postgresql://{PG_USER}:{self.pg_password}@127.0.0.1:{self.pg_port}/{PG_DB}"
 
     def s3_endpoint(self) -> str:
@@ -142,10 +142,10 @@ def wait_for(check, timeout_s: float, what: str, log: Path | None = None) -> Non
     raise StackError(f"{what} did not come up within {timeout_s:g}s{f' (log {log}: {tail})' if log else ''}")
 
 
-def stop_pid(pid: int, *, group: bool, timeout_s: float = 20.0) -> None:
+def stop_pid(pid: int, *, group: bool, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
     kill = os.killpg if group else os.kill
     try:
-        kill(pid, signal.SIGTERM)
+        kill(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout_s
@@ -257,36 +257,43 @@ class SystemPostgres:
 
 
 class PgserverPostgres:
-    """``pgserver`` (pip) when the machine has no PostgreSQL server: a Unix socket in DIR/pgserver."""
+    """``pgserver`` (pip) when the machine has no PostgreSQL server: a Unix socket only; the URI
+    it reports is kept in ``stack.json``."""
 
     def __init__(self, directory: Path, cfg: Config):
         self.dir, self.cfg = directory, cfg
         self.data = directory / "pgserver"
 
     def where(self) -> str:
-        return f"unix socket in {self.data} (pgserver, PostgreSQL 16)"
+        return f"{self.cfg.pg_socket_uri or 'unix socket'} (pgserver, PostgreSQL 16, data {self.data})"
 
-    def _server(self):
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def running(self) -> bool:
+        pid = self._postmaster_pid()
+        return pid is not None and pid_alive(pid, "postgres")
+
+    def start(self) -> None:
         try:
             import pgserver
         except ImportError:
             raise StackError("no PostgreSQL server binaries found (Debian: apt-get install postgresql-15) and "
                              "pgserver is not installed (pip install pgserver)") from None
-        return pgserver.get_server(str(self.data), cleanup_mode=None)
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists() and self._server() is not None
-
-    def start(self) -> None:
-        srv = self._server()
-        srv.psql(f"SELECT 1")  # make sure it answers
+        srv = pgserver.get_server(str(self.data), cleanup_mode=None)  # keeps running after we exit
         if PG_DB not in srv.psql("SELECT datname FROM pg_database;"):
             srv.psql(f'CREATE DATABASE "{PG_DB}";')
+        self.cfg.pg_socket_uri = srv.get_uri(PG_DB)
+        save_config(self.dir, self.cfg)
 
     def stop(self) -> bool:
-        if not (self.data / "postmaster.pid").exists():
+        pid = self._postmaster_pid()
+        if pid is None or not self.running():
             return False
-        self._server().cleanup()
+        stop_pid(pid, group=False, sig=signal.SIGINT)  # PostgreSQL's "fast shutdown"
         return True
 
 
