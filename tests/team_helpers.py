@@ -88,6 +88,7 @@ def init_team_worker(tracking_uri: str, lock_uri: str, barrier) -> None:
     from promote_helpers import init_worker
 
     global _LOCK_URI
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # left by the pipeline's steps; the workers log to "quantgate"
     init_worker(tracking_uri, barrier)
     _LOCK_URI = lock_uri
 

@@ -34,7 +34,10 @@ pytestmark = pytest.mark.team
 ROWS = int(os.environ.get("QUANTGATE_TEAM_ROWS", "20000"))
 ROUNDS = int(os.environ.get("QUANTGATE_TEAM_ROUNDS", "20"))
 RUN = uuid.uuid4().hex[:6]  # a stack outlives a test run: names stay unique
-MODEL = f"team-news-{RUN}"
+# Local shortcut on a slow machine: reuse a model already on the stack (its @staging version and
+# that version's parent) instead of training one; the pipeline test then skips. CI never sets it.
+REUSE = os.environ.get("QUANTGATE_TEAM_REUSE_MODEL")
+MODEL = REUSE or f"team-news-{RUN}"
 SECRET = "team-test-secret-0123456789abcdef"
 
 
@@ -88,17 +91,21 @@ def team_pipeline(stack):
     from flows.train import TrainConfig, train
     from registry_hooks.promote import run_gate
 
+    thresholds = stack["root"] / "lenient.yaml"
+    thresholds.write_text(yaml.safe_dump(LENIENT))
+    client = MlflowClient()
+    if REUSE:
+        int8 = client.get_model_version_by_alias(MODEL, "staging")
+        return {"code": None, "thresholds": thresholds, "int8": int8,
+                "fp32": client.get_model_version(MODEL, int8.tags["parent_version"])}
     with mlflow.start_run(run_name="team-train"):
         fp32 = train(TrainConfig(max_epochs=1, train_limit=96, batch_size=16, max_length=32), MODEL)
     with mlflow.start_run(run_name="team-quantise"):
         int8 = quantise(fp32, DynamicInt8Recipe())
     with mlflow.start_run(run_name="team-evaluate"):
         evaluate(int8, latency_runs=20)
-    thresholds = stack["root"] / "lenient.yaml"
-    thresholds.write_text(yaml.safe_dump(LENIENT))
     code = run_gate(version_ref=str(int8.version), candidates=False, model_name=MODEL,
                     thresholds_path=str(thresholds), lock_uri=stack["QUANTGATE_LOCK_URI"])
-    client = MlflowClient()
     return {"code": code, "thresholds": thresholds, "fp32": client.get_model_version(MODEL, fp32.version),
             "int8": client.get_model_version(MODEL, int8.version)}
 
@@ -108,6 +115,8 @@ def test_the_pipeline_lands_in_postgresql_and_the_s3_bucket(stack, team_pipeline
 
     from registry_hooks.lock import libpq_uri
 
+    if REUSE:
+        pytest.skip("QUANTGATE_TEAM_REUSE_MODEL: no pipeline was run")
     fp32, int8 = team_pipeline["fp32"], team_pipeline["int8"]
     assert team_pipeline["code"] == 0
     client = MlflowClient()
@@ -146,6 +155,8 @@ def test_concurrent_promotions_from_processes_leave_one_holder_every_round(stack
     thresholds = stack["root"] / "concurrency.yaml"
     thresholds.write_text(yaml.safe_dump({"min_macro_f1": 0.8, "max_latency_p95_ms": 50.0}))
     versions, client = passing + failing, MlflowClient()
+    if client.get_experiment_by_name("quantgate") is None:  # created once here, not raced for by the workers
+        client.create_experiment("quantgate")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["mlflow", "registry_hooks.promote", "promote_helpers", "team_helpers"])
     barrier = ctx.Barrier(len(versions))
