@@ -5,7 +5,7 @@ import os
 
 import click
 
-from flows import compare, evaluate, main, quantise_onnx, quantise_torch, quantise_trt, train
+from flows import compare, evaluate, main, quantise_onnx, quantise_torch, quantise_trt, score, train
 from flows import serve as serve_mod
 from flows.errors import DEBUG_ENV, GuardedGroup
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
@@ -23,6 +23,7 @@ EXAMPLES = {
     "compare": "quantgate compare --name news-classifier",
     "hooks": "quantgate hooks serve --port 8765",
     "serve": "quantgate serve --port 5001",
+    "score": "quantgate score --input 'headlines/*.parquet' --output scores.parquet",
 }
 
 
@@ -56,6 +57,7 @@ _add(promote.cli, "promote", "Gate a version against thresholds; set @staging on
 _add(main.cli, "main", "Run every step in order, reusing finished ones.")
 _add(compare.cli, "compare", "Table of all versions and a latency-vs-F1 Pareto plot.")
 _add(hooks, "hooks", "Registry webhooks: new variants get evaluated and gated automatically.")
+_add(score.cli, "score", "Batch-score Parquet/CSV with a version (default @staging) on Spark.")
 
 
 @cli.command("serve", epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",

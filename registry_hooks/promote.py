@@ -11,7 +11,8 @@ The champion gets the alias (``staging``, or ``staging-cpu``/``staging-gpu`` wit
 ``--target``) and, for ``staging``, stage ``Staging`` with previous holders archived. A rejected
 version that held the alias loses it. Every decision, pass or fail, is written as version tags
 (``gate.*``), a note in the version description and ``decision.json`` in a promote run.
-Promotions take a lock (beside a sqlite registry, or ``--lock-file``) and read the registry
+Promotions take a lock (beside a sqlite registry, ``--lock-file``, or a PostgreSQL advisory lock
+with ``--lock-uri``) and read the registry
 back afterwards. Exits 1 when nothing was promoted. ``--dry-run`` decides and reports only.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from flows.errors import UserError, UserErrorExit, debugging, one_line
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
 from registry_hooks.evidence import SNAPSHOT_TAGS, Evidence, gather, tag_problems
 from registry_hooks.gate import Decision, Reason, decide, explain_ranking, rank_candidates
-from registry_hooks.lock import default_lock_path, promotion_lock
+from registry_hooks.lock import promotion_lock, resolve_lock
 from registry_hooks.report import append_note, gate_note, reasons_digest
 from registry_hooks.thresholds import DEFAULT_THRESHOLDS, TARGETS, Thresholds, load_thresholds
 
@@ -130,7 +131,14 @@ def staged_versions(client: MlflowClient, name: str) -> list[str]:
 def _transition(client: MlflowClient, name: str, version: str, stage: str, archive: bool = False) -> None:
     with warnings.catch_warnings():  # stages are deprecated (FutureWarning) but still offered
         warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, version, stage, archive_existing_versions=archive)
+        if archive:
+            # Archive the other holders one by one rather than with archive_existing_versions=True:
+            # on a PostgreSQL store MLflow 3.17 builds that query comparing an integer column with
+            # a VARCHAR and fails (mlflow/mlflow#24592). Same effect; we hold the lock here.
+            for other in staged_versions(client, name) if stage == STAGE else []:
+                if other != str(version):
+                    client.transition_model_version_stage(name, other, "Archived", archive_existing_versions=False)
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=False)
 
 
 def recheck(client: MlflowClient, verdict: Verdict, target: str | None) -> list[str]:
@@ -374,23 +382,11 @@ def echo_verdict(v: Verdict, alias: str) -> None:
         click.echo(f"  -> {v.action}")
 
 
-def choose_lock(registry_uri: str, lock_file: str | None, no_lock: bool) -> Path | None:
-    """The lock file every gate of this registry shares (``None``: promote unlocked).
-
-    A registry with no default lock (a tracking server, a database server) is promoted
-    unlocked with a warning, so single-worker automation keeps working; pass ``--lock-file``
-    where gates may run at once.
-    """
-    if no_lock:
-        return None
-    path = Path(lock_file) if lock_file else default_lock_path(registry_uri)
-    if path is None:
-        click.echo(
-            f"warning: no promotion lock for registry {registry_uri!r} (only sqlite registries get one by default); "
-            "concurrent gates could interleave. Pass --lock-file PATH on storage every gate shares, "
-            "or --no-lock to say gates never run at once.", err=True,
-        )
-    return path
+def choose_lock(registry_uri: str, lock_file: str | None, no_lock: bool, lock_uri: str | None = None):
+    """The lock every gate of this registry shares (``None``: promote unlocked, with a warning):
+    see ``registry_hooks.lock.resolve_lock``."""
+    return resolve_lock(registry_uri, lock_file=lock_file, lock_uri=lock_uri, no_lock=no_lock,
+                        warn=lambda message: click.echo(message, err=True))
 
 
 def select_versions(client: MlflowClient, version_ref: str | None, candidates: bool, model_name: str, target: str | None,
@@ -430,7 +426,8 @@ def dry_run_report(client: MlflowClient, verdicts: list[Verdict], alias: str, th
 
 def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thresholds_path: str,
              target: str | None = None, alias: str | None = None, dry_run: bool = False,
-             lock_file: str | None = None, no_lock: bool = False, allow_fp32: bool = False) -> int:
+             lock_file: str | None = None, no_lock: bool = False, lock_uri: str | None = None,
+             allow_fp32: bool = False) -> int:
     """The CLI without ``sys.exit``: returns 0 when a version was promoted (or would be), else 1.
     User mistakes (thresholds, versions) raise ``UserError``."""
     thresholds = load_thresholds(thresholds_path).for_target(target)  # before anything else runs
@@ -438,7 +435,7 @@ def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thre
         raise click.UsageError("give exactly one of --version N or --candidates")
     alias = alias or default_alias(target)
     configure_tracking()
-    lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock)
+    lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)
     verdicts = [assess(mv, thresholds, client) for mv in versions]
@@ -473,15 +470,18 @@ def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thre
 @click.option("--lock-file", default=None, type=click.Path(dir_okay=False), envvar="QUANTGATE_PROMOTE_LOCK",
               help="Lock file shared by all gates [default: <database>.promote.lock beside a sqlite registry; "
                    "env QUANTGATE_PROMOTE_LOCK].")
+@click.option("--lock-uri", default=None, envvar="QUANTGATE_LOCK_URI",
+              help="postgresql:// URI of a database every gate reaches: a PostgreSQL advisory lock, which holds "
+                   "across machines (use it with a tracking server; env QUANTGATE_LOCK_URI).")
 @click.option("--no-lock", is_flag=True,
               help="Promote without a lock (only where gates never run at once); the registry is still read back.")
 @click.option("--dry-run", is_flag=True, help="Decide and report; change nothing in the registry.")
 @click.option("--allow-fp32", is_flag=True, help="Allow gating a version without a parent (the FP32 model itself) with --version.")
-def cli(version_ref, candidates, model_name, thresholds_path, target, alias, lock_file, no_lock, dry_run, allow_fp32):
+def cli(version_ref, candidates, model_name, thresholds_path, target, alias, lock_file, lock_uri, no_lock, dry_run, allow_fp32):
     try:
         code = run_gate(version_ref=version_ref, candidates=candidates, model_name=model_name, thresholds_path=thresholds_path,
                         target=target, alias=alias, dry_run=dry_run, lock_file=lock_file, no_lock=no_lock,
-                        allow_fp32=allow_fp32)
+                        lock_uri=lock_uri, allow_fp32=allow_fp32)
     except UserError as exc:  # one line, exit 2 (``--debug`` / QUANTGATE_DEBUG=1: the traceback)
         if debugging():
             raise

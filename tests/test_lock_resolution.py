@@ -1,0 +1,43 @@
+"""Which promotion lock a gate takes: the choice is pure and needs no server."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.errors import UserError
+from registry_hooks.lock import describe_lock, is_pg_uri, libpq_uri, resolve_lock
+
+PG = "postgresql://quantgate:s3cret@127.0.0.1:5432/mlflow"
+
+
+def test_a_tracking_server_gets_the_advisory_lock_it_is_given(tmp_path):
+    assert resolve_lock("http://127.0.0.1:5000", lock_uri=PG) == PG
+    # --lock-uri wins over --lock-file: only it holds across machines
+    assert resolve_lock("http://127.0.0.1:5000", lock_uri=PG, lock_file=str(tmp_path / "x.lock")) == PG
+    assert resolve_lock("http://127.0.0.1:5000", lock_uri=PG, no_lock=True) is None
+
+
+def test_a_database_registry_locks_itself_and_sqlite_keeps_its_file(tmp_path):
+    assert resolve_lock("postgresql+psycopg://u:p@db:5432/mlflow") == "postgresql+psycopg://u:p@db:5432/mlflow"
+    assert resolve_lock(f"sqlite:///{tmp_path}/mlflow.db") == tmp_path / "mlflow.db.promote.lock"
+    assert resolve_lock("http://127.0.0.1:5000", lock_file="/shared/gate.lock") == Path("/shared/gate.lock")
+
+
+def test_no_lock_for_a_server_warns_once_and_names_the_fix():
+    said = []
+    assert resolve_lock("http://127.0.0.1:5000", warn=said.append) is None
+    assert len(said) == 1 and "--lock-uri" in said[0] and "http://127.0.0.1:5000" in said[0]
+
+
+def test_a_lock_uri_that_is_not_postgresql_is_a_user_error():
+    with pytest.raises(UserError, match="must be a postgresql:// URI, got mysql://"):
+        resolve_lock("http://127.0.0.1:5000", lock_uri="mysql://u@db/x")
+
+
+def test_uris_are_normalised_for_libpq_and_never_printed_with_the_password():
+    assert is_pg_uri(PG) and is_pg_uri("postgresql+psycopg2://h/db") and not is_pg_uri("sqlite:///x.db")
+    assert not is_pg_uri(Path("postgresql://x"))  # a lock file path is never a database
+    assert libpq_uri("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
+    text = describe_lock(PG)
+    assert "s3cret" not in text and "127.0.0.1:5432/mlflow" in text

@@ -1,0 +1,119 @@
+"""Where `quantgate score` writes: checked before work starts, published in one step, no partial output."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.errors import UserError
+from flows.score_io import infer_format, merge_parts, plan_output, publish, remove_stale_partials, split_s3
+
+
+def test_formats_come_from_the_extension_or_default_to_parquet():
+    assert infer_format("in/*.csv", None) == "csv" and infer_format("x.parquet", None) == "parquet"
+    assert infer_format("s3://b/in/", None) == "parquet" and infer_format("x.csv", "parquet") == "parquet"
+
+
+def test_s3_uris_must_name_a_bucket_and_an_output_must_name_an_object(tmp_path):
+    assert split_s3("s3://bucket/a/b.parquet") == ("bucket", "a/b.parquet")
+    with pytest.raises(UserError, match="names no bucket"):
+        split_s3("s3:///key")
+    with pytest.raises(UserError, match="an s3:// output is one object"):
+        plan_output("s3://bucket/folder/", None, False, tmp_path)
+
+
+def test_an_existing_output_or_a_missing_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "done.parquet").mkdir()
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        plan_output(str(tmp_path / "done.parquet"), None, False, tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        plan_output(str(tmp_path / "nope" / "x.parquet"), None, False, tmp_path)
+
+
+def test_output_is_staged_in_a_hidden_sibling_and_appears_in_one_rename(tmp_path):
+    plan = plan_output(str(tmp_path / "scores.parquet"), None, False, tmp_path / "scratch")
+    assert plan.staging.parent == tmp_path and plan.staging.name.startswith(".scores.parquet.partial-")
+    plan.staging.mkdir()
+    (plan.staging / "part-00000.parquet").write_text("x")
+    assert not (tmp_path / "scores.parquet").exists()  # nothing under the output's name until published
+    publish(plan, ["row"], overwrite=False)
+    assert (tmp_path / "scores.parquet" / "part-00000.parquet").exists() and not plan.staging.exists()
+    # --overwrite replaces the old output whole
+    again = plan_output(str(tmp_path / "scores.parquet"), None, True, tmp_path / "scratch")
+    again.staging.mkdir()
+    (again.staging / "part-00000.parquet").write_text("y")
+    publish(again, ["row"], overwrite=True)
+    assert (tmp_path / "scores.parquet" / "part-00000.parquet").read_text() == "y"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_partials_of_dead_runs_are_removed_and_a_live_runs_are_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.parquet.partial-{dead.pid}-0123abcd"
+    live = tmp_path / f".out.parquet.partial-{os.getpid()}-89abcdef"
+    other = tmp_path / f".other.parquet.partial-{dead.pid}-0123abcd"
+    for d in (stale, live, other):
+        d.mkdir()
+    assert remove_stale_partials(tmp_path / "out.parquet") == [stale]
+    assert live.exists() and other.exists() and not stale.exists()
+
+
+def test_parts_merge_into_one_file_in_order(tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(3):
+        pq.write_table(pa.table({"row": [2 * i, 2 * i + 1]}), parts / f"part-0000{i}-x.snappy.parquet")
+    merge_parts(parts, "parquet", tmp_path / "one.parquet", ["row"])
+    assert pd.read_parquet(tmp_path / "one.parquet")["row"].tolist() == list(range(6))
+    csv_parts = tmp_path / "csv"
+    csv_parts.mkdir()
+    (csv_parts / "part-00000-x.csv").write_text("0,a\n1,b\n")
+    (csv_parts / "part-00001-x.csv").write_text('2,"c, d"\n')
+    merge_parts(csv_parts, "csv", tmp_path / "one.csv", ["row", "label"])
+    assert pd.read_csv(tmp_path / "one.csv").to_dict("list") == {"row": [0, 1, 2], "label": ["a", "b", "c, d"]}
+
+
+def _model_dir(tmp_path):
+    import json
+
+    import yaml
+
+    from flows.packaging import manifest, manifest_digest
+
+    root = tmp_path / "model"
+    (root / "artifacts").mkdir(parents=True)
+    (root / "artifacts" / "model.onnx").write_bytes(b"weights")
+    (root / "artifacts" / "label_map.json").write_text('{"0": "World"}')
+    arts = {"model": "artifacts/model.onnx", "label_map": "artifacts/label_map.json", "meta": "artifacts/meta.json"}
+    man = manifest({k: str(root / v) for k, v in arts.items() if k != "meta"})
+    (root / "artifacts" / "meta.json").write_text(json.dumps({"manifest": man}))
+    (root / "MLmodel").write_text(yaml.safe_dump(
+        {"flavors": {"python_function": {"artifacts": {k: {"path": v} for k, v in arts.items()}}}}))
+    return root, manifest_digest(man)
+
+
+def test_score_refuses_files_that_differ_from_the_versions_manifest_tag(tmp_path):
+    from types import SimpleNamespace
+
+    from flows.score import ModelRefused, verify_model_files
+
+    root, digest = _model_dir(tmp_path)
+    mv = SimpleNamespace(name="m", version="3", tags={"manifest_sha256": digest})
+    assert verify_model_files(root, mv) == digest
+    (root / "artifacts" / "model.onnx").write_bytes(b"weightz")
+    with pytest.raises(ModelRefused, match=r"refusing version 3 of 'm'.*changed: model/model.onnx"):
+        verify_model_files(root, mv)
+    with pytest.raises(ModelRefused, match="no manifest_sha256 tag"):
+        verify_model_files(root, SimpleNamespace(name="m", version="3", tags={}))
+
+
+def test_hadoop_outputs_are_refused_with_what_works(tmp_path):
+    with pytest.raises(UserError, match="not hdfs://"):
+        plan_output("hdfs:///scores/x.parquet", None, False, tmp_path)
+    assert plan_output(f"file://{tmp_path}/x.parquet", None, False, tmp_path).target == str(tmp_path / "x.parquet")
