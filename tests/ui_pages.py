@@ -91,15 +91,15 @@ def page_text(html: str) -> str:
 
 
 def _chromium(browser: str, url: str, extra: list[str], budget_ms: int, timeout_s: float) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="quantgate-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="quantgate-chromium-", ignore_cleanup_errors=True) as profile:
         return subprocess.run(
             [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *extra, url],
             capture_output=True, timeout=timeout_s, check=True,
         )
 
 
-def rendered_text(browser: str, url: str, *, wait_for: tuple[str, ...] = (), tries: int = 4,
-                  budget_ms: int = 30000, timeout_s: float = 180) -> str:
+def rendered_text(browser: str, url: str, *, wait_for: tuple[str, ...] = (), tries: int = 3,
+                  budget_ms: int = 30000, timeout_s: float = 400) -> str:
     """The page's text after the single-page app rendered it. A slow server can leave the page
     half-loaded at the end of the virtual time budget, so it is loaded again (longer budget)
     until every ``wait_for`` string is there or ``tries`` runs out; the last text is returned."""
@@ -112,13 +112,24 @@ def rendered_text(browser: str, url: str, *, wait_for: tuple[str, ...] = (), tri
     return text
 
 
-def screenshot(browser: str, url: str, out: Path, *, budget_ms: int = 30000, timeout_s: float = 180) -> Path:
-    _chromium(browser, url, [f"--screenshot={out}"], budget_ms, timeout_s)
+def screenshot(browser: str, url: str, out: Path, *, height: int = 1100, budget_ms: int = 30000, timeout_s: float = 400) -> Path:
+    _chromium(browser, url, [f"--screenshot={out}", f"--window-size=1500,{height}"], budget_ms, timeout_s)
     if not out.exists() or out.stat().st_size < 10_000:
         raise RuntimeError(f"no usable screenshot at {out}")
     return out
 
 
 def missing(text: str, expected: list[str]) -> list[str]:
-    """Which of ``expected`` the rendered text lacks."""
-    return [e for e in expected if e not in text]
+    """Which of ``expected`` the rendered text lacks (each a whole text line)."""
+    lines = set(text.splitlines())
+    return [e for e in expected if e not in lines]
+
+
+def values_after(text: str, label: str, count: int) -> list[float | None]:
+    """The ``count`` cells that follow the row label ``label`` in a rendered table, as numbers
+    (``None`` for a cell the UI shows as "-"): how the comparison page lists a metric per version."""
+    lines = text.splitlines()
+    if label not in lines:
+        return []
+    cells = lines[lines.index(label) + 1: lines.index(label) + 1 + count]
+    return [None if c == "-" else float(c) for c in cells]
