@@ -133,3 +133,10 @@ def values_after(text: str, label: str, count: int) -> list[float | None]:
         return []
     cells = lines[lines.index(label) + 1: lines.index(label) + 1 + count]
     return [None if c == "-" else float(c) for c in cells]
+
+
+def row_starts(text: str, first: str, then: str) -> bool:
+    """Whether a line ``first`` is directly followed by a line ``then`` (a table row's first
+    two cells, e.g. a logged model's name and its status)."""
+    lines = text.splitlines()
+    return any(a == first and b == then for a, b in zip(lines, lines[1:]))

@@ -25,6 +25,14 @@ from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI  # noqa: E40
 from ui_pages import find_chromium, mlflow_ui, screenshot  # noqa: E402
 
 
+def shrink(path: Path) -> None:
+    """A 64-colour palette keeps the UI's text sharp at a fraction of the size (for docs/ui/)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.convert("RGB").quantize(colors=64).save(path, optimize=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME)
@@ -45,13 +53,13 @@ def main() -> int:
     experiment_id = client.get_run(mv.run_id).info.experiment_id
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with mlflow_ui(store, port=args.port) as base:
-        pages = {
-            "logged-models.png": f"{base}/#/experiments/{experiment_id}/models",
-            "version.png": f"{base}/#/models/{args.name}/versions/{mv.version}",
-            "compare.png": compare_url(base, args.name, {other.version: other.run_id, mv.version: mv.run_id}),
+        pages = {  # file: (url, window height: the comparison's metrics sit below its parameters)
+            "logged-models.png": (f"{base}/#/experiments/{experiment_id}/models", 700),
+            "version.png": (f"{base}/#/models/{args.name}/versions/{mv.version}", 2000),
+            "compare.png": (compare_url(base, args.name, {other.version: other.run_id, mv.version: mv.run_id}), 4000),
         }
-        for name, url in pages.items():
-            screenshot(browser, url, args.out_dir / name)
+        for name, (url, height) in pages.items():
+            shrink(screenshot(browser, url, args.out_dir / name, height=height))
             print(f"{args.out_dir / name}: {url}")
     return 0
 
