@@ -52,25 +52,51 @@ def confidence_bars_png(texts: list[str], probs: dict[str, np.ndarray], labels: 
     return Path(path)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: lower x (latency) and higher y (F1), in
+    order of x. A point equal to another on both is kept once (the first)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
 def pareto_png(rows: list[dict], path: str | Path) -> Path:
-    """Latency (x) against macro F1 (y), marker area by size; the Pareto front joined."""
-    fig, ax = plt.subplots(figsize=(7, 5))
+    """Left: latency p50 (x) against macro F1 (y), marker area by size, the Pareto frontier
+    joined. Right: each variant's speed-up over its parent with its confidence interval as an
+    error bar, against macro F1 (versions without a parent have no speed-up and are left out)."""
+    fig, (ax, ax_speed) = plt.subplots(1, 2, figsize=(12, 5))
     pts = [(r["latency_p50_ms"], r["macro_f1"], r["size_mb"], r["label"]) for r in rows]
     for x, y, size, label in pts:
         ax.scatter(x, y, s=max(20.0, size * 3), alpha=0.6)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    front, best = [], -np.inf
-    for x, y, _, _ in sorted(pts):
-        if y > best:
-            front.append((x, y))
-            best = y
-    if len(front) > 1:
-        ax.plot(*zip(*front), "k--", lw=1, label="Pareto front")
+    front = [pts[i][:2] for i in pareto_front([p[:2] for p in pts])]
+    if front:
+        ax.plot(*zip(*front), "k--", lw=1, marker="o", mfc="none", label="Pareto frontier")
         ax.legend(fontsize=8)
     ax.set_xlabel("batch-1 latency p50 (ms)")
     ax.set_ylabel("macro F1 (news9 test)")
-    ax.set_title("versions: latency vs F1 (marker area ~ size on disk)")
+    ax.set_title("latency vs F1 (marker area ~ size on disk)")
+    speed = [r for r in rows if _finite(r.get("speedup_vs_parent"))]
+    for r in speed:
+        low, high = r.get("speedup_ci_low"), r.get("speedup_ci_high")
+        xerr = ([[r["speedup_vs_parent"] - low], [high - r["speedup_vs_parent"]]]
+                if _finite(low) and _finite(high) else None)
+        ax_speed.errorbar(r["speedup_vs_parent"], r["macro_f1"], xerr=xerr, fmt="o", capsize=4)
+        ax_speed.annotate(r["label"], (r["speedup_vs_parent"], r["macro_f1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax_speed.axvline(1.0, color="grey", lw=0.8, ls=":")
+    level = next((int(round(100 * r["speedup_ci_level"])) for r in speed if _finite(r.get("speedup_ci_level"))), 95)
+    ax_speed.set_xlabel(f"speed-up over parent (p50 inference; bars: {level}% interval)")
+    ax_speed.set_ylabel("macro F1 (news9 test)")
+    ax_speed.set_title("speed-up vs F1" if speed else "speed-up vs F1 (no variant with a parent evaluated)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and np.isfinite(value)

@@ -49,6 +49,15 @@ def model_card(name: str, version: str, tags: dict[str, str], metrics: dict[str,
     )
 
 
+def headline_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """The few figures a person compares versions by, as short version tags (the registry's
+    version list shows tags, not metrics): macro F1, p95 latency, size, speed-up over the parent."""
+    fmt = {"macro_f1": ("macro_f1", "{:.4f}"), "latency_p95_ms": ("p95_ms", "{:.2f}"),
+           "size_mb": ("size_mb", "{:.1f}"), "speedup_vs_parent": ("speedup", "{:.2f}x")}
+    return {tag: pattern.format(metrics[key]) for key, (tag, pattern) in fmt.items()
+            if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])}
+
+
 def with_card(description: str | None, card: str) -> str:
     """Put the card into quantgate's block of the description (``flows.description``): an
     earlier card is replaced, the gate's notes and everything a person wrote are kept."""

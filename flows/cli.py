@@ -30,15 +30,20 @@ EXAMPLES = {
 @click.group(
     cls=GuardedGroup,
     help="quantgate: train, quantise, evaluate, gate and serve a 9-topic news classifier with MLflow.\n\n"
-    f"Runs and models go to $MLFLOW_TRACKING_URI (default {DEFAULT_TRACKING_URI}).",
+    f"Runs and models go to $MLFLOW_TRACKING_URI (default {DEFAULT_TRACKING_URI}), runs into the "
+    "experiment named after the registered model unless --experiment says otherwise.",
     # "\b" keeps click from re-wrapping the example lines
     epilog="Examples:\n\n\b\n" + "\n".join(f"  {ex}" for ex in EXAMPLES.values()),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 @click.option("--debug", is_flag=True, help=f"Show the full traceback of an error (also: {DEBUG_ENV}=1).")
-def cli(debug):
+@click.option("--experiment", default=None, metavar="NAME",
+              help="MLflow experiment for every step's runs (also: $MLFLOW_EXPERIMENT_NAME); default: the registered model's name.")
+def cli(debug, experiment):
     if debug:
         os.environ[DEBUG_ENV] = "1"  # read by the error guard, and inherited by the steps it starts
+    if experiment:
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment  # read by configure_tracking, inherited by `main`'s steps
 
 
 def _add(command: click.Command, name: str, short: str) -> None:

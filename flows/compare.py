@@ -2,12 +2,17 @@
 
 Reads each version's tags and the metrics of its evaluation run (``eval_run_id``). Prints a
 table (variant, size, p50/p95, speedup over its parent, F1, agreement, aliases/stage) and
-saves ``pareto.png`` (also logged to a ``compare`` run) so the trade-off is visible at a glance.
-Figures from different hosts are not comparable: the table says when hosts differ.
+saves ``pareto.png`` (also logged to a ``compare`` run): latency against F1 with the Pareto
+frontier, and each variant's speed-up over its parent with its interval as error bars. Ends
+with the URL of the MLflow UI's comparison of the listed versions (their source runs carry
+the evaluation's metrics). Figures from different hosts are not comparable: the table says
+when hosts differ.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 import mlflow
@@ -29,7 +34,7 @@ def collect(name: str) -> list[dict]:
         aliases.setdefault(str(version), []).append(f"@{alias}")
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version)):
-        row = {"version": str(mv.version), "variant": mv.tags.get("variant", "?"),
+        row = {"version": str(mv.version), "variant": mv.tags.get("variant", "?"), "run_id": mv.run_id,
                "where": " ".join(aliases.get(str(mv.version), []) + ([mv.current_stage] if mv.current_stage not in (None, "None") else []))}
         run_id = mv.tags.get("eval_run_id")
         if run_id and mv.tags.get("eval_status") == "complete":
@@ -45,13 +50,36 @@ def collect(name: str) -> list[dict]:
     return rows
 
 
+def ui_base_url(tracking_uri: str, ui_url: str | None) -> str:
+    """The UI to point at: ``--ui-url``, else the tracking server itself, else a local ``mlflow ui``."""
+    if ui_url:
+        return ui_url.rstrip("/")
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
+def compare_url(base: str, name: str, versions_to_runs: dict[str, str]) -> str:
+    """The MLflow UI's side-by-side comparison of model versions (the page the registry's
+    "Compare" button opens): ``#/compare-model-versions?name="<model>"&runs={"<version>": "<run id>"}``."""
+    runs = json.dumps({str(v): r for v, r in versions_to_runs.items()}, separators=(",", ":"))
+    return f"{base}/#/compare-model-versions?name={quote(json.dumps(name))}&runs={quote(runs)}"
+
+
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
 @click.command("compare", help=__doc__)
 @click.option("--name", "model_name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model.")
 @click.option("--out", "out_path", default="pareto.png", show_default=True, type=click.Path(dir_okay=False), help="Where to save the plot.")
-def cli(model_name, out_path):
-    configure_tracking()
+@click.option("--ui-url", default=None, help=f"Base URL of the MLflow UI for the printed link [default: the tracking server, else {LOCAL_UI}].")
+def cli(model_name, out_path, ui_url):
+    tracking_uri = configure_tracking(model_name=model_name)
     rows = collect(model_name)
     click.echo(compare_table(rows))
+    base = ui_base_url(tracking_uri, ui_url)
+    listed = {r["version"]: r["run_id"] for r in rows if r.get("run_id")}
+    click.echo(f"\nCompare these versions in the MLflow UI: {compare_url(base, model_name, listed)}")
+    if base == LOCAL_UI and not ui_url:
+        click.echo(f"  (start it with: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000)")
     hosts = {r["host"] for r in rows if "host" in r}
     if len(hosts) > 1:
         click.echo(f"\nnote: versions were measured on {len(hosts)} different hosts/thread counts: {sorted(map(str, hosts))}")

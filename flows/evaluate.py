@@ -8,22 +8,27 @@ per-class F1; size and parameter count; batch-1 latency p50/p90/p95/p99 after wa
 drop, |Δprob|, KL, label flips) and speedup over it measured interleaved, with a bootstrap
 interval; plus a confusion matrix, confidence bars and the disagreeing headlines.
 Hands on: version tags ``eval_run_id``, ``eval_status`` and ``eval_manifest_sha256`` (which
-files were measured), read by ``promote``, and a model card in the version description.
+files were measured), read by ``promote``; the short headline tags ``macro_f1``, ``p95_ms``,
+``size_mb`` and ``speedup`` a person compares versions by; a model card in the version
+description; and the same metrics on the version's source run, which the UI's "Compare" of
+versions reads.
 """
 from __future__ import annotations
 
 import importlib.metadata as md
 import json
 import os
+import time
 
 import click
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 
 from evaluators.measure import host_fingerprint
 from evaluators.plugin import PREDICTIONS_TABLE
-from evaluators.report import model_card, with_card
+from evaluators.report import headline_tags, model_card, with_card
 from flows.data import DataError, Dataset, dataset_digest, load_dataset
 from flows.model_files import (EVAL_METRICS_DIGEST_TAG, EVAL_MODEL_DIGEST_TAG, METRICS_DIGEST_TAG, MODEL_DIGEST_TAG,
                                metrics_digest)
@@ -77,12 +82,14 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
     # the figures as they stand now: the gate refuses them if anything is re-logged later
     logged = metrics_digest(client.get_run(run_id).data.metrics)
     mlflow.set_tag(METRICS_DIGEST_TAG, logged)
+    copy_to_source_run(client, mv, metrics, run_id)
     for key, value in {
         "eval_run_id": run_id,
         "eval_status": "complete",
         "eval_manifest_sha256": mv.tags.get("manifest_sha256", ""),
         EVAL_MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
         EVAL_METRICS_DIGEST_TAG: logged,
+        **headline_tags(metrics),
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
     current = client.get_model_version(mv.name, mv.version)
@@ -93,6 +100,18 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
     return metrics
 
 
+def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:
+    """Also record the figures on the run that logged the version: the registry's "Compare" of
+    versions shows their source runs' metrics side by side, not the evaluation runs'."""
+    if not mv.run_id or mv.run_id == eval_run_id:
+        return
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
+    for i in range(0, len(batch), 500):  # log_batch takes at most 1000 entries
+        client.log_batch(mv.run_id, metrics=batch[i:i + 500])
+    client.set_tag(mv.run_id, "quantgate.eval_run_id", eval_run_id)
+
+
 @click.command("evaluate", help=__doc__)
 @click.option("--version", "version_ref", required=True, help="Version to evaluate: 3, news-classifier/3, news-classifier@staging or models:/…")
 @click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
@@ -100,7 +119,7 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
 @click.option("--latency-runs", default=200, show_default=True, type=int, help="Timed batch-1 calls (after 20 warm-up calls).")
 @click.option("--threads", default=2, show_default=True, type=int, help="Intra-op threads for torch and ONNX Runtime.")
 def cli(version_ref, model_name, dataset, latency_runs, threads):
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     mv = resolve_version(version_ref, model_name)
     data = load_test_data(dataset)  # a dataset mistake stops here: no run, the version's tags untouched
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):

@@ -134,7 +134,7 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
         load_thresholds(thresholds_path)  # a bad thresholds file fails before an hour of work
     except ThresholdError as exc:
         raise click.ClickException(str(exc)) from None
-    tracking_uri = configure_tracking()
+    tracking_uri = configure_tracking(model_name=model_name)
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id
         data = dataset_digest(load_dataset(dataset))

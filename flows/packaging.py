@@ -100,9 +100,14 @@ def log_variant(
     extra_tags: dict[str, str] | None = None,
     description: str | None = None,
     quant_config: Mapping | None = None,
+    params: Mapping[str, object] | None = None,
 ) -> ModelVersion:
     """Log the variant into the active run, register it and tag the new version.
 
+    The logged model is named after the variant (``fp32``, ``onnx-int8-static``, …: the
+    experiment's Models list shows that name) and carries ``params``, its own recipe; MLflow
+    adds the active run's params to them, so a run that builds several variants logs each in
+    a run of its own (``quantise_common.register``).
     ``quant_config`` (a quantised variant's resolved recipe) travels inside the artifact as
     ``quant_config.json``, covered by the SHA-256 manifest like every other file.
     """
@@ -136,7 +141,8 @@ def log_variant(
             **(extra_tags or {}),
         }
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=variant,
+            params={k: str(v) for k, v in (params or {}).items()},
             python_model=str(SERVING_MODEL_FILE),
             artifacts={**artifacts, "meta": str(meta_path)},
             signature=SIGNATURE,

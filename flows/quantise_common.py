@@ -109,24 +109,38 @@ def register(
     recipe: Recipe, *, model_path: Path, parent, source: ModelVersion, recipe_sha256: str
 ) -> ModelVersion:
     """Log the built file as a pyfunc version of the parent's registered model, with the
-    resolved recipe inside the artifact (quant_config.json) and on the version's tags."""
+    resolved recipe inside the artifact (quant_config.json) and on the version's tags.
+
+    Each variant is logged from a child run of its own, named after it, holding only its
+    recipe: the logged model's params are that recipe (MLflow copies the logging run's params
+    onto the model), and the version's source run - what the UI's "Compare" of versions puts
+    side by side - is this variant's alone, so evaluate can record its figures there."""
     config = recipe.resolved()
-    mv = log_variant(
-        model_path=model_path,
-        tokenizer_dir=parent.artifact_paths["tokenizer"],
-        runtime=recipe.runtime,
-        variant=recipe.variant,
-        precision=recipe.precision,
-        registered_model_name=source.name,
-        parent_version=source.version,
-        max_length=parent.max_length,
-        quant_config=config,
-        extra_tags={
-            "recipe": json.dumps(config, sort_keys=True),
-            "recipe_sha256": recipe_sha256,
-            "preset": recipe.preset,
-        },
-    )
+    params = {"source_version": source.version, **{k: v for k, v in config.items() if k != "variant"}}
+    step_run = mlflow.active_run()
+    with mlflow.start_run(run_name=recipe.variant, nested=step_run is not None,
+                          experiment_id=step_run.info.experiment_id if step_run else None):
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        mlflow.set_tags({"quantgate.step": "register", "quantgate.variant": recipe.variant})
+        mv = log_variant(
+            model_path=model_path,
+            tokenizer_dir=parent.artifact_paths["tokenizer"],
+            runtime=recipe.runtime,
+            variant=recipe.variant,
+            precision=recipe.precision,
+            registered_model_name=source.name,
+            parent_version=source.version,
+            max_length=parent.max_length,
+            quant_config=config,
+            params=params,
+            extra_tags={
+                "recipe": json.dumps(config, sort_keys=True),
+                "recipe_sha256": recipe_sha256,
+                "preset": recipe.preset,
+            },
+        )
+    if step_run is not None:  # how `main` finds what the quantise step handed on
+        mlflow.set_tag(f"quantgate.version.{recipe.variant}", mv.version)
     click.echo(f"registered {mv.name} version {mv.version} ({recipe.variant}, parent {source.version})")
     return mv
 

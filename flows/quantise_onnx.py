@@ -298,7 +298,7 @@ def recipes_for(choice: str, preset: str, overrides: dict[str, dict]) -> list[Re
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help="CPU family the INT8 number formats suit; auto reads the host's CPU flags.")
 @click.option("--set", "overrides", multiple=True, metavar="VARIANT.FIELD=VALUE", help="Override one recipe field, e.g. onnx-int8-static.calibration_method=Percentile (repeatable).")
 def cli(source, model_name, recipe_choice, preset, overrides):
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     try:
         recipes = recipes_for(recipe_choice, preset, parse_overrides(overrides))
     except RecipeError as exc:

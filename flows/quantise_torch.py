@@ -144,7 +144,7 @@ def quantise_torch(source: ModelVersion, recipe: TorchInt8DynamicRecipe) -> Mode
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help="CPU family; picks the quantised kernel engine (x86 or qnnpack).")
 @click.option("--set", "overrides", multiple=True, metavar="VARIANT.FIELD=VALUE", help="Override one recipe field, e.g. torch-int8-dynamic.per_channel=false.")
 def cli(source, model_name, recipe_choice, preset, overrides):
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     parsed = parse_overrides(overrides)
     stray = sorted(set(parsed) - {TorchInt8DynamicRecipe.variant})
     if stray:

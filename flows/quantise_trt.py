@@ -591,7 +591,7 @@ def cli(source, model_name, precision, batch, seq_len, calibration_size, calibra
             click.echo(f"quantise_trt: {exc}", err=True)
             click.echo("(`--precision-graph-only` builds and logs the FP16/INT8 ONNX graphs on this machine.)", err=True)
             sys.exit(EXIT_NO_GPU)
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     src = resolve_source(source, model_name)
     try:
         with mlflow.start_run(run_name="quantise_trt" + ("-precision-graphs" if precision_graph_only else "")):

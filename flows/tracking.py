@@ -12,17 +12,30 @@ from flows.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_MODEL_NAME = "news-classifier"
-DEFAULT_EXPERIMENT = "quantgate"
+AFTER_MODEL = "<registered model name>"  # the default experiment: one per registered model
 
 
-def configure_tracking(experiment: str | None = DEFAULT_EXPERIMENT) -> str:
+def experiment_name(model_name: str = DEFAULT_MODEL_NAME, experiment: str | None = AFTER_MODEL) -> str:
+    """The experiment every step logs to: ``experiment`` when the user chose one (``--experiment``
+    or ``$MLFLOW_EXPERIMENT_NAME``), else the registered model's name."""
+    if experiment and experiment != AFTER_MODEL:
+        return experiment
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or model_name
+
+
+def configure_tracking(experiment: str | None = AFTER_MODEL, *, model_name: str = DEFAULT_MODEL_NAME) -> str:
     """Use ``$MLFLOW_TRACKING_URI`` when set, else the SQL store ``sqlite:///mlflow.db`` in the
-    working directory (registry and webhooks need a database-backed store)."""
+    working directory (registry and webhooks need a database-backed store), and select the
+    experiment named after the registered model (``experiment=None``: select none).
+
+    Inside ``mlflow run`` (``$MLFLOW_RUN_ID``) the run, and so its experiment, exists already:
+    ``mlflow run`` picks the experiment named after the model through the default-experiment
+    provider in ``flows.experiment_provider``. ``$MLFLOW_EXPERIMENT_ID`` is MLflow's own choice
+    and is kept as well."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
-    # Inside `mlflow run` the run (and so the experiment) is chosen by MLflow already.
     if experiment and not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", experiment))
+        mlflow.set_experiment(experiment_name(model_name, experiment))
     return mlflow.get_tracking_uri()
 
 

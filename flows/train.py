@@ -204,7 +204,7 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
 @click.option("--seed", default=TrainConfig.seed, show_default=True, type=int)
 @click.option("--train-limit", default=0, show_default=True, type=int, help="Train on a random slice of this many items (0 = all); for smoke tests.")
 def cli(model_name, **options):
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     cfg = TrainConfig(**options)
     with mlflow.start_run(run_name="train"):
         train(cfg, model_name)

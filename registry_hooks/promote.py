@@ -434,7 +434,7 @@ def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thre
     if bool(version_ref) == bool(candidates):
         raise click.UsageError("give exactly one of --version N or --candidates")
     alias = alias or default_alias(target)
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)
