@@ -34,6 +34,7 @@ def confidence_bars_png(texts: list[str], probs: dict[str, np.ndarray], labels: 
     """For each headline, the top labels of the first model with every model's probability
     beside them: the seed lab's per-headline chart, with the same label order for all."""
     names = list(probs)
+    top = min(top, len(labels))  # a 3-label task has only 3 bars to show
     fig, axes = plt.subplots(len(texts), 1, figsize=(8, 2.1 * len(texts)), squeeze=False)
     width = 0.8 / len(names)
     for row, (ax, text) in enumerate(zip(axes[:, 0], texts)):
@@ -68,7 +69,7 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
         ax.plot(*zip(*front), "k--", lw=1, label="Pareto front")
         ax.legend(fontsize=8)
     ax.set_xlabel("batch-1 latency p50 (ms)")
-    ax.set_ylabel("macro F1 (news9 test)")
+    ax.set_ylabel("macro F1 (test split)")
     ax.set_title("versions: latency vs F1 (marker area ~ size on disk)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

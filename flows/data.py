@@ -38,7 +38,7 @@ _FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
 def news9_labels() -> tuple[str, ...]:
     """news9's nine labels in logit order, from its own ``data/news9/labels.txt``."""
-    return tuple(labelsets.read_names_file(NEWS9_DIR / labelsets.LABELS_FILE))
+    return tuple(labelsets.read_names_file(NEWS9_DIR / labelsets.LABEL_NAMES_FILE))
 
 
 class DataError(UserError):
@@ -358,7 +358,7 @@ def _names_beside(source: str, path: Path | None) -> tuple[list[str] | None, str
     if path is None:
         return None, ""
     folder = path if path.is_dir() else path.parent
-    file = folder / labelsets.LABELS_FILE
+    file = folder / labelsets.LABEL_NAMES_FILE
     if file.is_file():
         try:
             return labelsets.read_names_file(file), str(file)

@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-LABELS_FILE = "labels.txt"  # one label a line, in logit order, beside a dataset's files
+LABEL_NAMES_FILE = "labels.txt"  # one label a line, in logit order, beside a dataset's files
 
 
 def check_label_list(labels: Sequence[str], where: str) -> list[str]:
