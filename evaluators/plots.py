@@ -34,6 +34,7 @@ def confidence_bars_png(texts: list[str], probs: dict[str, np.ndarray], labels: 
     """For each headline, the top labels of the first model with every model's probability
     beside them: the seed lab's per-headline chart, with the same label order for all."""
     names = list(probs)
+    top = min(top, len(labels))  # a 3-label task has only 3 bars to show
     fig, axes = plt.subplots(len(texts), 1, figsize=(8, 2.1 * len(texts)), squeeze=False)
     width = 0.8 / len(names)
     for row, (ax, text) in enumerate(zip(axes[:, 0], texts)):
@@ -78,7 +79,7 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
         ax.plot(*zip(*front), "k--", lw=1, marker="o", mfc="none", label="Pareto frontier")
         ax.legend(fontsize=8)
     ax.set_xlabel("batch-1 latency p50 (ms)")
-    ax.set_ylabel("macro F1 (news9 test)")
+    ax.set_ylabel("macro F1 (test split)")
     ax.set_title("latency vs F1 (marker area ~ size on disk)")
     speed = [r for r in rows if _finite(r.get("speedup_vs_parent"))]
     for r in speed:
@@ -90,7 +91,7 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
     ax_speed.axvline(1.0, color="grey", lw=0.8, ls=":")
     level = next((int(round(100 * r["speedup_ci_level"])) for r in speed if _finite(r.get("speedup_ci_level"))), 95)
     ax_speed.set_xlabel(f"speed-up over parent (p50 inference; bars: {level}% interval)")
-    ax_speed.set_ylabel("macro F1 (news9 test)")
+    ax_speed.set_ylabel("macro F1 (test split)")
     ax_speed.set_title("speed-up vs F1" if speed else "speed-up vs F1 (no variant with a parent evaluated)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -136,7 +136,7 @@ def measure(model, parent, texts: list[str], y_true: list[int], cfg: EvaluatorCo
 def write_artifacts(out: Path, model, per_example: pd.DataFrame, probs, parent_probs, cfg: EvaluatorConfig) -> dict[str, Path]:
     labels, n = model.labels, len(model.labels)
     files = {"confusion_matrix": confusion_png(confusion(per_example["label_id"], per_example["pred_id"], n), labels,
-                                               out / "confusion_matrix.png", "news9 test: true vs predicted")}
+                                               out / "confusion_matrix.png", "test split: true vs predicted")}
     if parent_probs is None:
         picks = list(range(min(cfg.sample_headlines, len(per_example))))
         bars = {"this version": probs}

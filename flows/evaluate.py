@@ -30,6 +30,7 @@ from evaluators.measure import host_fingerprint
 from evaluators.plugin import PREDICTIONS_TABLE
 from evaluators.report import headline_tags, model_card, with_card
 from flows.data import DataError, Dataset, dataset_digest, load_dataset
+from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.model_files import (EVAL_METRICS_DIGEST_TAG, EVAL_MODEL_DIGEST_TAG, METRICS_DIGEST_TAG, MODEL_DIGEST_TAG,
                                metrics_digest)
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, logged_model_id, resolve_version, version_uri
@@ -38,24 +39,58 @@ EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row 
 
 
 MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
+AUTO = "auto"
 
 
-def load_test_data(dataset: str) -> Dataset:
-    """The dataset's train and test splits, refused in one line (``DataError``) when the test
-    split is too small to measure anything on."""
-    data = load_dataset(dataset, ("train", "test"))
+def trained_on(mv: ModelVersion) -> tuple[str, DataOptions]:
+    """The dataset (and options) the version's FP32 model was trained on, from the FP32
+    version's ``dataset`` / ``dataset_options`` tags; news9 for versions that predate them."""
+    source = mv
+    if "dataset" not in mv.tags and mv.tags.get("parent_version"):
+        source = MlflowClient().get_model_version(mv.name, mv.tags["parent_version"])
+    options = json.loads(source.tags.get("dataset_options") or "{}")
+    return source.tags.get("dataset", "news9"), DataOptions(**options)
+
+
+def model_labels(mv: ModelVersion) -> list[str]:
+    """The version's label map, read from its artifact (logit order)."""
+    from flows.labels import load_label_map
+
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json")
+    return load_label_map(path)
+
+
+def check_test_labels(test_labels, model_labels: list[str], origin: str) -> None:
+    unknown = sorted(set(test_labels) - set(model_labels))
+    if unknown:
+        raise DataError(f"{origin}: label(s) {unknown} are not among the model's {len(model_labels)} labels {model_labels}")
+
+
+def load_test_data(mv: ModelVersion, dataset: str, options: DataOptions | None = None) -> tuple[str, DataOptions, Dataset]:
+    """The dataset's train and test splits (``auto``: what the version's FP32 model was trained
+    on), refused in one line (``DataError``) when the test split is too small to measure anything
+    on or holds labels the model does not know. Returns (dataset, options, data)."""
+    if dataset == AUTO:
+        dataset, options = trained_on(mv)
+    options = options or DataOptions()
+    data = load_dataset(dataset, ("train", "test"), **options.kwargs())
     if len(data["test"]) < MIN_TEST_ROWS:
         raise DataError(f"{dataset}: its test split has {len(data['test'])} row(s); evaluation needs at least "
                         f"{MIN_TEST_ROWS} (give a larger file, or a folder with a test file)")
-    return data
+    check_test_labels(data["test"].frame["label"], model_labels(mv), data["test"].origin)
+    return dataset, options, data
 
 
 def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2,
-             data: Dataset | None = None) -> dict[str, float]:
-    """Evaluate ``mv`` inside the active run and record the outcome on the version."""
+             options: DataOptions | None = None, data: Dataset | None = None) -> dict[str, float]:
+    """Evaluate ``mv`` inside the active run and record the outcome on the version.
+    ``dataset="auto"``: the dataset (and options) its FP32 model was trained on; ``data``: the
+    splits already loaded by :func:`load_test_data`."""
     client = MlflowClient()
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
-    data = data or load_test_data(dataset)
+    if data is None:
+        dataset, options, data = load_test_data(mv, dataset, options)
+    options = options or DataOptions()
     parent = mv.tags.get("parent_version")
     config = {"latency_runs": latency_runs, "threads": threads}
     if parent:
@@ -77,7 +112,7 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
         **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
     })
     mlflow.log_params({"model_uri": version_uri(mv), "dataset": dataset, "dataset_digest": dataset_digest(data),
-                       "latency_runs": latency_runs})
+                       "latency_runs": latency_runs, **{f"data.{k}": v for k, v in options.changed().items()}})
     run_id = mlflow.active_run().info.run_id
     # the figures as they stand now: the gate refuses them if anything is re-logged later
     logged = metrics_digest(client.get_run(run_id).data.metrics)
@@ -115,16 +150,19 @@ def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str
 @click.command("evaluate", help=__doc__)
 @click.option("--version", "version_ref", required=True, help="Version to evaluate: 3, news-classifier/3, news-classifier@staging or models:/…")
 @click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option("--dataset", default="news9", show_default=True)
+@click.option("--dataset", default=AUTO, show_default=True, help="Test data: 'auto' (what the version's FP32 model was trained on, with its options), news9, or a local file or folder.")
 @click.option("--latency-runs", default=200, show_default=True, type=int, help="Timed batch-1 calls (after 20 warm-up calls).")
 @click.option("--threads", default=2, show_default=True, type=int, help="Intra-op threads for torch and ONNX Runtime.")
-def cli(version_ref, model_name, dataset, latency_runs, threads):
+@data_options
+def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
     configure_tracking(model_name=model_name)
+    requested = pop_data_options(options)
     mv = resolve_version(version_ref, model_name)
-    data = load_test_data(dataset)  # a dataset mistake stops here: no run, the version's tags untouched
+    # a dataset mistake stops here: no run, the version's tags untouched
+    dataset, requested, data = load_test_data(mv, dataset, requested)
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
         try:
-            evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, data=data)
+            evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)
         except Exception as exc:
             MlflowClient().set_model_version_tag(mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500])
             raise

@@ -21,6 +21,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from flows.data import dataset_digest, load_dataset
+from flows.data_options import data_options, pop_data_options
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
@@ -129,7 +130,9 @@ def output_version(run: Run, variant: str) -> str:
 @click.option("--thresholds", "thresholds_path", default=str(DEFAULT_THRESHOLDS), show_default=True, type=click.Path(dir_okay=False))
 @click.option("--latency-runs", default=200, show_default=True, type=int)
 @click.option("--reuse/--no-reuse", default=True, show_default=True, help="Reuse finished steps whose inputs did not change.")
-def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse):
+@data_options
+def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse, **options):
+    data_opts = pop_data_options(options)
     try:
         load_thresholds(thresholds_path)  # a bad thresholds file fails before an hour of work
     except ThresholdError as exc:
@@ -137,12 +140,16 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
     tracking_uri = configure_tracking(model_name=model_name)
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id
-        data = dataset_digest(load_dataset(dataset))
+        # Fails here, in one line, before any step runs, when the data cannot be used.
+        data = dataset_digest(load_dataset(dataset, **data_opts.kwargs()))
+        # Only options that differ from the defaults are passed on: a run with default data
+        # options keeps the same parameters (and reuse digest) as before they existed.
+        opts = data_opts.mlproject_params()
         common = dict(experiment_id=exp, model_name=model_name, reuse=reuse)
         train_run = get_or_run(
             "train",
             {"dataset": dataset, "base_model": base_model, "model_name": model_name,
-             "max_epochs": max_epochs, "train_limit": train_limit},
+             "max_epochs": max_epochs, "train_limit": train_limit, **opts},
             extra=code_digest("flows.train") + data, **common,
         )
         fp32 = output_version(train_run, "fp32")
@@ -152,7 +159,7 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
         int8 = output_version(quant_run, "onnx-int8-dynamic")
         for version in (fp32, int8):
             get_or_run("evaluate", {"version": version, "model_name": model_name, "dataset": dataset,
-                                    "latency_runs": latency_runs}, extra=code_digest("flows.evaluate") + data, **common)
+                                    "latency_runs": latency_runs, **opts}, extra=code_digest("flows.evaluate") + data, **common)
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
         submitted = mlflow.projects.run(
             str(PROJECT_DIR), entry_point="promote",

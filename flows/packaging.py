@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -94,6 +94,7 @@ def log_variant(
     variant: str,
     precision: str,
     registered_model_name: str,
+    labels: Sequence[str],
     device: str = "cpu",
     parent_version: str | None = None,
     max_length: int = 128,
@@ -110,12 +111,14 @@ def log_variant(
     a run of its own (``quantise_common.register``).
     ``quant_config`` (a quantised variant's resolved recipe) travels inside the artifact as
     ``quant_config.json``, covered by the SHA-256 manifest like every other file.
+    ``labels`` (logit order) becomes the variant's ``label_map.json``: a quantised variant
+    passes its parent's, the FP32 model the dataset's.
     """
     with tempfile.TemporaryDirectory(prefix="quantgate-pkg-") as tmp:
         artifacts = {
             "model": str(model_path),
             "tokenizer": str(tokenizer_dir),
-            "label_map": str(save_label_map(Path(tmp) / "label_map.json")),
+            "label_map": str(save_label_map(Path(tmp) / "label_map.json", labels)),
         }
         if quant_config is not None:
             config_path = Path(tmp) / QUANT_CONFIG_FILE

@@ -129,6 +129,7 @@ def register(
             variant=recipe.variant,
             precision=recipe.precision,
             registered_model_name=source.name,
+            labels=parent.labels,
             parent_version=source.version,
             max_length=parent.max_length,
             quant_config=config,

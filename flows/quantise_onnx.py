@@ -57,8 +57,12 @@ def export_onnx(model, tokenizer, out: Path, opset: int = OPSET) -> Path:
     """Trace the torch model to ONNX with dynamic batch and sequence axes."""
     import torch
 
+    import inspect
+
+    from flows.architectures import model_inputs
+
     enc = tokenizer(["an example headline for tracing"], return_tensors="pt")
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+    names = model_inputs(inspect.signature(model.forward).parameters, enc)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
     with torch.no_grad():
@@ -69,11 +73,12 @@ def export_onnx(model, tokenizer, out: Path, opset: int = OPSET) -> Path:
     return out
 
 
-def fuse(path: Path, out: Path, num_heads: int, hidden_size: int) -> Path:
-    """ONNX Runtime's BERT fusions: Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm."""
+def fuse(path: Path, out: Path, num_heads: int, hidden_size: int, model_type: str = "bert") -> Path:
+    """ONNX Runtime's transformer fusions (for ``bert``: Attention, SkipLayerNorm, BiasGelu,
+    EmbedLayerNorm), with the optimiser's ``model_type`` for the architecture."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+    optimized = optimize_model(str(path), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size)
     optimized.save_model_to_file(str(out))
     return out
 
@@ -229,8 +234,14 @@ class _Graphs:
         plain = export_onnx(self.parent.model, self.parent.tokenizer, self.workdir / f"model.opset{opset}.onnx", opset)
         if not fused:
             return plain
+        from flows.architectures import ort_model_type
+
         cfg = self.parent.model.config
-        return fuse(plain, self.workdir / f"model.opset{opset}.fused.onnx", cfg.num_attention_heads, cfg.hidden_size)
+        kind = ort_model_type(cfg.model_type)
+        if kind is None:  # no ONNX Runtime fusions for this family: quantise the plain graph
+            click.echo(f"note: no ONNX Runtime fusions for model_type {cfg.model_type!r}; using the unfused graph")
+            return plain
+        return fuse(plain, self.workdir / f"model.opset{opset}.fused.onnx", cfg.num_attention_heads, cfg.hidden_size, kind)
 
 
 def build_file(recipe: Recipe, graphs: _Graphs, workdir: Path) -> Path:

@@ -59,7 +59,6 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
 from flows import packaging
-from flows.labels import LABELS
 from flows.quantise_common import (
     LATEST,
     build_digest,
@@ -390,16 +389,27 @@ def input_names(path: Path) -> list[str]:
     return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
 
 
-def check_split(size: int, dataset: str = "news9") -> tuple[list[str], list[int]]:
-    """The headlines and label ids graphs/engines are checked on: the test split (the one the
-    evaluator and the gate use; never used for calibration), all of it when ``size`` is 0."""
+def check_split(size: int, labels: list[str], dataset: str = "news9", options: dict | None = None) -> tuple[list[str], list[int]]:
+    """The texts and label ids graphs/engines are checked on: the test split of the dataset the
+    parent was trained on (the one the evaluator and the gate use; never used for calibration),
+    all of it when ``size`` is 0. Ids index ``labels``, the parent's label order."""
     if size < 0:
         return [], []
-    from flows.data import load_dataset
+    from flows.data import DataError, load_dataset
 
-    test = load_dataset(dataset, ("train", "test"))["test"]
-    texts, ids = list(test.texts), list(test.label_ids)
+    test = load_dataset(dataset, ("train", "test"), **(options or {}))["test"]
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted(set(test.frame["label"]) - set(index))
+    if unknown:
+        raise DataError(f"{test.origin}: label(s) {unknown} are not in the model's label map {labels}")
+    texts, ids = list(test.texts), [index[name] for name in test.frame["label"]]
     return (texts, ids) if size == 0 else (texts[:size], ids[:size])
+
+
+def trained_on(source: ModelVersion) -> tuple[str, dict]:
+    """The dataset (and its loading options) the FP32 version was trained on, from its tags."""
+    options = json.loads(source.tags.get("dataset_options") or "{}")
+    return source.tags.get("dataset", "news9"), options
 
 
 def agreement(parent_logits: np.ndarray, logits: np.ndarray) -> dict[str, float]:
@@ -421,7 +431,7 @@ def parity(parent_logits: np.ndarray, logits: np.ndarray, y_true: list[int], thr
     from registry_hooks.stats import paired_bootstrap_f1_drop
 
     out = agreement(parent_logits, logits)
-    n = len(LABELS)
+    n = parent_logits.shape[1]
     pred, parent_pred = logits.argmax(axis=1), parent_logits.argmax(axis=1)
     out["macro_f1"] = macro_f1(y_true, pred, n)
     out["parent_macro_f1"] = macro_f1(y_true, parent_pred, n)
@@ -467,7 +477,7 @@ def log_precision_graphs(source: ModelVersion, recipes: list[TrtRecipe], check_s
                      "quantgate.precision_graph_only": "true"})
     mlflow.log_params({"source_version": source.version, "check_size": check_size})
     parent = load_parent(source)
-    texts, y_true = check_split(check_size)
+    texts, y_true = check_split(check_size, parent.labels, *trained_on(source))
     logged = {}
     with tempfile.TemporaryDirectory(prefix="quantgate-trt-") as tmp:
         graphs = PrecisionGraphs(parent, Path(tmp))
@@ -514,7 +524,7 @@ def build_engines(source: ModelVersion, recipes: list[TrtRecipe], gpu: GpuInfo, 
     if not todo:
         return done
     parent = load_parent(source)
-    texts, y_true = check_split(check_size)
+    texts, y_true = check_split(check_size, parent.labels, *trained_on(source))
     with tempfile.TemporaryDirectory(prefix="quantgate-trt-") as tmp:
         graphs = PrecisionGraphs(parent, Path(tmp))
         for recipe, sha in todo:
@@ -542,7 +552,7 @@ def register(recipe: TrtRecipe, engine_dir: Path, parent, source: ModelVersion, 
     config = recipe.resolved()
     mv = packaging.log_variant(
         model_path=engine_dir, tokenizer_dir=parent.artifact_paths["tokenizer"], runtime=recipe.runtime,
-        variant=recipe.variant, precision=recipe.precision, registered_model_name=source.name, device="gpu",
+        variant=recipe.variant, precision=recipe.precision, registered_model_name=source.name, labels=parent.labels, device="gpu",
         parent_version=source.version, max_length=parent.max_length, quant_config=config,
         extra_tags={
             "recipe": json.dumps(config, sort_keys=True), "recipe_sha256": sha,

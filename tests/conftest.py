@@ -30,11 +30,11 @@ def resign(model_dir: Path, key: str, file: Path) -> None:
 def swap_labels(model_dir: Path, i: int = 0, j: int = 1) -> tuple[Path, list[str]]:
     """Swap labels ``i`` and ``j`` in a local model copy's label_map.json and re-sign it.
     Returns the label map's path and the swapped order."""
-    from flows.labels import LABELS
+    from flows.labels import load_label_map
 
-    swapped = list(LABELS)
-    swapped[i], swapped[j] = swapped[j], swapped[i]
     label_map = next(Path(model_dir).glob("artifacts/label_map.json"))
+    swapped = load_label_map(label_map)
+    swapped[i], swapped[j] = swapped[j], swapped[i]
     label_map.write_text(json.dumps({str(k): name for k, name in enumerate(swapped)}))
     resign(model_dir, "label_map", label_map)
     return label_map, swapped

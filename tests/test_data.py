@@ -19,7 +19,10 @@ from flows.data import (
     normalise,
     stratified_split,
 )
-from flows.labels import LABELS, load_label_map, save_label_map
+from flows.data import news9_labels
+from flows.labels import load_label_map, save_label_map
+
+LABELS = news9_labels()
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +163,7 @@ def test_non_string_text_names_the_file_and_row(tmp_path, value, problem):
 
 def test_unknown_label_names_the_file_row_and_label(tmp_path):
     folder = _folder_with(tmp_path, "train", "text,label\nA fine headline here,World\nGoal!,Sport\n")
+    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")  # the label list is fixed: Sport is not in it
     with pytest.raises(DataError, match=r"train\.csv, row 2: label 'Sport' is not one of"):
         load_dataset(str(folder))
 
@@ -188,7 +192,7 @@ def test_missing_split_file_is_a_clear_error(tmp_path):
 
 # ----------------------------------------------------------------- the label map
 def test_label_map_round_trips_in_contract_order(tmp_path):
-    path = save_label_map(tmp_path / "label_map.json")
+    path = save_label_map(tmp_path / "label_map.json", LABELS)
     assert load_label_map(path) == list(LABELS)
     assert LABELS[:4] == ("World", "Sports", "Business", "Sci/Tech")
 

@@ -62,3 +62,13 @@ def test_percentiles_are_in_milliseconds():
 def test_softmax_hand_computed_and_safe_for_large_logits():
     p = softmax(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0]]))
     assert np.allclose(p, [[0.25, 0.75], [0.5, 0.5]])  # 1/(1+3), 3/(1+3); no overflow at 1000
+
+
+def test_confidence_bars_work_for_fewer_labels_than_bars(tmp_path):
+    import numpy as np
+
+    from evaluators.plots import confidence_bars_png
+
+    probs = {"parent (FP32)": np.array([[0.7, 0.2, 0.1]]), "this version": np.array([[0.6, 0.3, 0.1]])}
+    path = confidence_bars_png(["a ticket"], probs, ["billing", "bug", "account"], tmp_path / "bars.png")
+    assert path.stat().st_size > 1000

@@ -25,7 +25,9 @@ from flows.data import (  # noqa: E402
     stratified_split,
     validate_split,
 )
-from flows.labels import LABELS  # noqa: E402
+from flows.data import news9_labels  # noqa: E402
+
+LABELS = list(news9_labels())  # news9's own label list: data/news9/labels.txt
 
 MIN_WORDS, MAX_WORDS = 4, 25
 NEAR_DUPLICATE_JACCARD = 0.8
@@ -37,7 +39,7 @@ def read_sources() -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         if list(frame.columns) != ["text", "label", "hard"]:
             raise DataError(f"{path}: columns must be text,label,hard; got {list(frame.columns)}")
-        validate_split(frame, str(path))
+        validate_split(frame, str(path), LABELS)
         frame["origin"] = [f"{path.name}:{i + 1}" for i in range(len(frame))]
         frames.append(frame)
     if not frames:
@@ -74,7 +76,7 @@ def main() -> int:
     if problems:
         print(f"{len(problems)} problem(s) in the sources:", *problems, sep="\n  ", file=sys.stderr)
         return 1
-    parts = stratified_split(frame[["text", "label"]])
+    parts = stratified_split(frame[["text", "label"]], labels=LABELS)
     stale = []
     for name in SPLITS:
         out = HERE / f"{name}.csv"

@@ -1,0 +1,76 @@
+"""Any encoder: tiny random BERT, DistilBERT, RoBERTa and XLM-R models (built offline) each go
+through train -> onnx-int8-dynamic -> evaluate -> gate on the support3 task."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import onnx
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+import tiny_encoders
+from conftest import LENIENT
+from flows.architectures import ArchitectureError, lora_targets, model_inputs, ort_model_type
+
+SUPPORT3 = str(Path(__file__).resolve().parent.parent / "data" / "support3")
+EXPECTED = {  # family -> (LoRA targets, ONNX inputs)
+    "bert": (["query", "value"], ["input_ids", "attention_mask", "token_type_ids"]),
+    "distilbert": (["q_lin", "v_lin"], ["input_ids", "attention_mask"]),
+    "roberta": (["query", "value"], ["input_ids", "attention_mask"]),
+    "xlm-roberta": (["query", "value"], ["input_ids", "attention_mask"]),
+}
+
+
+def test_lora_targets_per_architecture_and_override():
+    assert lora_targets("distilbert") == ["q_lin", "v_lin"]
+    assert lora_targets("xlm-roberta", "auto") == ["query", "value"]
+    assert lora_targets("distilbert", "q_lin, k_lin,v_lin") == ["q_lin", "k_lin", "v_lin"]
+    with pytest.raises(ArchitectureError, match="no default LoRA target modules for model_type 'gpt2'.*--lora-targets"):
+        lora_targets("gpt2")
+
+
+def test_ort_optimiser_model_type_and_inputs():
+    from onnxruntime.transformers.optimizer import MODEL_TYPES
+
+    for family in ("bert", "distilbert", "roberta", "xlm-roberta"):
+        assert ort_model_type(family) in MODEL_TYPES
+    assert ort_model_type("mpnet") is None and ort_model_type("unknown") is None
+    assert model_inputs({"input_ids", "attention_mask"}, {"input_ids", "attention_mask", "token_type_ids"}) == \
+        ["input_ids", "attention_mask"]
+
+
+@pytest.mark.parametrize("family", tiny_encoders.FAMILIES)
+def test_tiny_encoder_trains_quantises_evaluates_and_passes_the_gate(family, store, tmp_path):
+    from flows.evaluate import evaluate
+    from flows.quantise_onnx import DynamicInt8Recipe, quantise
+    from flows.train import TrainConfig, train
+    from registry_hooks import promote
+
+    base = tiny_encoders.build(family, tmp_path / family)
+    name = f"tiny-{family}"
+    cfg = TrainConfig(dataset=SUPPORT3, base_model=str(base), max_epochs=1, batch_size=32, max_length=32)
+    with mlflow.start_run(run_name=f"{name}-train") as run:
+        fp32 = train(cfg, name)
+    params = MlflowClient().get_run(run.info.run_id).data.params
+    targets, inputs = EXPECTED[family]
+    assert params["architecture"] == family and params["lora_target_modules"] == ",".join(sorted(targets))
+    with mlflow.start_run(run_name=f"{name}-quantise"):
+        int8 = quantise(fp32, DynamicInt8Recipe())
+    for mv in (fp32, int8):
+        with mlflow.start_run(run_name=f"{name}-evaluate-{mv.version}"):
+            metrics = evaluate(mv, dataset="auto", latency_runs=10)
+        assert 0.0 <= metrics["macro_f1"] <= 1.0
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{int8.version}"))
+    graph = onnx.load(str(next(local.glob("artifacts/*.onnx"))), load_external_data=False)
+    assert [i.name for i in graph.graph.input] == inputs
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for n in graph.graph.node)
+    thresholds = tmp_path / "lenient.yaml"
+    thresholds.write_text(yaml.safe_dump(LENIENT))
+    gate = CliRunner().invoke(promote.cli, ["--version", int8.version, "--model-name", name, "--thresholds", str(thresholds)])
+    assert gate.exit_code == 0, gate.output
+    out = mlflow.pyfunc.load_model(f"models:/{name}@staging").predict(pd.DataFrame({"text": ["I was charged twice"]}))
+    assert out["label"].iloc[0] in ("billing", "bug", "account")
