@@ -41,7 +41,7 @@ def test_both_variants_register_with_lineage_and_recipe(pipeline, ov_versions):
     assert set(ov_versions) == {"openvino-fp32", "openvino-int8"}
     for variant, mv in ov_versions.items():
         assert mv.tags["variant"] == variant and mv.tags["runtime"] == "openvino"
-        assert mv.tags["parent_version"] == pipeline["fp32"].version
+        assert mv.tags["parent_version"] == str(pipeline["fp32"].version)
         assert recipe_from_json(mv.tags["recipe"]).variant == variant
         assert mv.tags["manifest_sha256"] and mv.tags["recipe_sha256"]
 
