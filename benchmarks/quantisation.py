@@ -4,6 +4,13 @@ Optimum's default dynamic INT8 recipe, on the same host, thread count and proces
     python benchmarks/quantisation.py --source 1               # full run (~10 min on 2 cores)
     python benchmarks/quantisation.py --source 1 --quick       # smoke run (~2 min)
     python benchmarks/quantisation.py --source 1 --profile onnx-int8-dynamic
+    python benchmarks/quantisation.py --source 1 --threads 2,1 --spinning on,off --load-core   # thread settings, under load
+
+``--threads`` and ``--spinning`` take lists: the first pair is the setting every comparison uses,
+and each other combination adds the quantgate variants again, loaded with that setting
+(``QUANTGATE_THREADS`` / ``QUANTGATE_SPINNING``, as a served model reads them), so settings
+are compared side by side in one process. ``--load-core`` runs a busy loop on one core in a
+second process for the whole measurement: what a served model lives beside.
 
 Reads the registered FP32 version ``--source`` and, for each variant, the newest version whose
 ``parent_version`` is that source (build them first with ``-e quantise_onnx`` and
@@ -44,7 +51,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TOKENS = (16, 64)
 BATCH = 32
 INT8 = "int8"
-LIBRARIES = ("torch", "onnxruntime", "onnx", "transformers", "optimum", "optimum-onnx", "numpy", "mlflow")
+LIBRARIES = ("torch", "onnxruntime", "openvino", "nncf", "onnx", "transformers", "optimum", "optimum-onnx", "numpy", "mlflow")
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "avx512_bf16", "fma")
 
 
@@ -112,18 +119,28 @@ def onnx_infer(sess) -> Callable:
     return lambda feed: sess.run(None, {n: feed[n] for n in names})[0]
 
 
-def registered_candidates(source, threads: int) -> tuple[Candidate, list[Candidate], object]:
+def set_runtime_env(threads: int, spinning: str) -> None:
+    """What the pyfunc reads at load: intra-op threads and (ONNX Runtime) spinning."""
+    os.environ["QUANTGATE_THREADS"] = str(threads)
+    if spinning == "default":
+        os.environ.pop("QUANTGATE_SPINNING", None)
+    else:
+        os.environ["QUANTGATE_SPINNING"] = "1" if spinning == "on" else "0"
+
+
+def registered_candidates(source, threads: int, spinning: str = "default", suffix: str = "",
+                          with_parent: bool = True) -> tuple[Candidate | None, list[Candidate], object]:
     """torch FP32 eager (the source) and the newest version of each variant built from it."""
     import mlflow
     from mlflow import MlflowClient
 
-    os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
+    set_runtime_env(threads, spinning)
 
     def load(mv):
         return mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}").unwrap_python_model()
 
     parent = load(source)
-    fp32 = Candidate("torch-fp32-eager", "fp32", "torch", size_of(parent.artifact_paths["model"]), parent.infer)
+    fp32 = Candidate("torch-fp32-eager", "fp32", "torch", size_of(parent.artifact_paths["model"]), parent.infer) if with_parent else None
     newest: dict[str, object] = {}
     for mv in MlflowClient().search_model_versions(f"name='{source.name}' and tags.parent_version='{source.version}'"):
         v = mv.tags.get("variant", "")
@@ -134,7 +151,7 @@ def registered_candidates(source, threads: int) -> tuple[Candidate, list[Candida
         model = load(mv)
         path = model.artifact_paths["model"]
         out.append(Candidate(
-            f"{variant} (v{mv.version})", mv.tags.get("precision", "?"), mv.tags.get("runtime", "?"), size_of(path),
+            f"{variant} (v{mv.version}){suffix}", mv.tags.get("precision", "?"), mv.tags.get("runtime", "?"), size_of(path),
             model.infer, onnx_path=path if path.endswith(".onnx") else None,
         ))
     return fp32, out, parent
@@ -301,12 +318,22 @@ def profile(c: Candidate, feeds: dict[str, dict], threads: int, runs: int = 200)
     return "\n".join(out)
 
 
+def start_core_load():
+    """A second process that keeps one core busy until terminated (bounded: it ends after 1 h)."""
+    import subprocess
+
+    code = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default="latest-fp32", help="FP32 version (number, name@alias, models:/…, latest-fp32)")
     ap.add_argument("--model-name", default="news-classifier")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="intra-op threads, or a list like 2,1 (the first is the baseline)")
+    ap.add_argument("--spinning", default="default", help="ONNX Runtime thread spinning: default, on, off, or a list")
+    ap.add_argument("--load-core", action="store_true", help="keep one core busy in a second process while measuring")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--block", type=int, default=30, help="timed batch-1 calls per model per round")
     ap.add_argument("--batch-block", type=int, default=4, help=f"timed batch-{BATCH} calls per model per round")
@@ -317,6 +344,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.block, args.batch_block = 3, 10, 2
+    thread_list = [int(t) for t in str(args.threads).split(",")]
+    spin_list = [s.strip() for s in str(args.spinning).split(",")]
+    if any(s not in ("default", "on", "off") for s in spin_list) or any(t < 1 for t in thread_list):
+        ap.error("--threads takes whole numbers >= 1, --spinning default/on/off")
+    args.threads = thread_list[0]
+    settings = [(t, s) for t in thread_list for s in spin_list]
 
     import torch
 
@@ -329,7 +362,11 @@ def main(argv=None) -> int:
     host = host_info(args.threads)
     load_before = os.getloadavg()
     source = resolve_source(args.source, args.model_name)
-    fp32, ours, parent = registered_candidates(source, args.threads)
+    fp32, ours, parent = registered_candidates(source, args.threads, spin_list[0])
+    for t, spin in settings[1:]:  # the same variants again, loaded with another thread setting
+        ours += registered_candidates(source, t, spin, suffix=f" [threads {t}, spinning {spin}]", with_parent=False)[1]
+    set_runtime_env(args.threads, spin_list[0])
+    loader = start_core_load() if args.load_core else None
     note = "Optimum rows skipped (--no-optimum)."
     optimum_rows: list[Candidate] = []
     with tempfile.TemporaryDirectory(prefix="quantgate-bench-") as tmp:
@@ -348,7 +385,8 @@ def main(argv=None) -> int:
             f"# quantgate quantisation benchmark: {source.name} v{source.version}",
             "",
             f"host: {host['cpu']}, {host['cores']} cores, ISA {', '.join(host['isa']) or 'none'} "
-            f"(preset {host['preset']}), {args.threads} threads, Python {host['python']}",
+            f"(preset {host['preset']}), {args.threads} threads (spinning {spin_list[0]}), Python {host['python']}"
+            + ("; ONE CORE BUSY in a second process throughout (--load-core)" if loader else ""),
             "libraries: " + ", ".join(f"{k} {v}" for k, v in host["libraries"].items()),
             f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
             f"({'shared machine: expect noise' if max(load_before[0], os.getloadavg()[0]) > 0.5 else 'quiet'})",
@@ -364,6 +402,8 @@ def main(argv=None) -> int:
         if args.profile:
             chosen = [c for c in [fp32, *cands] if c.name.startswith(args.profile)]
             lines += ["", "## profile", *(profile(c, feeds, args.threads) for c in chosen)]
+    if loader is not None:
+        loader.terminate()
     report = "\n".join(lines)
     print(report)
     if args.out:

@@ -83,6 +83,16 @@ def parity_metrics(y_true: list[int], probs: np.ndarray, parent_probs: np.ndarra
     }
 
 
+def batch_invariance(model, texts: list[str], preds: np.ndarray, *, batch: int = 32) -> dict[str, float]:
+    """Agreement of batch-``batch`` predictions (``preds``, from :func:`predict_proba` in
+    batches) with batch-1 predictions of the same texts. Dynamic INT8 computes activation scales
+    over the whole padded batch, so a row's label can depend on the rows beside it."""
+    single = np.array([int(model.infer(model.encode([t]))[0].argmax()) for t in texts])
+    batched = np.asarray(preds)
+    return {"batch_invariance_agreement": float(np.mean(single == batched)),
+            "batch_invariance_flips": float(np.sum(single != batched)), "batch_invariance_batch": float(batch)}
+
+
 def throughput(model, texts: list[str], *, batch: int = 32, runs: int = 10) -> float:
     """Texts per second through ``infer`` at a fixed batch size (tokenised beforehand)."""
     batches = [model.encode([texts[(i * batch + j) % len(texts)] for j in range(batch)]) for i in range(runs)]
@@ -130,6 +140,12 @@ def parameter_count(model) -> float:
 
         graph = onnx.load(str(path), load_external_data=False).graph
         return int(sum(int(np.prod(t.dims)) for t in graph.initializer))
+    ir = path / "model.xml" if path.is_dir() else path
+    if ir.suffix == ".xml" and ir.is_file():
+        import openvino as ov
+
+        consts = [op for op in ov.Core().read_model(str(ir)).get_ops() if op.get_type_name() == "Constant"]
+        return int(sum(int(np.prod(list(op.get_output_shape(0)))) for op in consts))
     return float("nan")  # a runtime this function does not know: recorded as unknown, not 0
 
 

@@ -32,6 +32,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from evaluators.measure import (
     accuracy_metrics,
     batch1_latency,
+    batch_invariance,
     interleaved_speedup,
     parameter_count,
     parity_metrics,
@@ -97,6 +98,19 @@ def contract_problems(model, parent, pyfunc_metadata) -> list[str]:
     return problems
 
 
+def runtime_settings(model, cfg: EvaluatorConfig) -> dict[str, str]:
+    """The thread and precision settings the figures were measured under (latency depends on them)."""
+    import os
+
+    recipe = model._recipe() if hasattr(model, "_recipe") else {}
+    return {
+        "runtime.intra_op_num_threads": os.environ.get("QUANTGATE_THREADS", "").strip() or "0 (runtime default)",
+        "runtime.torch_threads": str(cfg.threads),
+        "runtime.spinning": {"0": "off", "1": "on"}.get(os.environ.get("QUANTGATE_SPINNING", "").strip(), "default"),
+        "runtime.inference_precision_hint": str(recipe.get("inference_precision_hint", "n/a")),
+    }
+
+
 def label_ids(labels, names: list[str]) -> list[int]:
     index = {name: i for i, name in enumerate(names)}
     out = []
@@ -113,8 +127,9 @@ def measure(model, parent, texts: list[str], y_true: list[int], cfg: EvaluatorCo
     import torch
 
     torch.set_num_threads(cfg.threads)
-    probs = model.predict_proba(texts)
+    probs = model.predict_proba(texts, batch_size=cfg.throughput_batch)
     metrics = accuracy_metrics(y_true, probs, model.labels)
+    metrics.update(batch_invariance(model, texts, probs.argmax(axis=1), batch=cfg.throughput_batch))
     metrics["size_mb"] = size_bytes(model.artifact_paths["model"]) / 1e6
     metrics["parameters"] = float(parameter_count(model))
     per_example = pd.DataFrame({"text": texts, "label": [model.labels[i] for i in y_true], "label_id": y_true,
@@ -190,7 +205,9 @@ class QuantgateEvaluator(ModelEvaluator):
         client = MlflowClient()
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        client.log_dict(run_id, {"config": asdict(cfg), "metrics": metrics}, "quantgate/evaluation.json")
+        settings = runtime_settings(inner, cfg)
+        client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in settings.items()])
+        client.log_dict(run_id, {"config": asdict(cfg), "runtime": settings, "metrics": metrics}, "quantgate/evaluation.json")
         client.log_table(run_id, per_example, PREDICTIONS_TABLE)
         with tempfile.TemporaryDirectory(prefix="quantgate-eval-") as tmp:
             files = write_artifacts(Path(tmp), inner, per_example, probs, parent_probs, cfg)

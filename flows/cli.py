@@ -5,7 +5,7 @@ import os
 
 import click
 
-from flows import compare, evaluate, main, quantise_onnx, quantise_torch, quantise_trt, score, train
+from flows import compare, evaluate, main, quantise_onnx, quantise_openvino, quantise_torch, quantise_trt, score, train
 from flows import serve as serve_mod
 from flows.errors import DEBUG_ENV, GuardedGroup
 from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
@@ -16,6 +16,7 @@ EXAMPLES = {
     "train": "quantgate train --max-epochs 5",
     "quantise-onnx": "quantgate quantise-onnx --source 1 --recipe all",
     "quantise-torch": "quantgate quantise-torch --source 1",
+    "quantise-openvino": "quantgate quantise-openvino --source 1",
     "quantise-trt": "quantgate quantise-trt --source 1 --precision all",
     "evaluate": "quantgate evaluate --version 2",
     "promote": "quantgate promote --version 2 --thresholds registry_hooks/thresholds.yaml",
@@ -56,6 +57,7 @@ def _add(command: click.Command, name: str, short: str) -> None:
 _add(train.cli, "train", "LoRA fine-tune the BERT base model; register the FP32 version.")
 _add(quantise_onnx.cli, "quantise-onnx", "ONNX variants (fp32, int8 dynamic/static, fp16), one registered version each.")
 _add(quantise_torch.cli, "quantise-torch", "PyTorch dynamic INT8 as TorchScript (no pickle), registered as a version.")
+_add(quantise_openvino.cli, "quantise-openvino", "OpenVINO FP32 and NNCF INT8 variants, one registered version each.")
 _add(quantise_trt.cli, "quantise-trt", "TensorRT FP16/INT8 engines (NVIDIA GPU only), registered as versions.")
 _add(evaluate.cli, "evaluate", "Measure F1, size, latency and parity of a version; record them on it.")
 _add(promote.cli, "promote", "Gate a version against thresholds; set @staging only if it passes.")
@@ -70,20 +72,29 @@ _add(score.cli, "score", "Batch-score Parquet/CSV with a version (default @stagi
 @click.option("--model", "model_ref", default=f"models:/{DEFAULT_MODEL_NAME}@staging", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the model to the network.")
 @click.option("--port", default=5001, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="Server processes; each loads the model.")
+@click.option("--workers", default=os.cpu_count() or 1, show_default="one per core", type=int,
+              help="Server processes; each loads the model.")
+@click.option("--threads", default=None, type=int,
+              help="Inference threads per worker [default: 1 with several workers, else the runtime's choice]; sets QUANTGATE_THREADS.")
 @click.option("--max-body-mb", default=serve_mod.DEFAULT_MAX_BODY_MB, show_default=True, type=float, help="Refuse larger requests with 413.")
 @click.option("--max-batch", default=256, show_default=True, type=int, help="Refuse requests with more rows with 400.")
-def serve(model_ref, host, port, workers, max_body_mb, max_batch):
+def serve(model_ref, host, port, workers, threads, max_body_mb, max_batch):
     """Serve a registered version over HTTP: MLflow's scoring server (same routes and payloads
     as `mlflow models serve`) plus a request-size limit and a guard against JSON that MLflow
     would answer with a 500. Model files are verified against their SHA-256 manifest at load."""
-    if workers < 1 or max_body_mb <= 0 or max_batch < 1:
-        raise click.BadParameter("--workers, --max-body-mb and --max-batch must be positive")
+    if workers < 1 or max_body_mb <= 0 or max_batch < 1 or (threads is not None and threads < 0):
+        raise click.BadParameter("--workers, --max-body-mb and --max-batch must be positive, --threads >= 0")
     os.environ["QUANTGATE_MAX_BATCH"] = str(max_batch)
-    click.echo(f"serving {model_ref} on http://{host}:{port} ({workers} worker(s)); try:\n"
+    # Workers share the cores: one intra-op thread each beat fewer workers with more threads (README).
+    threads = threads if threads is not None else (1 if workers > 1 else None)
+    if threads is not None:
+        os.environ["QUANTGATE_THREADS"] = str(threads)
+    per_worker = f", {threads} thread(s) each" if threads is not None else ""
+    click.echo(f"serving {model_ref} on http://{host}:{port} ({workers} worker(s){per_worker}); try:\n"
                f"  curl -s http://{host}:{port}/invocations -H 'Content-Type: application/json' "
                "-d '{\"dataframe_records\": [{\"text\": \"Ransomware gang hits city council\"}]}'\n"
-               f"(plain MLflow equivalent: mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port})")
+               f"(plain MLflow equivalent: {'QUANTGATE_THREADS=' + str(threads) + ' ' if threads is not None else ''}"
+               f"mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port} --workers {workers})")
     serve_mod.run(model_ref, host, port, workers, max_body_mb)
 
 

@@ -41,6 +41,7 @@ _RUNTIME_PACKAGES = {
     "torch": ["mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas"],
     "onnxruntime": ["mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas"],
     "torchscript": ["mlflow", "torch", "transformers", "tokenizers", "numpy", "pandas"],
+    "openvino": ["mlflow", "openvino", "transformers", "tokenizers", "numpy", "pandas"],
     # Serving a TensorRT variant also needs quantgate itself (the pyfunc loads
     # flows.trt_runtime): `pip install quantgate[gpu]` in the serving environment.
     "tensorrt": ["mlflow", "tensorrt", "pycuda", "transformers", "tokenizers", "numpy", "pandas"],

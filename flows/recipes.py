@@ -318,12 +318,75 @@ class OnnxFp16Recipe(OnnxFp32Recipe):
             raise RecipeError("fuse_graph: FP16 is converted from the fused graph (the unfused one fails to load on the CPU provider)")
 
 
+OV_PRECISION_HINTS = ("f32", "bf16")
+NNCF_PRESETS = ("performance", "mixed")
+
+
+@dataclass(frozen=True)
+class OpenVinoFp32Recipe(Recipe):
+    """The FP32 parent's ONNX export read by OpenVINO (``openvino.convert_model``) and saved as
+    OpenVINO IR (``model.xml`` + ``model.bin``). The reference every OpenVINO variant starts from.
+
+    OpenVINO converts the plain export, not ONNX Runtime's fused graph: its ``com.microsoft``
+    contrib ops (Attention, QAttention, SkipLayerNormalization) have no conversion rule, and
+    OpenVINO fuses attention and LayerNorm itself when it compiles the model."""
+
+    variant: ClassVar[str] = "openvino-fp32"
+    precision: ClassVar[str] = "fp32"
+    runtime: ClassVar[str] = "openvino"
+
+    opset: int = 17
+    # What the CPU plugin computes in: f32, or bf16 where the CPU has AMX/AVX512-BF16. Measured
+    # on an AMD EPYC (avx512_bf16): bf16 was no faster than f32 for this model (field notes).
+    inference_precision_hint: str = "f32"
+
+    def validate(self):
+        _check_int("opset", self.opset, 14, 21)
+        _check_choice("inference_precision_hint", self.inference_precision_hint, OV_PRECISION_HINTS)
+
+
+@dataclass(frozen=True)
+class OpenVinoInt8Recipe(OpenVinoFp32Recipe):
+    """NNCF post-training INT8 of the OpenVINO model: activation ranges calibrated on a seeded
+    slice of the training split, weights per channel, the transformer-aware scheme
+    (``model_type=TRANSFORMER`` keeps the attention softmax and LayerNorm inputs in float).
+
+    ``accuracy_control`` switches to ``nncf.quantize_with_accuracy_control``: layers are
+    returned to float, most harmful first, until top-1 agreement with the FP32 model on the
+    validation split drops by at most ``max_drop``."""
+
+    variant: ClassVar[str] = "openvino-int8"
+    precision: ClassVar[str] = "int8"
+
+    calibration_dataset: str = "news9"  # its train split; anything flows.data.load_dataset reads
+    calibration_size: int = 300
+    calibration_seed: int = 13
+    nncf_preset: str = "mixed"  # symmetric weights, asymmetric activations
+    fast_bias_correction: bool = True
+    accuracy_control: bool = False
+    max_drop: float = 0.01  # accuracy_control only: agreement with FP32 on the validation split
+
+    def validate(self):
+        super().validate()
+        if not isinstance(self.calibration_dataset, str) or not self.calibration_dataset.strip():
+            raise RecipeError(f"calibration_dataset: must name a dataset, got {self.calibration_dataset!r}")
+        _check_int("calibration_size", self.calibration_size, 8, 5000)
+        _check_int("calibration_seed", self.calibration_seed, 0, 2**31 - 1)
+        _check_choice("nncf_preset", self.nncf_preset, NNCF_PRESETS)
+        _check_bool("fast_bias_correction", self.fast_bias_correction)
+        _check_bool("accuracy_control", self.accuracy_control)
+        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)) or not 0 < self.max_drop < 1:
+            raise RecipeError(f"max_drop: must be a number in (0, 1), got {self.max_drop!r}")
+
+
 RECIPE_CLASSES: dict[str, type[Recipe]] = {
     cls.variant: cls
-    for cls in (TorchInt8DynamicRecipe, OnnxFp32Recipe, OnnxInt8DynamicRecipe, OnnxInt8StaticRecipe, OnnxFp16Recipe)
+    for cls in (TorchInt8DynamicRecipe, OnnxFp32Recipe, OnnxInt8DynamicRecipe, OnnxInt8StaticRecipe, OnnxFp16Recipe,
+                OpenVinoFp32Recipe, OpenVinoInt8Recipe)
 }
 ONNX_VARIANTS = tuple(v for v, c in RECIPE_CLASSES.items() if c.runtime == "onnxruntime")
 TORCH_VARIANTS = tuple(v for v, c in RECIPE_CLASSES.items() if c.runtime == "torchscript")
+OPENVINO_VARIANTS = tuple(v for v, c in RECIPE_CLASSES.items() if c.runtime == "openvino")
 
 
 def _preset_defaults(cls: type[Recipe], preset: HardwarePreset) -> dict:
@@ -367,6 +430,7 @@ def recipe_from_json(text: str) -> Recipe:
 __all__ = [
     "RecipeError", "HardwarePreset", "PRESETS", "PRESET_CHOICES", "detect_preset", "get_preset",
     "Recipe", "TorchInt8DynamicRecipe", "OnnxFp32Recipe", "OnnxInt8DynamicRecipe",
-    "OnnxInt8StaticRecipe", "OnnxFp16Recipe", "RECIPE_CLASSES", "ONNX_VARIANTS", "TORCH_VARIANTS",
+    "OnnxInt8StaticRecipe", "OnnxFp16Recipe", "OpenVinoFp32Recipe", "OpenVinoInt8Recipe", "RECIPE_CLASSES",
+    "ONNX_VARIANTS", "TORCH_VARIANTS", "OPENVINO_VARIANTS",
     "build_recipe", "recipe_from_json",
 ]

@@ -30,6 +30,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 ONNX_LABELS_KEY = "quantgate.labels"
+OPENVINO_LABELS_KEY = ("quantgate", "labels")  # rt_info path of the label order in an OpenVINO IR
+# Inference threads: QUANTGATE_THREADS (0 or unset: the runtime decides) and, for ONNX Runtime,
+# QUANTGATE_SPINNING (1/0: whether idle intra-op threads spin; off suits a loaded machine).
+THREADS_ENV, SPINNING_ENV = "QUANTGATE_THREADS", "QUANTGATE_SPINNING"
 # Extra files inside a TorchScript archive: the label order and the traced input names.
 TORCHSCRIPT_LABELS_FILE = "quantgate_labels.json"
 TORCHSCRIPT_INPUTS_FILE = "quantgate_inputs.json"
@@ -96,6 +100,14 @@ def verify_manifest(artifacts: dict[str, str], manifest: dict[str, dict[str, str
             )
 
 
+def thread_setting() -> int:
+    """Intra-op threads from ``QUANTGATE_THREADS`` (0: the runtime decides)."""
+    raw = os.environ.get(THREADS_ENV, "").strip() or "0"
+    if not raw.isdigit():
+        raise MlflowException(f"{THREADS_ENV} must be a whole number of threads, got {raw!r}")
+    return int(raw)
+
+
 def read_label_map(path: str | Path) -> list[str]:
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     return [raw[str(i)] for i in range(len(raw))]
@@ -128,6 +140,8 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
             self._load_torchscript(arts["model"])
         elif runtime == "tensorrt":
             self._load_tensorrt(arts["model"])
+        elif runtime == "openvino":
+            self._load_openvino(arts["model"])
         else:
             raise MlflowException(f"unknown runtime {runtime!r} in meta.json")
 
@@ -146,8 +160,10 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        threads = int(os.environ.get("QUANTGATE_THREADS", "0"))  # 0: ONNX Runtime decides
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = thread_setting()  # 0: ONNX Runtime decides
+        spinning = os.environ.get(SPINNING_ENV, "").strip()
+        if spinning in ("0", "1"):
+            options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_LABELS_KEY)
         if raw is None:
@@ -160,6 +176,44 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
         self._onnx_inputs = {i.name: dtypes[i.type] for i in self.session.get_inputs()}
         self._infer = self._infer_onnx
+
+    def _load_openvino(self, path: str) -> None:
+        """An OpenVINO IR folder (model.xml + model.bin) compiled for the CPU. The label order
+        travels in the IR's rt_info; inputs are bound by name with the dtype the model declares.
+        Each serving thread gets its own infer request (one request must not run twice at once)."""
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(Path(path) / "model.xml"))
+        if not model.has_rt_info(list(OPENVINO_LABELS_KEY)):
+            raise MlflowException(f"OpenVINO model has no rt_info {'/'.join(OPENVINO_LABELS_KEY)}: label order unknown")
+        self._check_labels(json.loads(model.get_rt_info(list(OPENVINO_LABELS_KEY)).astype(str)), "the OpenVINO model's rt_info")
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self._recipe().get("inference_precision_hint", "f32")}
+        if thread_setting() > 0:
+            config["INFERENCE_NUM_THREADS"] = thread_setting()
+        self.compiled = core.compile_model(model, "CPU", config)
+        width = self.compiled.output(0).get_partial_shape()[-1]
+        if width.is_static and width.get_length() != len(self.labels):
+            raise MlflowException(f"OpenVINO model outputs {width.get_length()} logits for {len(self.labels)} labels")
+        dtypes = {"i64": np.int64, "i32": np.int32}
+        self._ov_inputs = {i.get_any_name(): dtypes[i.get_element_type().get_type_name()] for i in self.compiled.inputs}
+        self._ov_local = threading.local()
+        self._infer = self._infer_openvino
+
+    def _infer_openvino(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        request = getattr(self._ov_local, "request", None)
+        if request is None:
+            request = self._ov_local.request = self.compiled.create_infer_request()
+        feed = {}
+        for name, dtype in self._ov_inputs.items():
+            if name not in encoded:
+                raise MlflowException(f"the tokenizer gives no {name!r}, which the OpenVINO model needs")
+            feed[name] = encoded[name].astype(dtype, copy=False)
+        return np.array(request.infer(feed)[self.compiled.output(0)], dtype=np.float32)
+
+    def _recipe(self) -> dict:
+        config = self.artifact_paths.get("quant_config")
+        return json.loads(Path(config).read_text(encoding="utf-8")) if config else {}
 
     def _load_torchscript(self, path: str) -> None:
         """A TorchScript archive (torch dynamic INT8). ``torch.jit.load`` rebuilds it with

@@ -59,6 +59,7 @@ RULES = (
     Rule("max_latency_p95_ms", "latency_p95_ms", "max", 1e-6, math.inf),
     Rule("max_size_mb", "size_mb", "max", 1e-6, math.inf),
     Rule("min_speedup", "speedup_vs_parent", "min", 1e-6, math.inf, ci="speedup_ci"),
+    Rule("min_batch_invariance", "batch_invariance_agreement", "min", 0.0, 1.0),
 )
 RULES_BY_KEY = {r.key: r for r in RULES}
 SETTING_KEYS = ("confidence_level", "bootstrap_resamples", "bootstrap_seed", "champion_order", "host")
@@ -95,6 +96,7 @@ class Thresholds:
     max_latency_p95_ms: float | None = None
     max_size_mb: float | None = None
     min_speedup: float | None = None
+    min_batch_invariance: float | None = None
     confidence_level: float = 0.95
     bootstrap_resamples: int = 2000
     bootstrap_seed: int = 0

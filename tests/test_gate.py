@@ -26,10 +26,11 @@ GOOD = {
     "macro_f1_drop_points": -0.45, "macro_f1_drop_points_ci_low": -1.96, "macro_f1_drop_points_ci_high": 0.93,
     "macro_f1_drop_points_ci_level": 0.95, "worst_class_f1_drop_points": 2.5,
     "speedup_vs_parent": 4.2, "speedup_ci_low": 3.9, "speedup_ci_high": 4.5, "speedup_ci_level": 0.95,
+    "batch_invariance_agreement": 0.99,
 }
 LIMITS = Thresholds(
     min_macro_f1=0.85, max_latency_p95_ms=50.0, max_size_mb=50.0, max_macro_f1_drop_points=2.0,
-    max_worst_class_f1_drop_points=5.0, min_top1_agreement=0.95, min_speedup=1.5,
+    max_worst_class_f1_drop_points=5.0, min_top1_agreement=0.95, min_speedup=1.5, min_batch_invariance=0.95,
 )
 # For every limit: the metric the limit is compared with, a value just inside, one just outside.
 EDGES = {
@@ -40,6 +41,7 @@ EDGES = {
     "max_latency_p95_ms": ("latency_p95_ms", 50.0, 50.01),
     "max_size_mb": ("size_mb", 50.0, 50.01),
     "min_speedup": ("speedup_ci_low", 1.5, 1.499),
+    "min_batch_invariance": ("batch_invariance_agreement", 0.95, 0.9499),
 }
 
 
