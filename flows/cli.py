@@ -30,7 +30,7 @@ EXAMPLES = {
 
 @click.group(
     cls=GuardedGroup,
-    help="quantgate: train, quantise, evaluate, gate and serve a 9-topic news classifier with MLflow.\n\n"
+    help="quantgate: train, quantise, evaluate, gate and serve your text classifier (news9 by default) with MLflow.\n\n"
     f"Runs and models go to $MLFLOW_TRACKING_URI (default {DEFAULT_TRACKING_URI}), runs into the "
     "experiment named after the registered model unless --experiment says otherwise.",
     # "\b" keeps click from re-wrapping the example lines
