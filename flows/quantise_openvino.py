@@ -145,7 +145,7 @@ def recipes_for(choice: str, preset: str, overrides: dict[str, dict]) -> list[Re
 @click.option("--set", "overrides", multiple=True, metavar="VARIANT.FIELD=VALUE",
               help="Override one recipe field, e.g. openvino-int8.accuracy_control=true (repeatable).")
 def cli(source, model_name, recipe_choice, preset, overrides):
-    configure_tracking()
+    configure_tracking(model_name=model_name)
     recipes = recipes_for(recipe_choice, preset, parse_overrides(overrides))
     src = resolve_source(source, model_name)
     with mlflow.start_run(run_name="quantise_openvino"):

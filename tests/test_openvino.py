@@ -98,4 +98,4 @@ def test_evaluated_with_batch_invariance_and_gated(ov_versions, tmp_path):
     path.write_text(yaml.safe_dump(LENIENT))
     result = CliRunner().invoke(promote.cli, ["--version", mv.version, "--model-name", TEST_MODEL,
                                               "--thresholds", str(path), "--dry-run"])
-    assert "passed" in result.output, result.output
+    assert result.exit_code == 0 and "PASSED" in result.output, result.output
