@@ -248,8 +248,8 @@ def headlines(stack):
 def test_spark_scores_every_row_as_the_pyfunc_does_at_the_same_batch_size(stack, team_pipeline, headlines, monkeypatch):
     int8 = team_pipeline["int8"]
     out = stack["root"] / "scores.parquet"
-    run = subprocess.run(_score_cmd("--input", headlines["s3"], "--output", str(out), "--batch-size", "64"),
-                         capture_output=True, text=True, timeout=1800)  # default model: @staging
+    run = subprocess.run(_score_cmd("--model", f"{MODEL}@staging", "--input", headlines["s3"], "--output", str(out),
+                                    "--batch-size", "64"), capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"wrote {ROWS} rows" in run.stderr
     scored = pd.read_parquet(out).sort_values("row").reset_index(drop=True)
@@ -300,7 +300,7 @@ def test_a_killed_score_leaves_no_partial_output(stack, team_pipeline, headlines
 
     out = stack["root"] / "killed.parquet"
     log = stack["root"] / "killed.log"
-    proc = subprocess.Popen(_score_cmd("--input", str(headlines["local"]), "--output", str(out)),
+    proc = subprocess.Popen(_score_cmd("--model", f"{MODEL}@staging", "--input", str(headlines["local"]), "--output", str(out)),
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, partials = time.monotonic() + 600, []
