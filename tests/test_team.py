@@ -285,8 +285,8 @@ def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(sta
 
     # a version whose files do not match its manifest_sha256 tag is refused before Spark starts
     client = MlflowClient()
-    bad = client.create_model_version(MODEL, int8.source, run_id=int8.run_id)
-    client.set_model_version_tag(MODEL, bad.version, "manifest_sha256", "0" * 64)
+    bad = mlflow.register_model(int8.source, MODEL)  # the same files, registered again...
+    client.set_model_version_tag(MODEL, bad.version, "manifest_sha256", "0" * 64)  # ...with a digest they do not have
     out = stack["root"] / "refused.parquet"
     refused = subprocess.run(_score_cmd("--model", f"{MODEL}/{bad.version}", "--input", str(small), "--output", str(out)),
                              capture_output=True, text=True, timeout=300)
