@@ -248,8 +248,8 @@ def headlines(stack):
 def test_spark_scores_every_row_as_the_pyfunc_does_at_the_same_batch_size(stack, team_pipeline, headlines, monkeypatch):
     int8 = team_pipeline["int8"]
     out = stack["root"] / "scores.parquet"
-    run = subprocess.run(_score_cmd("--input", headlines["s3"], "--output", str(out), "--batch-size", "64"),
-                         capture_output=True, text=True, timeout=1800)  # default model: @staging
+    run = subprocess.run(_score_cmd("--model", f"{MODEL}@staging", "--input", headlines["s3"], "--output", str(out),
+                                    "--batch-size", "64"), capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"wrote {ROWS} rows" in run.stderr
     scored = pd.read_parquet(out).sort_values("row").reset_index(drop=True)
@@ -285,8 +285,8 @@ def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(sta
 
     # a version whose files do not match its manifest_sha256 tag is refused before Spark starts
     client = MlflowClient()
-    bad = client.create_model_version(MODEL, int8.source, run_id=int8.run_id)
-    client.set_model_version_tag(MODEL, bad.version, "manifest_sha256", "0" * 64)
+    bad = mlflow.register_model(int8.source, MODEL)  # the same files, registered again...
+    client.set_model_version_tag(MODEL, bad.version, "manifest_sha256", "0" * 64)  # ...with a digest they do not have
     out = stack["root"] / "refused.parquet"
     refused = subprocess.run(_score_cmd("--model", f"{MODEL}/{bad.version}", "--input", str(small), "--output", str(out)),
                              capture_output=True, text=True, timeout=300)
@@ -300,7 +300,7 @@ def test_a_killed_score_leaves_no_partial_output(stack, team_pipeline, headlines
 
     out = stack["root"] / "killed.parquet"
     log = stack["root"] / "killed.log"
-    proc = subprocess.Popen(_score_cmd("--input", str(headlines["local"]), "--output", str(out)),
+    proc = subprocess.Popen(_score_cmd("--model", f"{MODEL}@staging", "--input", str(headlines["local"]), "--output", str(out)),
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, partials = time.monotonic() + 600, []
