@@ -87,6 +87,6 @@ def test_compare_prints_the_ui_link_for_the_versions_it_lists(pipeline, tmp_path
     assert result.exit_code == 0, result.output
     line = next(l for l in result.output.splitlines() if "/#/compare-model-versions" in l)
     runs = json.loads(unquote(line.split("runs=", 1)[1]))
-    assert runs[pipeline["fp32"].version] == pipeline["fp32"].run_id
-    assert runs[pipeline["int8"].version] == pipeline["int8"].run_id
+    assert runs[str(pipeline["fp32"].version)] == pipeline["fp32"].run_id
+    assert runs[str(pipeline["int8"].version)] == pipeline["int8"].run_id
     assert (tmp_path / "p.png").stat().st_size > 10_000

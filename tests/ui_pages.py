@@ -16,7 +16,7 @@ import requests
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1500,1100"]
+                  "--hide-scrollbars"]
 
 
 def find_chromium() -> str | None:
@@ -93,7 +93,8 @@ def page_text(html: str) -> str:
 def _chromium(browser: str, url: str, extra: list[str], budget_ms: int, timeout_s: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="quantgate-chromium-", ignore_cleanup_errors=True) as profile:
         return subprocess.run(
-            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *extra, url],
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
+             *(extra if any(e.startswith("--window-size") for e in extra) else ["--window-size=1500,1100", *extra]), url],
             capture_output=True, timeout=timeout_s, check=True,
         )
 
@@ -112,8 +113,9 @@ def rendered_text(browser: str, url: str, *, wait_for: tuple[str, ...] = (), tri
     return text
 
 
-def screenshot(browser: str, url: str, out: Path, *, height: int = 1100, budget_ms: int = 30000, timeout_s: float = 400) -> Path:
-    _chromium(browser, url, [f"--screenshot={out}", f"--window-size=1500,{height}"], budget_ms, timeout_s)
+def screenshot(browser: str, url: str, out: Path, *, height: int = 1100, budget_ms: int = 15000, timeout_s: float = 400) -> Path:
+    _chromium(browser, url, [f"--screenshot={out}", f"--window-size=1500,{height}", "--run-all-compositor-stages-before-draw"],
+              budget_ms, timeout_s)
     if not out.exists() or out.stat().st_size < 10_000:
         raise RuntimeError(f"no usable screenshot at {out}")
     return out

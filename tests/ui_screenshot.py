@@ -13,6 +13,7 @@ and stops the server. Open the PNGs to check the figures are visible.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("--against", required=True, help="The version it is compared with.")
     parser.add_argument("--out-dir", default="ui-shots", type=Path)
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--ui", default=None, help="Base URL of a UI already serving this store (else one is started).")
     args = parser.parse_args()
     browser = find_chromium()
     if not browser:
@@ -52,7 +54,7 @@ def main() -> int:
     mv, other = (client.get_model_version(args.name, v) for v in (args.version, args.against))
     experiment_id = client.get_run(mv.run_id).info.experiment_id
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with mlflow_ui(store, port=args.port) as base:
+    with (contextlib.nullcontext(args.ui.rstrip("/")) if args.ui else mlflow_ui(store, port=args.port)) as base:
         pages = {  # file: (url, window height: the comparison's metrics sit below its parameters)
             "logged-models.png": (f"{base}/#/experiments/{experiment_id}/models", 700),
             "version.png": (f"{base}/#/models/{args.name}/versions/{mv.version}", 2000),
