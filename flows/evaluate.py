@@ -26,7 +26,8 @@ from evaluators.plugin import PREDICTIONS_TABLE
 from evaluators.report import model_card, with_card
 from flows.data import DataError, dataset_digest, load_dataset
 from flows.data_options import DataOptions, data_options, pop_data_options
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, logged_model_id, resolve_version, version_uri
+from flows.tracking import (DEFAULT_MODEL_NAME, configure_tracking, log_params_once, logged_model_id, resolve_version,
+                            version_uri)
 
 EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row per test item
 
@@ -88,8 +89,9 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
         **host,
         **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
     })
-    mlflow.log_params({"model_uri": version_uri(mv), "dataset": dataset, "dataset_digest": dataset_digest(data),
-                       "latency_runs": latency_runs, **{f"data.{k}": v for k, v in options.changed().items()}})
+    log_params_once({"model_uri": version_uri(mv), "dataset": dataset, "dataset_used": dataset,
+                     "dataset_digest": dataset_digest(data), "latency_runs": latency_runs,
+                     **{f"data.{k}": v for k, v in options.changed().items()}})
     run_id = mlflow.active_run().info.run_id
     for key, value in {
         "eval_run_id": run_id,
