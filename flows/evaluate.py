@@ -33,7 +33,8 @@ from flows.data import DataError, Dataset, dataset_digest, load_dataset
 from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.model_files import (EVAL_METRICS_DIGEST_TAG, EVAL_MODEL_DIGEST_TAG, METRICS_DIGEST_TAG, MODEL_DIGEST_TAG,
                                metrics_digest)
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, logged_model_id, resolve_version, version_uri
+from flows.tracking import (DEFAULT_MODEL_NAME, configure_tracking, log_params_once, logged_model_id, resolve_version,
+                            version_uri)
 
 EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row per test item
 
@@ -111,8 +112,9 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
         **host,
         **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
     })
-    mlflow.log_params({"model_uri": version_uri(mv), "dataset": dataset, "dataset_digest": dataset_digest(data),
-                       "latency_runs": latency_runs, **{f"data.{k}": v for k, v in options.changed().items()}})
+    log_params_once({"model_uri": version_uri(mv), "dataset": dataset, "dataset_used": dataset,
+                     "dataset_digest": dataset_digest(data), "latency_runs": latency_runs,
+                     **{f"data.{k}": v for k, v in options.changed().items()}})
     run_id = mlflow.active_run().info.run_id
     # the figures as they stand now: the gate refuses them if anything is re-logged later
     logged = metrics_digest(client.get_run(run_id).data.metrics)

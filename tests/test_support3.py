@@ -113,7 +113,7 @@ def test_evaluation_scores_the_int8_variant_against_its_parent_on_support3(suppo
     m = support_pipeline["metrics"][int8.version]
     assert 0.0 <= m["macro_f1"] <= 1.0 and 0.0 <= m["top1_agreement"] <= 1.0
     params = MlflowClient().get_run(MlflowClient().get_model_version(MODEL, int8.version).tags["eval_run_id"]).data.params
-    assert params["dataset"].endswith("support3-leaky0") and params["data.dedupe"] == "True"
+    assert params["dataset_used"].endswith("support3-leaky0") and params["data.dedupe"] == "True"
 
 
 def test_gate_promotes_and_the_served_model_answers_only_its_three_labels(support_pipeline):
