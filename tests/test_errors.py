@@ -11,7 +11,10 @@ from flows.cli import cli
 
 
 def _env(tmp_path) -> dict:
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "HF_HUB_OFFLINE": "1"}
+    # mlflow.set_experiment (the session store's fixture) exports MLFLOW_EXPERIMENT_ID; a child
+    # process on a fresh store must not inherit an experiment id that does not exist there
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
+    return {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "HF_HUB_OFFLINE": "1"}
 
 
 def test_missing_dataset_file_is_one_line_exit_2(tmp_path):
