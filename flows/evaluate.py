@@ -82,6 +82,24 @@ def load_test_data(mv: ModelVersion, dataset: str, options: DataOptions | None =
     return dataset, options, data
 
 
+def fingerprint_if_missing(client: MlflowClient, mv: ModelVersion) -> ModelVersion:
+    """A version registered outside quantgate (a notebook's plain ``log_model``) has no
+    ``model_sha256``: record the digest of the files this evaluation measures, so the gate can
+    later refuse any file changed after evaluation. Never overwrites a recorded digest."""
+    if mv.tags.get(MODEL_DIGEST_TAG):
+        return mv
+    import tempfile
+
+    from flows.model_files import digest, download, model_manifest
+
+    with tempfile.TemporaryDirectory(prefix="quantgate-fingerprint-") as tmp:
+        recorded = digest(model_manifest(download(version_uri(mv), tmp)))
+    client.set_model_version_tag(mv.name, mv.version, MODEL_DIGEST_TAG, recorded)
+    click.echo(f"note: {mv.name} v{mv.version} had no {MODEL_DIGEST_TAG} (registered outside quantgate); "
+               f"recorded the digest of the files evaluated now ({recorded[:12]}…)")
+    return client.get_model_version(mv.name, mv.version)
+
+
 def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2,
              options: DataOptions | None = None, data: Dataset | None = None) -> dict[str, float]:
     """Evaluate ``mv`` inside the active run and record the outcome on the version.
@@ -89,6 +107,7 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
     splits already loaded by :func:`load_test_data`."""
     client = MlflowClient()
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
+    mv = fingerprint_if_missing(client, mv)
     if data is None:
         dataset, options, data = load_test_data(mv, dataset, options)
     options = options or DataOptions()
