@@ -66,6 +66,7 @@ def permuted(pipeline, tmp_path_factory):
     predictions are INT8's with World and Sports swapped. The test checks that on the loaded
     model before relying on it.
     """
+    from flows.labels import load_label_map
     from flows.packaging import log_variant
 
     int8, fp32 = pipeline["int8"], pipeline["fp32"]
@@ -86,7 +87,7 @@ def permuted(pipeline, tmp_path_factory):
         mv = log_variant(
             model_path=path, tokenizer_dir=src / "artifacts" / "tokenizer", runtime="onnxruntime",
             variant="onnx-int8-permuted", precision="int8", registered_model_name=TEST_MODEL,
-            parent_version=fp32.version, max_length=meta.get("max_length", 128),
+            labels=load_label_map(src / "artifacts" / "label_map.json"), parent_version=fp32.version, max_length=meta.get("max_length", 128),
         )
     texts = ["Striker signs four-year deal", "Ransomware gang hits city council", "Central bank holds rates"]
     broken = mlflow.pyfunc.load_model(f"models:/{TEST_MODEL}/{mv.version}").unwrap_python_model().predict_proba(texts)
