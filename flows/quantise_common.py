@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import json
+import tempfile
 from pathlib import Path
 
 import click
@@ -103,6 +104,23 @@ def split_reusable(source: ModelVersion, recipes, identity) -> tuple[list[tuple[
         else:
             todo.append((recipe, sha))
     return todo, done
+
+
+def quantise_with(step: str, source: ModelVersion, recipes, identity, build) -> dict[str, ModelVersion]:
+    """The shape every quantise step shares, inside the active run: reuse what an identical
+    earlier build registered (``identity(recipe)`` is its ``recipe_sha256``), build the rest
+    with ``build(recipe, parent, workdir) -> model path`` and register each as a version."""
+    mlflow.set_tags({"quantgate.step": step, "quantgate.source_version": source.version})
+    mlflow.log_params({"source_version": source.version})
+    todo, done = split_reusable(source, recipes, identity)
+    if not todo:
+        return done
+    parent = load_parent(source)
+    with tempfile.TemporaryDirectory(prefix=f"quantgate-{step}-") as tmp:
+        for recipe, sha in todo:
+            model_path = build(recipe, parent, Path(tmp))
+            done[recipe.variant] = register(recipe, model_path=model_path, parent=parent, source=source, recipe_sha256=sha)
+    return done
 
 
 def register(

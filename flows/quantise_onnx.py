@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,11 +25,9 @@ from flows.quantise_common import (
     LATEST,
     build_digest,
     latest_fp32_version,  # noqa: F401  (re-exported: older callers import it from here)
-    load_parent,
     parse_overrides,
-    register,
+    quantise_with,
     resolve_source,
-    split_reusable,
 )
 from flows.recipes import (
     ONNX_VARIANTS,
@@ -274,19 +271,14 @@ def recipe_identity(recipe: Recipe, source: ModelVersion) -> str:
 
 
 def quantise_all(source: ModelVersion, recipes: list[Recipe]) -> dict[str, ModelVersion]:
-    """Register (or reuse) one version per recipe, inside the active run."""
-    mlflow.set_tags({"quantgate.step": "quantise_onnx", "quantgate.source_version": source.version})
-    mlflow.log_params({"source_version": source.version})
-    todo, done = split_reusable(source, recipes, lambda recipe: recipe_identity(recipe, source))
-    if not todo:
-        return done
-    parent = load_parent(source)
-    with tempfile.TemporaryDirectory(prefix="quantgate-onnx-") as tmp:
-        graphs = _Graphs(parent, Path(tmp))
-        for recipe, sha in todo:
-            model_file = build_file(recipe, graphs, Path(tmp))
-            done[recipe.variant] = register(recipe, model_path=model_file, parent=parent, source=source, recipe_sha256=sha)
-    return done
+    """Register (or reuse) one version per recipe, inside the active run. The parent is
+    exported and fused once per (opset, fused), however many recipes ask for the graph."""
+    graphs: dict[str, _Graphs] = {}
+
+    def build(recipe: Recipe, parent, workdir: Path) -> Path:
+        return build_file(recipe, graphs.setdefault("parent", _Graphs(parent, workdir)), workdir)
+
+    return quantise_with("quantise_onnx", source, recipes, lambda recipe: recipe_identity(recipe, source), build)
 
 
 def quantise(source: ModelVersion, recipe: Recipe) -> ModelVersion:

@@ -17,7 +17,6 @@ ONNX Runtime's fused contrib ops (QAttention, SkipLayerNormalization) have no Op
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
@@ -25,7 +24,7 @@ import mlflow
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
-from flows.quantise_common import LATEST, build_digest, load_parent, parse_overrides, register, resolve_source, split_reusable
+from flows.quantise_common import LATEST, build_digest, parse_overrides, quantise_with, resolve_source
 from flows.quantise_onnx import calibration_texts, export_onnx
 from flows.recipes import OPENVINO_VARIANTS, PRESET_CHOICES, OpenVinoInt8Recipe, Recipe, RecipeError, build_recipe
 from flows.serving_model import OPENVINO_LABELS_KEY
@@ -115,18 +114,7 @@ def _library_versions() -> str:
 
 def quantise_all(source: ModelVersion, recipes: list[Recipe]) -> dict[str, ModelVersion]:
     """Register (or reuse) one version per recipe, inside the active run."""
-    mlflow.set_tags({"quantgate.step": "quantise_openvino", "quantgate.source_version": source.version})
-    mlflow.log_params({"source_version": source.version})
-    todo, done = split_reusable(source, recipes, lambda recipe: recipe_identity(recipe, source))
-    if not todo:
-        return done
-    parent = load_parent(source)
-    with tempfile.TemporaryDirectory(prefix="quantgate-openvino-") as tmp:
-        for recipe, sha in todo:
-            click.echo(f"building {recipe.variant} from {source.name} v{source.version}")
-            ir_dir = build_ir(recipe, parent, Path(tmp))
-            done[recipe.variant] = register(recipe, model_path=ir_dir, parent=parent, source=source, recipe_sha256=sha)
-    return done
+    return quantise_with("quantise_openvino", source, recipes, lambda recipe: recipe_identity(recipe, source), build_ir)
 
 
 def recipes_for(choice: str, preset: str, overrides: dict[str, dict]) -> list[Recipe]:
