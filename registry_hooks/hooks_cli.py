@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from flows.errors import UserError
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
-from registry_hooks.lock import default_lock_path
+from registry_hooks.lock import describe_lock, resolve_lock
 from registry_hooks.receiver import Receiver
 from registry_hooks.webhooks import EVENTS
 
@@ -77,14 +77,21 @@ def hooks():
               help="SQLite file of accepted delivery ids: a replay is refused even after a restart.")
 @click.option("--lock-file", default=None, type=click.Path(dir_okay=False), envvar="QUANTGATE_PROMOTE_LOCK",
               help="The promotion lock file every gate of this registry shares (as `promote --lock-file`) "
-                   "[default: beside a sqlite registry; required for any other store; env QUANTGATE_PROMOTE_LOCK].")
-def serve(host, port, model_name, secret_env, thresholds, queue_size, max_age_s, latency_runs, seen_db, lock_file):
+                   "[default: beside a sqlite registry; env QUANTGATE_PROMOTE_LOCK].")
+@click.option("--lock-uri", default=None, envvar="QUANTGATE_LOCK_URI",
+              help="postgresql:// URI for the PostgreSQL advisory lock every gate takes (as `promote --lock-uri`; "
+                   "what a tracking server needs; env QUANTGATE_LOCK_URI, which the gates inherit).")
+def serve(host, port, model_name, secret_env, thresholds, queue_size, max_age_s, latency_runs, seen_db, lock_file, lock_uri):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uri = configure_tracking(experiment=None)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the evaluate/promote subprocesses use the same store
-    if lock_file is None and default_lock_path(mlflow.get_registry_uri()) is None:
+    lock = resolve_lock(mlflow.get_registry_uri(), lock_file=lock_file, lock_uri=lock_uri)
+    if lock is None:
         raise UserError(f"the receiver gates under the promotion lock, and registry {uri!r} has no default one: "
-                        "pass --lock-file PATH (or set QUANTGATE_PROMOTE_LOCK) on storage every gate shares")
+                        "pass --lock-uri postgresql://… (QUANTGATE_LOCK_URI) or --lock-file PATH on storage every gate shares")
+    if lock_uri:
+        os.environ["QUANTGATE_LOCK_URI"] = lock_uri  # each gate it starts takes the same lock (kept off the command line)
+    click.echo(f"gates run under the promotion lock: {describe_lock(lock)}")
     receiver = Receiver(secret=_secret(secret_env), model_name=model_name, thresholds=thresholds,
                         queue_size=queue_size, max_age_s=max_age_s, latency_runs=latency_runs,
                         seen_db=seen_db, lock_file=lock_file)
