@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from flows.errors import UserError
 from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.lock import describe_lock, resolve_lock
+from registry_hooks.promote import lock_file_option, lock_uri_option
 from registry_hooks.receiver import Receiver
 from registry_hooks.webhooks import EVENTS
 
@@ -75,12 +76,8 @@ def hooks():
 @click.option("--latency-runs", default=200, show_default=True, type=int)
 @click.option("--seen-db", default="quantgate-hooks-seen.db", show_default=True, type=click.Path(dir_okay=False),
               help="SQLite file of accepted delivery ids: a replay is refused even after a restart.")
-@click.option("--lock-file", default=None, type=click.Path(dir_okay=False), envvar="QUANTGATE_PROMOTE_LOCK",
-              help="The promotion lock file every gate of this registry shares (as `promote --lock-file`) "
-                   "[default: beside a sqlite registry; env QUANTGATE_PROMOTE_LOCK].")
-@click.option("--lock-uri", default=None, envvar="QUANTGATE_LOCK_URI",
-              help="postgresql:// URI for the PostgreSQL advisory lock every gate takes (as `promote --lock-uri`; "
-                   "what a tracking server needs; env QUANTGATE_LOCK_URI, which the gates inherit).")
+@lock_file_option
+@lock_uri_option
 def serve(host, port, model_name, secret_env, thresholds, queue_size, max_age_s, latency_runs, seen_db, lock_file, lock_uri):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uri = configure_tracking(experiment=None)

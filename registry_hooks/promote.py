@@ -459,6 +459,17 @@ def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thre
     return 0 if champion else 1
 
 
+# The promotion lock options, shared with `quantgate hooks serve` (whose gates take the same lock).
+lock_file_option = click.option(
+    "--lock-file", default=None, type=click.Path(dir_okay=False), envvar="QUANTGATE_PROMOTE_LOCK",
+    help="Lock file shared by all gates [default: <database>.promote.lock beside a sqlite registry; "
+         "env QUANTGATE_PROMOTE_LOCK].")
+lock_uri_option = click.option(
+    "--lock-uri", default=None, envvar="QUANTGATE_LOCK_URI",
+    help="postgresql:// URI of a database every gate reaches: a PostgreSQL advisory lock, which holds "
+         "across machines (use it with a tracking server; env QUANTGATE_LOCK_URI).")
+
+
 @click.command("promote", help=__doc__)
 @click.option("--version", "version_ref", default=None, help="Version to gate: 3, news-classifier/3 or models:/…")
 @click.option("--candidates", is_flag=True, help="Gate every non-fp32 version; promote the champion among those that pass.")
@@ -467,12 +478,8 @@ def run_gate(*, version_ref: str | None, candidates: bool, model_name: str, thre
 @click.option("--target", type=click.Choice(TARGETS), default=None,
               help="Use the thresholds file's `cpu:`/`gpu:` section; alias staging-<target>; the version must be built for that device.")
 @click.option("--alias", default=None, help="Alias to set when the gate passes [default: staging, or staging-<target>].")
-@click.option("--lock-file", default=None, type=click.Path(dir_okay=False), envvar="QUANTGATE_PROMOTE_LOCK",
-              help="Lock file shared by all gates [default: <database>.promote.lock beside a sqlite registry; "
-                   "env QUANTGATE_PROMOTE_LOCK].")
-@click.option("--lock-uri", default=None, envvar="QUANTGATE_LOCK_URI",
-              help="postgresql:// URI of a database every gate reaches: a PostgreSQL advisory lock, which holds "
-                   "across machines (use it with a tracking server; env QUANTGATE_LOCK_URI).")
+@lock_file_option
+@lock_uri_option
 @click.option("--no-lock", is_flag=True,
               help="Promote without a lock (only where gates never run at once); the registry is still read back.")
 @click.option("--dry-run", is_flag=True, help="Decide and report; change nothing in the registry.")
