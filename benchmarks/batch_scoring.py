@@ -18,6 +18,7 @@ with prefixes and suffixes, so lengths and topics vary like real ones):
 The scaling ratio is local[2] rows/s over local[1] rows/s. It needs two idle cores: print the
 load average with the figures, and do not compare figures taken under different loads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ SUFFIXES = ["", " - sources", " (updated)", ", officials say", " as talks contin
 
 def synthetic_headlines(n: int, seed: int = 0) -> list[str]:
     """``n`` headlines: news9's texts (all splits) with a random prefix and suffix, in random order."""
-    from flows.data import load_dataset
+    from quantgate.data import load_dataset
 
     data = load_dataset("news9", ("train", "validation", "test"))
     texts = pd.concat([data[s].frame["text"] for s in ("train", "validation", "test")]).tolist()
@@ -59,7 +60,9 @@ def pyfunc_loop(model_uri: str, texts: pd.DataFrame, batch: int) -> tuple[pd.Dat
     model = mlflow.pyfunc.load_model(model_uri)
     model.predict(texts.head(batch))  # warm-up
     t0 = time.perf_counter()
-    out = pd.concat([model.predict(texts.iloc[lo:lo + batch]) for lo in range(0, len(texts), batch)], ignore_index=True)
+    out = pd.concat(
+        [model.predict(texts.iloc[lo : lo + batch]) for lo in range(0, len(texts), batch)], ignore_index=True
+    )
     return out, time.perf_counter() - t0
 
 
@@ -72,16 +75,39 @@ def batch1_labels(model_uri: str, texts: list[str]) -> list[str]:
 
 def spark_run(model_uri: str, source: Path, out: Path, master: str, batch: int) -> dict:
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "flows.cli", "score", "--model", model_uri, "--input", str(source),
-                          "--output", str(out), "--master", master, "--batch-size", str(batch)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "score",
+            "--model",
+            model_uri,
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--master",
+            master,
+            "--batch-size",
+            str(batch),
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if run.returncode != 0:
         raise SystemExit(f"quantgate score --master {master} failed:\n{run.stderr[-3000:]}")
     m = re.search(r"wrote (\d+) rows to .* in ([\d.]+)s", run.stderr)
     rows, seconds = int(m[1]), float(m[2])
-    return {"master": master, "rows": rows, "job_s": seconds, "wall_s": round(wall, 1), "rows_per_s": rows / seconds,
-            "scored": pd.read_parquet(out).sort_values("row").reset_index(drop=True)}
+    return {
+        "master": master,
+        "rows": rows,
+        "job_s": seconds,
+        "wall_s": round(wall, 1),
+        "rows_per_s": rows / seconds,
+        "scored": pd.read_parquet(out).sort_values("row").reset_index(drop=True),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["QUANTGATE_THREADS"] = "1"
     os.environ["QUANTGATE_MAX_BATCH"] = str(max(args.batch_size, 256))
-    from flows.tracking import configure_tracking, parse_model_ref, resolve_version
+    from quantgate.tracking import configure_tracking, parse_model_ref, resolve_version
 
     configure_tracking(experiment=None)
     mv = resolve_version(args.model)
@@ -106,34 +132,57 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(tmp) / "headlines.parquet"
         frame.to_parquet(source, index=False)
         ref, loop_s = pyfunc_loop(uri, frame[["text"]], args.batch_size)
-        runs = [spark_run(uri, source, Path(tmp) / f"out-{m[6]}.parquet", m, args.batch_size) for m in ("local[1]", "local[2]")]
+        runs = [
+            spark_run(uri, source, Path(tmp) / f"out-{m[6]}.parquet", m, args.batch_size)
+            for m in ("local[1]", "local[2]")
+        ]
     sample = np.random.default_rng(1).choice(args.rows, min(args.batch1_sample, args.rows), replace=False)
     b1 = batch1_labels(uri, frame["text"].iloc[sample].tolist())
     load_after = os.getloadavg()
-    result = {"model": uri, "variant": mv.tags.get("variant"), "rows": args.rows, "batch_size": args.batch_size,
-              "host": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "loadavg_before": load_before, "loadavg_after": load_after,
-              "pyfunc_loop": {"seconds": round(loop_s, 1), "rows_per_s": round(args.rows / loop_s, 1)}}
+    result = {
+        "model": uri,
+        "variant": mv.tags.get("variant"),
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "host": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "pyfunc_loop": {"seconds": round(loop_s, 1), "rows_per_s": round(args.rows / loop_s, 1)},
+    }
     for r in runs:
         scored = r.pop("scored")
-        r["identical_to_pyfunc"] = bool((scored["label"].to_numpy() == ref["label"].to_numpy()).all()
-                                        and np.array_equal(scored["probability"].to_numpy(), ref["probability"].to_numpy()))
+        r["identical_to_pyfunc"] = bool(
+            (scored["label"].to_numpy() == ref["label"].to_numpy()).all()
+            and np.array_equal(scored["probability"].to_numpy(), ref["probability"].to_numpy())
+        )
         r["label_mismatches_vs_pyfunc"] = int((scored["label"].to_numpy() != ref["label"].to_numpy()).sum())
         r["rows_per_s"] = round(r["rows_per_s"], 1)
         result[r["master"]] = r
     result["scaling_local2_over_local1"] = round(result["local[2]"]["rows_per_s"] / result["local[1]"]["rows_per_s"], 2)
-    result["batch1_agreement"] = {"sample": len(sample),
-                                  "agreement": float(np.mean(ref["label"].to_numpy()[sample] == np.array(b1)))}
-    print(f"{uri} ({result['variant']}), {args.rows} rows, batch {args.batch_size}, {result['cpus']} CPUs, "
-          f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after")
+    result["batch1_agreement"] = {
+        "sample": len(sample),
+        "agreement": float(np.mean(ref["label"].to_numpy()[sample] == np.array(b1))),
+    }
+    print(
+        f"{uri} ({result['variant']}), {args.rows} rows, batch {args.batch_size}, {result['cpus']} CPUs, "
+        f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after"
+    )
     print("| path | rows/s | scoring s | wall s | identical to pyfunc |\n|---|---|---|---|---|")
-    print(f"| pyfunc loop (1 thread) | {result['pyfunc_loop']['rows_per_s']} | {result['pyfunc_loop']['seconds']} | – | – |")
+    print(
+        f"| pyfunc loop (1 thread) | {result['pyfunc_loop']['rows_per_s']} "
+        f"| {result['pyfunc_loop']['seconds']} | – | – |"
+    )
     for m in ("local[1]", "local[2]"):
         r = result[m]
-        print(f"| Spark {m} | {r['rows_per_s']} | {r['job_s']} | {r['wall_s']} | "
-              f"{r['identical_to_pyfunc']} ({r['label_mismatches_vs_pyfunc']} label mismatches) |")
-    print(f"scaling local[2] / local[1]: {result['scaling_local2_over_local1']}x; agreement with batch-1 labels on "
-          f"{len(sample)} rows: {result['batch1_agreement']['agreement']:.4f}")
+        print(
+            f"| Spark {m} | {r['rows_per_s']} | {r['job_s']} | {r['wall_s']} | "
+            f"{r['identical_to_pyfunc']} ({r['label_mismatches_vs_pyfunc']} label mismatches) |"
+        )
+    print(
+        f"scaling local[2] / local[1]: {result['scaling_local2_over_local1']}x; agreement with batch-1 labels on "
+        f"{len(sample)} rows: {result['batch1_agreement']['agreement']:.4f}"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))

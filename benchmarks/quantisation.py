@@ -4,7 +4,8 @@ Optimum's default dynamic INT8 recipe, on the same host, thread count and proces
     python benchmarks/quantisation.py --source 1               # full run (~10 min on 2 cores)
     python benchmarks/quantisation.py --source 1 --quick       # smoke run (~2 min)
     python benchmarks/quantisation.py --source 1 --profile onnx-int8-dynamic
-    python benchmarks/quantisation.py --source 1 --threads 2,1 --spinning on,off --load-core   # thread settings, under load
+    # thread settings, under load:
+    python benchmarks/quantisation.py --source 1 --threads 2,1 --spinning on,off --load-core
 
 ``--threads`` and ``--spinning`` take lists: the first pair is the setting every comparison uses,
 and each other combination adds the quantgate variants again, loaded with that setting
@@ -27,6 +28,7 @@ calls, then a block of timed calls; the percentiles pool all rounds. Only infere
 32 real test headlines for throughput. Macro F1 and top-1 agreement with torch FP32 are on
 news9 test. On a shared machine the numbers are noisy; the load average is printed with them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +53,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TOKENS = (16, 64)
 BATCH = 32
 INT8 = "int8"
-LIBRARIES = ("torch", "onnxruntime", "openvino", "nncf", "onnx", "transformers", "optimum", "optimum-onnx", "numpy", "mlflow")
+LIBRARIES = (
+    "torch",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "onnx",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "numpy",
+    "mlflow",
+)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "avx512_bf16", "fma")
 
 
@@ -71,7 +84,7 @@ class Candidate:
 
 # --------------------------------------------------------------------------- host
 def host_info(threads: int) -> dict:
-    from flows.recipes import cpu_flags, detect_preset
+    from quantgate.recipes import cpu_flags, detect_preset
 
     flags = cpu_flags()
     cpu = platform.processor() or platform.machine()
@@ -128,8 +141,9 @@ def set_runtime_env(threads: int, spinning: str) -> None:
         os.environ["QUANTGATE_SPINNING"] = "1" if spinning == "on" else "0"
 
 
-def registered_candidates(source, threads: int, spinning: str = "default", suffix: str = "",
-                          with_parent: bool = True) -> tuple[Candidate | None, list[Candidate], object]:
+def registered_candidates(
+    source, threads: int, spinning: str = "default", suffix: str = "", with_parent: bool = True
+) -> tuple[Candidate | None, list[Candidate], object]:
     """torch FP32 eager (the source) and the newest version of each variant built from it."""
     import mlflow
     from mlflow import MlflowClient
@@ -140,7 +154,11 @@ def registered_candidates(source, threads: int, spinning: str = "default", suffi
         return mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}").unwrap_python_model()
 
     parent = load(source)
-    fp32 = Candidate("torch-fp32-eager", "fp32", "torch", size_of(parent.artifact_paths["model"]), parent.infer) if with_parent else None
+    fp32 = (
+        Candidate("torch-fp32-eager", "fp32", "torch", size_of(parent.artifact_paths["model"]), parent.infer)
+        if with_parent
+        else None
+    )
     newest: dict[str, object] = {}
     for mv in MlflowClient().search_model_versions(f"name='{source.name}' and tags.parent_version='{source.version}'"):
         v = mv.tags.get("variant", "")
@@ -150,10 +168,16 @@ def registered_candidates(source, threads: int, spinning: str = "default", suffi
     for variant, mv in sorted(newest.items()):
         model = load(mv)
         path = model.artifact_paths["model"]
-        out.append(Candidate(
-            f"{variant} (v{mv.version}){suffix}", mv.tags.get("precision", "?"), mv.tags.get("runtime", "?"), size_of(path),
-            model.infer, onnx_path=path if path.endswith(".onnx") else None,
-        ))
+        out.append(
+            Candidate(
+                f"{variant} (v{mv.version}){suffix}",
+                mv.tags.get("precision", "?"),
+                mv.tags.get("runtime", "?"),
+                size_of(path),
+                model.infer,
+                onnx_path=path if path.endswith(".onnx") else None,
+            )
+        )
     return fp32, out, parent
 
 
@@ -163,10 +187,14 @@ def optimum_candidates(parent, threads: int, workdir: Path, host_preset: str) ->
         from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
     except ImportError as exc:
-        return [], (f"Optimum rows skipped: optimum / optimum-onnx are not installed ({exc}). "
-                    "`pip install optimum optimum-onnx` to compare against them; they are not quantgate dependencies.")
+        return [], (
+            f"Optimum rows skipped: optimum / optimum-onnx are not installed ({exc}). "
+            "`pip install optimum optimum-onnx` to compare against them; they are not quantgate dependencies."
+        )
     exported = workdir / "optimum-fp32"
-    ORTModelForSequenceClassification.from_pretrained(parent.artifact_paths["model"], export=True).save_pretrained(exported)
+    ORTModelForSequenceClassification.from_pretrained(parent.artifact_paths["model"], export=True).save_pretrained(
+        exported
+    )
     presets = {"avx512_vnni": AutoQuantizationConfig.avx512_vnni(is_static=False)}
     if host_preset != "avx512_vnni" and hasattr(AutoQuantizationConfig, host_preset):
         presets[host_preset] = getattr(AutoQuantizationConfig, host_preset)(is_static=False)
@@ -175,8 +203,14 @@ def optimum_candidates(parent, threads: int, workdir: Path, host_preset: str) ->
         target = workdir / f"optimum-{name}"
         ORTQuantizer.from_pretrained(exported).quantize(save_dir=target, quantization_config=qconfig)
         path = next(target.glob("*_quantized.onnx"))
-        label = "optimum-int8-dynamic (default avx512_vnni)" if name == "avx512_vnni" else f"optimum-int8-dynamic ({name})"
-        out.append(Candidate(label, INT8, "onnxruntime", size_of(path), onnx_infer(session(path, threads)), onnx_path=str(path)))
+        label = (
+            "optimum-int8-dynamic (default avx512_vnni)" if name == "avx512_vnni" else f"optimum-int8-dynamic ({name})"
+        )
+        out.append(
+            Candidate(
+                label, INT8, "onnxruntime", size_of(path), onnx_infer(session(path, threads)), onnx_path=str(path)
+            )
+        )
     return out, ""
 
 
@@ -210,7 +244,7 @@ def timed_block(c: Candidate, key: str, feed, warmup: int, calls: int) -> None:
 def measure_speed(cands: list[Candidate], feeds: dict[str, dict], rounds: int, block: int, batch_block: int) -> None:
     """Interleaved in blocks: every round visits each model once, in a rotating order."""
     for r in range(rounds):
-        order = cands[r % len(cands):] + cands[: r % len(cands)]
+        order = cands[r % len(cands) :] + cands[: r % len(cands)]
         for c in order:
             time.sleep(0.1)  # let the previous runtime's spinning threads go idle
             for n in TOKENS:
@@ -227,7 +261,7 @@ def measure_speed(cands: list[Candidate], feeds: dict[str, dict], rounds: int, b
 def measure_accuracy(cands: list[Candidate], reference: Candidate, tokenizer, texts, y_true, max_length: int) -> None:
     from evaluators.metrics import agreement, macro_f1
 
-    batches = [encode(tokenizer, texts[lo: lo + 64], max_length) for lo in range(0, len(texts), 64)]
+    batches = [encode(tokenizer, texts[lo : lo + 64], max_length) for lo in range(0, len(texts), 64)]
     preds = {c.name: np.concatenate([c.infer(b).argmax(axis=1) for b in batches]) for c in [reference, *cands]}
     n_labels = int(max(y_true)) + 1
     for c in [reference, *cands]:
@@ -241,16 +275,22 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(cands: list[Candidate], fp32: Candidate, optimum: Candidate | None) -> str:
-    head = ("| model | precision | runtime | size MB | size vs fp32 | p50 16 ms | p95 16 ms | p50 64 ms | p95 64 ms "
-            f"| thr b{BATCH}/s | macro F1 | agreement | speed-up p50 16 / 64 vs torch fp32 | vs Optimum |")
+    head = (
+        "| model | precision | runtime | size MB | size vs fp32 | p50 16 ms | p95 16 ms | p50 64 ms | p95 64 ms "
+        f"| thr b{BATCH}/s | macro F1 | agreement | speed-up p50 16 / 64 vs torch fp32 | vs Optimum |"
+    )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in [fp32, *cands]:
         m = c.metrics
         vs_fp32 = f"{ratio(fp32.metrics['p50_16'], m['p50_16'])} / {ratio(fp32.metrics['p50_64'], m['p50_64'])}"
-        vs_opt = (f"{ratio(optimum.metrics['p50_16'], m['p50_16'])} / {ratio(optimum.metrics['p50_64'], m['p50_64'])}"
-                  if optimum else "n/a")
+        vs_opt = (
+            f"{ratio(optimum.metrics['p50_16'], m['p50_16'])} / {ratio(optimum.metrics['p50_64'], m['p50_64'])}"
+            if optimum
+            else "n/a"
+        )
         rows.append(
-            f"| {c.name} | {c.precision} | {c.runtime} | {c.size_bytes / 1e6:.1f} | {c.size_bytes / fp32.size_bytes:.0%} "
+            f"| {c.name} | {c.precision} | {c.runtime} | "
+            f"{c.size_bytes / 1e6:.1f} | {c.size_bytes / fp32.size_bytes:.0%} "
             f"| {m['p50_16']:.2f} | {m['p95_16']:.2f} | {m['p50_64']:.2f} | {m['p95_64']:.2f} | {m['throughput']:.0f} "
             f"| {m['macro_f1']:.4f} | {m['agreement']:.4f} | {vs_fp32} | {vs_opt} |"
         )
@@ -275,12 +315,16 @@ def verdict(cands: list[Candidate], fp32: Candidate, optimum: Candidate | None, 
     for n in TOKENS:
         key = f"b1_{n}"
         vs_fp32 = fp32.metrics[f"p50_{n}"] / best.metrics[f"p50_{n}"]
-        line = (f"  {n} tokens: {vs_fp32:.2f}x torch FP32 ({round_ratios(fp32, best, key, rounds)}; "
-                f"target >= 5x: {'met' if vs_fp32 >= 5 else 'NOT met'})")
+        line = (
+            f"  {n} tokens: {vs_fp32:.2f}x torch FP32 ({round_ratios(fp32, best, key, rounds)}; "
+            f"target >= 5x: {'met' if vs_fp32 >= 5 else 'NOT met'})"
+        )
         if optimum:
             vs_opt = optimum.metrics[f"p50_{n}"] / best.metrics[f"p50_{n}"]
-            line += (f", {vs_opt:.2f}x {optimum.name} ({round_ratios(optimum, best, key, rounds)}; "
-                     f"target >= 1.25x: {'met' if vs_opt >= 1.25 else 'NOT met'})")
+            line += (
+                f", {vs_opt:.2f}x {optimum.name} ({round_ratios(optimum, best, key, rounds)}; "
+                f"target >= 1.25x: {'met' if vs_opt >= 1.25 else 'NOT met'})"
+            )
         lines.append(line)
     if optimum:
         df1 = best.metrics["macro_f1"] - optimum.metrics["macro_f1"]
@@ -353,9 +397,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from flows.data import load_dataset
-    from flows.quantise_common import resolve_source
-    from flows.tracking import configure_tracking
+    from flows.quantise import resolve_source
+    from quantgate.data import load_dataset
+    from quantgate.tracking import configure_tracking
 
     torch.set_num_threads(args.threads)
     configure_tracking(experiment=None)
@@ -409,8 +453,11 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(report + "\n", encoding="utf-8")
-        raw = {"host": host, "source": f"{source.name}/{source.version}",
-               "models": {c.name: {"size_bytes": c.size_bytes, **c.metrics} for c in [fp32, *cands]}}
+        raw = {
+            "host": host,
+            "source": f"{source.name}/{source.version}",
+            "models": {c.name: {"size_bytes": c.size_bytes, **c.metrics} for c in [fp32, *cands]},
+        }
         args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
     return 0
 

@@ -21,6 +21,7 @@ intra-op thread (``QUANTGATE_THREADS=1``), as ``quantgate serve`` does.
 The load generator shares the machine's cores with the server, so on a small machine the
 high-concurrency figures are a floor, not a ceiling. Compare ratios, not absolute times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators.metrics import percentiles_ms  # noqa: E402
-from flows.data import load_dataset  # noqa: E402
-from flows.tracking import configure_tracking  # noqa: E402
+from quantgate.data import load_dataset  # noqa: E402
+from quantgate.tracking import configure_tracking  # noqa: E402
 
 
 def free_port() -> int:
@@ -100,12 +101,39 @@ def start(kind: str, model_uri: str, port: int, log_path: Path, workers: int = 1
     if workers > 1:
         env["QUANTGATE_THREADS"] = "1"  # workers share the cores: one intra-op thread each
     if kind == "mlflow":
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
     else:
-        cmd = [sys.executable, "-m", "flows.cli", "serve", "--model", model_uri, "--port", str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                            cwd=Path(__file__).resolve().parent.parent, env=env)
+        cmd = [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "--model",
+            model_uri,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+    proc = subprocess.Popen(
+        cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent, env=env
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -170,8 +198,10 @@ def main() -> int:
     print(f"in-process predict (batch 1): p50 {raw['p50']:.2f} ms  p95 {raw['p95']:.2f} ms  p99 {raw['p99']:.2f} ms")
 
     split = overhead_split(args.model, texts, args.in_process_runs)
-    print("in-process p50 of MLflow's scoring steps for one headline (ms): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in split.items()))
+    print(
+        "in-process p50 of MLflow's scoring steps for one headline (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
+    )
 
     for workers in [int(w) for w in args.workers.split(",")]:
         port = free_port()
@@ -181,15 +211,26 @@ def main() -> int:
         try:
             load(url, texts, 1, min(2.0, args.seconds))  # warm-up
             threads = " (QUANTGATE_THREADS=1)" if workers > 1 else ""
-            print(f"\n{args.server} server, {workers} worker(s){threads}, {args.seconds:g} s per level, one headline per request")
-            print(f"{'concurrency':>11} {'requests':>9} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'p50/in-proc':>11}")
+            print(
+                f"\n{args.server} server, {workers} worker(s){threads}, "
+                f"{args.seconds:g} s per level, one headline per request"
+            )
+            print(
+                f"{'concurrency':>11} {'requests':>9} {'errors':>6} {'req/s':>8} "
+                f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'p50/in-proc':>11}"
+            )
             for c in levels:
                 r = load(url, texts, c, args.seconds)
-                print(f"{c:>11} {r['requests']:>9} {r['errors']:>6} {r['rps']:>8.1f} {r['p50']:>8.2f} {r['p95']:>8.2f} "
-                      f"{r['p99']:>8.2f} {r['p50'] / raw['p50']:>10.1f}x")
+                print(
+                    f"{c:>11} {r['requests']:>9} {r['errors']:>6} {r['rps']:>8.1f} {r['p50']:>8.2f} {r['p95']:>8.2f} "
+                    f"{r['p99']:>8.2f} {r['p50'] / raw['p50']:>10.1f}x"
+                )
                 if c == 1:
-                    print(f"{'':>11} served p50 - whole in-process invocation = {r['p50'] - split['whole invocation']:.2f} ms "
-                          "(HTTP, uvicorn/FastAPI and the client)")
+                    print(
+                        f"{'':>11} served p50 - whole in-process invocation "
+                        f"= {r['p50'] - split['whole invocation']:.2f} ms "
+                        "(HTTP, uvicorn/FastAPI and the client)"
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=30)

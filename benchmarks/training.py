@@ -8,12 +8,13 @@ step) over the same texts two ways and prints samples/s:
 
 * before - what train.py did until this change: batches of 16 in random order, every batch
   padded to ``max_length`` (fixed padding);
-* after  - batches of texts of similar length (``flows.batching.bucketed_batches``, token
+* after  - batches of texts of similar length (``quantgate.batching.bucketed_batches``, token
   budget 2048), each padded only to its own longest text.
 
 The two are timed interleaved in blocks, so a busy neighbour slows both alike. Throughput
 depends on the host and its load: print the figures with the host, never alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from flows.batching import bucketed_batches, padded_tokens
-    from flows.data import load_dataset
     from flows.train import TrainConfig, build_model, token_lengths
+    from quantgate.batching import bucketed_batches, padded_tokens
+    from quantgate.data import load_dataset
 
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, ("train",))
@@ -60,17 +61,24 @@ def main() -> None:
     def run(groups, max_length, padding) -> float:
         start = time.perf_counter()
         for g in groups:
-            enc = tokenizer([texts[i] for i in g], padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
+            enc = tokenizer(
+                [texts[i] for i in g], padding=padding, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             loss = model(**enc, labels=torch.tensor([labels[i] for i in g])).loss
             loss.backward()
             optimiser.step()
             optimiser.zero_grad()
         return time.perf_counter() - start
 
-    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, "
-          f"torch threads {args.threads}; {args.dataset} train, {len(texts)} texts, token length p50/p99 "
-          f"{np.percentile(lengths, 50):.0f}/{np.percentile(lengths, 99):.0f}")
-    print(f"{'max_length':>10} {'before samples/s':>17} {'after samples/s':>16} {'speed-up':>9} {'padded tokens before/after':>27}")
+    print(
+        f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, "
+        f"torch threads {args.threads}; {args.dataset} train, {len(texts)} texts, token length p50/p99 "
+        f"{np.percentile(lengths, 50):.0f}/{np.percentile(lengths, 99):.0f}"
+    )
+    print(
+        f"{'max_length':>10} {'before samples/s':>17} {'after samples/s':>16} "
+        f"{'speed-up':>9} {'padded tokens before/after':>27}"
+    )
     for max_length in (int(x) for x in args.lengths.split(",")):
         order = list(range(len(texts)))
         random.Random(1).shuffle(order)
@@ -83,8 +91,10 @@ def main() -> None:
             t_after += run(after, max_length, True)
         n = len(texts) * args.blocks
         tokens_before = len(texts) * max_length
-        print(f"{max_length:>10} {n / t_before:>17.1f} {n / t_after:>16.1f} {t_before / t_after:>8.2f}x "
-              f"{tokens_before:>13}/{padded_tokens(after, lengths, max_length):<13}")
+        print(
+            f"{max_length:>10} {n / t_before:>17.1f} {n / t_after:>16.1f} {t_before / t_after:>8.2f}x "
+            f"{tokens_before:>13}/{padded_tokens(after, lengths, max_length):<13}"
+        )
 
 
 if __name__ == "__main__":

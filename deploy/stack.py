@@ -16,6 +16,7 @@ PostgreSQL: Debian's server binaries (``/usr/lib/postgresql/<v>/bin``, or
 cluster is owned by and run as the system user ``quantgate-pg`` (created on first use).
 Without server binaries, ``pgserver`` from PyPI (PostgreSQL 16, Unix socket only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PG_USER = "quantgate"          # the database role
+PG_USER = "quantgate"  # the database role
 PG_DB = "mlflow"
 PG_SYSTEM_USER = "quantgate-pg"  # the OS user that owns the cluster when we are root
 BUCKET = "quantgate"
@@ -54,10 +55,10 @@ class Config:
     pg_password: str = field(default_factory=lambda: secrets.token_hex(16))
     s3_access_key: str = field(default_factory=lambda: "qg" + secrets.token_hex(8))
     s3_secret_key: str = field(default_factory=lambda: secrets.token_hex(20))
-    webhook_key: str = ""             # Fernet key; fixed so webhook secrets survive restarts
-    loopback_webhooks: bool = True    # development settings: http and private addresses allowed
-    pg_mode: str = ""                 # "system:<bindir>" or "pgserver"
-    pg_socket_uri: str = ""           # pgserver's URI (Unix socket), once started
+    webhook_key: str = ""  # Fernet key; fixed so webhook secrets survive restarts
+    loopback_webhooks: bool = True  # development settings: http and private addresses allowed
+    pg_mode: str = ""  # "system:<bindir>" or "pgserver"
+    pg_socket_uri: str = ""  # pgserver's URI (Unix socket), once started
     weed_ports: dict = field(default_factory=dict)
 
     def pg_uri(self, directory: Path) -> str:
@@ -167,8 +168,10 @@ def find_pg_bindir() -> Path | None:
     env = os.environ.get("QUANTGATE_PG_BINDIR")
     if env:
         return Path(env) if (Path(env) / "initdb").exists() else None
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if found:
         return found[-1].parent
     initdb = shutil.which("initdb")
@@ -185,15 +188,20 @@ def _ensure_system_user(directory: Path) -> None:
     try:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
     # the cluster's owner must be able to walk down to it
     for parent in [directory, *directory.parents]:
         if parent == directory:
             parent.chmod(parent.stat().st_mode | 0o755)
         elif not parent.stat().st_mode & 0o001:
-            raise StackError(f"{parent} is not enterable by other users, so the PostgreSQL user {PG_SYSTEM_USER!r} "
-                             f"cannot reach {directory}; pick --dir elsewhere or chmod o+x {parent}")
+            raise StackError(
+                f"{parent} is not enterable by other users, so the PostgreSQL user {PG_SYSTEM_USER!r} "
+                f"cannot reach {directory}; pick --dir elsewhere or chmod o+x {parent}"
+            )
 
 
 class SystemPostgres:
@@ -207,8 +215,9 @@ class SystemPostgres:
     def running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
             return False
-        r = subprocess.run(_as_pg_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "status"]),
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            _as_pg_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "status"]), capture_output=True, text=True
+        )
         return r.returncode == 0
 
     def start(self) -> None:
@@ -222,9 +231,24 @@ class SystemPostgres:
                 shutil.chown(pwfile, PG_SYSTEM_USER)
             pwfile.chmod(0o600)
             try:
-                r = subprocess.run(_as_pg_user([str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER,
-                                                "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
-                                                "--locale=C.UTF-8"]), capture_output=True, text=True)
+                r = subprocess.run(
+                    _as_pg_user(
+                        [
+                            str(self.bin / "initdb"),
+                            "-D",
+                            str(self.data),
+                            "-U",
+                            PG_USER,
+                            "--auth=scram-sha-256",
+                            f"--pwfile={pwfile}",
+                            "-E",
+                            "UTF8",
+                            "--locale=C.UTF-8",
+                        ]
+                    ),
+                    capture_output=True,
+                    text=True,
+                )
             finally:
                 pwfile.unlink(missing_ok=True)
             if r.returncode != 0:
@@ -232,12 +256,30 @@ class SystemPostgres:
         if not port_free(self.cfg.pg_port):
             raise StackError(f"port {self.cfg.pg_port} is in use; choose another with --pg-port")
         opts = f"-h 127.0.0.1 -p {self.cfg.pg_port} -k {self.data}"
-        r = subprocess.run(_as_pg_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                                        str(self.data / "server.log"), "-w", "-t", "60", "-o", opts, "start"]),
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            _as_pg_user(
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.data / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            raise StackError(f"PostgreSQL did not start: {' '.join((r.stdout + r.stderr).split())[-300:]} "
-                             f"(log {self.data / 'server.log'})")
+            raise StackError(
+                f"PostgreSQL did not start: {' '.join((r.stdout + r.stderr).split())[-300:]} "
+                f"(log {self.data / 'server.log'})"
+            )
         self._create_db(f"postgresql://{PG_USER}:{self.cfg.pg_password}@127.0.0.1:{self.cfg.pg_port}/postgres")
 
     @staticmethod
@@ -251,8 +293,11 @@ class SystemPostgres:
     def stop(self) -> bool:
         if not self.running():
             return False
-        subprocess.run(_as_pg_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True, check=False)
+        subprocess.run(
+            _as_pg_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+            check=False,
+        )
         return True
 
 
@@ -281,8 +326,10 @@ class PgserverPostgres:
         try:
             import pgserver
         except ImportError:
-            raise StackError("no PostgreSQL server binaries found (Debian: apt-get install postgresql-15) and "
-                             "pgserver is not installed (pip install pgserver)") from None
+            raise StackError(
+                "no PostgreSQL server binaries found (Debian: apt-get install postgresql-15) and "
+                "pgserver is not installed (pip install pgserver)"
+            ) from None
         srv = pgserver.get_server(str(self.data), cleanup_mode=None)  # keeps running after we exit
         if PG_DB not in srv.psql("SELECT datname FROM pg_database;"):
             srv.psql(f'CREATE DATABASE "{PG_DB}";')
@@ -299,7 +346,7 @@ class PgserverPostgres:
 
 def postgres_of(directory: Path, cfg: Config):
     if cfg.pg_mode.startswith("system:"):
-        return SystemPostgres(directory, cfg, Path(cfg.pg_mode[len("system:"):]))
+        return SystemPostgres(directory, cfg, Path(cfg.pg_mode[len("system:") :]))
     return PgserverPostgres(directory, cfg)
 
 
@@ -327,9 +374,14 @@ class Seaweed:
         import boto3
         from botocore.config import Config as BotoConfig
 
-        return boto3.client("s3", endpoint_url=self.cfg.s3_endpoint(), aws_access_key_id=self.cfg.s3_access_key,
-                            aws_secret_access_key=self.cfg.s3_secret_key, region_name="us-east-1",
-                            config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.cfg.s3_endpoint(),
+            aws_access_key_id=self.cfg.s3_access_key,
+            aws_secret_access_key=self.cfg.s3_secret_key,
+            region_name="us-east-1",
+            config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+        )
 
     def _bucket_ready(self) -> bool:
         try:
@@ -347,14 +399,34 @@ class Seaweed:
                 ports[name] = free_port()
         save_config(self.dir, self.cfg)
         self.data.mkdir(exist_ok=True)
-        cmd = [weed_binary(), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               "-admin.ui=false", f"-bucket={self.cfg.bucket}", f"-s3.port={self.cfg.s3_port}",
-               "-s3.port.iceberg=0", "-s3.port.lance=0", *[f"-{k}={v}" for k, v in ports.items()]]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.cfg.s3_access_key,
-               "AWS_SECRET_ACCESS_KEY": self.cfg.s3_secret_key}
+        cmd = [
+            weed_binary(),
+            "mini",
+            f"-dir={self.data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-admin.ui=false",
+            f"-bucket={self.cfg.bucket}",
+            f"-s3.port={self.cfg.s3_port}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            *[f"-{k}={v}" for k, v in ports.items()],
+        ]
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": self.cfg.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.cfg.s3_secret_key,
+        }
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.dir)
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+            )
         self.pidfile.write_text(str(proc.pid))
         wait_for(lambda: proc.poll() is None and self._bucket_ready(), 60, "SeaweedFS S3", self.log)
 
@@ -369,8 +441,18 @@ class Seaweed:
 
 
 def default_weed_ports() -> dict:
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port.grpc", "webdav.port", "admin.port", "admin.port.grpc"]
+    names = [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port.grpc",
+        "webdav.port",
+        "admin.port",
+        "admin.port.grpc",
+    ]
     return {n: free_port() for n in names}
 
 
@@ -381,8 +463,10 @@ class MlflowServer:
         self.pidfile, self.log = directory / "mlflow.pid", directory / "mlflow.log"
 
     def where(self) -> str:
-        return (f"{self.cfg.tracking_uri()} (mlflow server, backend PostgreSQL db {PG_DB}, "
-                f"artifacts s3://{self.cfg.bucket}/mlartifacts)")
+        return (
+            f"{self.cfg.tracking_uri()} (mlflow server, backend PostgreSQL db {PG_DB}, "
+            f"artifacts s3://{self.cfg.bucket}/mlartifacts)"
+        )
 
     def running(self) -> bool:
         pid = read_pid(self.pidfile)
@@ -400,24 +484,49 @@ class MlflowServer:
     def start(self) -> None:
         if not port_free(self.cfg.mlflow_port):
             raise StackError(f"port {self.cfg.mlflow_port} is in use; choose another with --mlflow-port")
-        env = {**os.environ,
-               "MLFLOW_S3_ENDPOINT_URL": self.cfg.s3_endpoint(),
-               "AWS_ACCESS_KEY_ID": self.cfg.s3_access_key,
-               "AWS_SECRET_ACCESS_KEY": self.cfg.s3_secret_key,
-               "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.cfg.webhook_key,
-               # the server's job runner and huey consumers are not used by quantgate; on 2 cores they cost
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {
+            **os.environ,
+            "MLFLOW_S3_ENDPOINT_URL": self.cfg.s3_endpoint(),
+            "AWS_ACCESS_KEY_ID": self.cfg.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.cfg.s3_secret_key,
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.cfg.webhook_key,
+            # the server's job runner and huey consumers are not used by quantgate; on 2 cores they cost
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         if self.cfg.loopback_webhooks:  # development settings: a receiver on loopback, over http, and
             # a new webhook in effect within 5 s instead of MLflow's 60 s cache
-            env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
-                       MLFLOW_WEBHOOK_CACHE_TTL="5")
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.cfg.pg_uri(self.dir),
-               "--artifacts-destination", f"s3://{self.cfg.bucket}/mlartifacts", "--host", "127.0.0.1",
-               "--port", str(self.cfg.mlflow_port), "--workers", str(self.cfg.mlflow_workers)]
+            env.update(
+                MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+                MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+                MLFLOW_WEBHOOK_CACHE_TTL="5",
+            )
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.cfg.pg_uri(self.dir),
+            "--artifacts-destination",
+            f"s3://{self.cfg.bucket}/mlartifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.cfg.mlflow_port),
+            "--workers",
+            str(self.cfg.mlflow_workers),
+        ]
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.dir)
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+            )
         self.pidfile.write_text(str(proc.pid))
         wait_for(lambda: proc.poll() is None and self.healthy(), 180, "mlflow server", self.log)
 
@@ -433,8 +542,11 @@ class MlflowServer:
 
 # ---------------------------------------------------------------- commands
 def services(directory: Path, cfg: Config) -> list[tuple[str, object]]:
-    return [("postgres", postgres_of(directory, cfg)), ("s3", Seaweed(directory, cfg)),
-            ("mlflow", MlflowServer(directory, cfg))]
+    return [
+        ("postgres", postgres_of(directory, cfg)),
+        ("s3", Seaweed(directory, cfg)),
+        ("mlflow", MlflowServer(directory, cfg)),
+    ]
 
 
 def up(directory: Path, args) -> Config:
@@ -444,10 +556,15 @@ def up(directory: Path, args) -> Config:
         from cryptography.fernet import Fernet
 
         bindir = find_pg_bindir()
-        cfg = Config(pg_port=args.pg_port or 15432, s3_port=args.s3_port or 18333,
-                     mlflow_port=args.mlflow_port or 5080, webhook_key=Fernet.generate_key().decode(),
-                     loopback_webhooks=not args.no_loopback_webhooks,
-                     pg_mode=f"system:{bindir}" if bindir else "pgserver", weed_ports=default_weed_ports())
+        cfg = Config(
+            pg_port=args.pg_port or 15432,
+            s3_port=args.s3_port or 18333,
+            mlflow_port=args.mlflow_port or 5080,
+            webhook_key=Fernet.generate_key().decode(),
+            loopback_webhooks=not args.no_loopback_webhooks,
+            pg_mode=f"system:{bindir}" if bindir else "pgserver",
+            weed_ports=default_weed_ports(),
+        )
     else:  # ports may be moved between runs; credentials and data stay
         for name in ("pg_port", "s3_port", "mlflow_port"):
             if getattr(args, name, None):
@@ -493,13 +610,19 @@ def status(directory: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="deploy/stack", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["up", "down", "status", "env"])
-    p.add_argument("--dir", default=os.environ.get("QUANTGATE_STACK_DIR", DEFAULT_DIR),
-                   help="state and data folder [default: $QUANTGATE_STACK_DIR or ./.quantgate-stack]")
+    p.add_argument(
+        "--dir",
+        default=os.environ.get("QUANTGATE_STACK_DIR", DEFAULT_DIR),
+        help="state and data folder [default: $QUANTGATE_STACK_DIR or ./.quantgate-stack]",
+    )
     p.add_argument("--pg-port", type=int, help="PostgreSQL port [15432]")
     p.add_argument("--s3-port", type=int, help="S3 port [18333]")
     p.add_argument("--mlflow-port", type=int, help="mlflow server port [5080]")
-    p.add_argument("--no-loopback-webhooks", action="store_true",
-                   help="do not allow webhooks to http:// and private addresses (allowed by default: development stack)")
+    p.add_argument(
+        "--no-loopback-webhooks",
+        action="store_true",
+        help="do not allow webhooks to http:// and private addresses (allowed by default: development stack)",
+    )
     args = p.parse_args(argv)
     directory = Path(args.dir).expanduser().resolve()
     try:

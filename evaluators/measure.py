@@ -2,6 +2,7 @@
 
 These touch models but not MLflow; the evaluate step records what they return.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,7 @@ from evaluators.metrics import (
     percentiles_ms,
     prob_deltas,
 )
-
-
-def size_bytes(path: str | Path) -> int:
-    """Bytes on disk of a file, or of every file under a folder."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+from quantgate.contract import HOST_KEYS
 
 
 def batch1_latency(model, texts: list[str], *, warmup: int = 20, runs: int = 200) -> dict[str, float]:
@@ -89,8 +83,11 @@ def batch_invariance(model, texts: list[str], preds: np.ndarray, *, batch: int =
     over the whole padded batch, so a row's label can depend on the rows beside it."""
     single = np.array([int(model.infer(model.encode([t]))[0].argmax()) for t in texts])
     batched = np.asarray(preds)
-    return {"batch_invariance_agreement": float(np.mean(single == batched)),
-            "batch_invariance_flips": float(np.sum(single != batched)), "batch_invariance_batch": float(batch)}
+    return {
+        "batch_invariance_agreement": float(np.mean(single == batched)),
+        "batch_invariance_flips": float(np.sum(single != batched)),
+        "batch_invariance_batch": float(batch),
+    }
 
 
 def throughput(model, texts: list[str], *, batch: int = 32, runs: int = 10) -> float:
@@ -103,8 +100,18 @@ def throughput(model, texts: list[str], *, batch: int = 32, runs: int = 10) -> f
     return batch * runs / (time.perf_counter() - t0)
 
 
-def interleaved_speedup(model, parent, texts: list[str], *, blocks: int = 10, per_block: int = 30,
-                        warmup: int = 3, pause_s: float = 0.1, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+def interleaved_speedup(
+    model,
+    parent,
+    texts: list[str],
+    *,
+    blocks: int = 10,
+    per_block: int = 30,
+    warmup: int = 3,
+    pause_s: float = 0.1,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
     """Batch-1 inference speedup of ``model`` over ``parent``, timed in alternating blocks.
 
     Calls interleaved one by one make both runtimes slower (their thread pools spin after
@@ -163,8 +170,8 @@ def host_fingerprint() -> dict[str, str]:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
     return {
-        "host.cpu": model_name,
-        "host.isa": ",".join(isa) or "none-detected",
-        "host.cores": str(os.cpu_count()),
-        "host.machine": platform.machine(),
+        HOST_KEYS["cpu"]: model_name,
+        HOST_KEYS["isa"]: ",".join(isa) or "none-detected",
+        HOST_KEYS["cores"]: str(os.cpu_count()),
+        HOST_KEYS["machine"]: platform.machine(),
     }

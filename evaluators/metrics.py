@@ -1,4 +1,5 @@
 """Metric maths as plain functions over lists and arrays (no MLflow, no I/O)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -107,7 +108,9 @@ def block_bootstrap_speedup(
     ratios = np.empty(resamples)
     for r in range(resamples):
         idx = rng.integers(0, n, size=n)
-        ratios[r] = np.median(np.concatenate([base[i] for i in idx])) / np.median(np.concatenate([cand[i] for i in idx]))
+        ratios[r] = np.median(np.concatenate([base[i] for i in idx])) / np.median(
+            np.concatenate([cand[i] for i in idx])
+        )
     alpha = (1 - level) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return point, float(low), float(high)

@@ -1,4 +1,5 @@
 """Figures a person reads faster than tables: confusion matrix, confidence bars, Pareto."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,15 @@ def confusion_png(matrix: np.ndarray, labels: list[str], path: str | Path, title
     for i in range(len(labels)):
         for j in range(len(labels)):
             if matrix[i, j]:
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
-                        color="white" if matrix[i, j] > top / 2 else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if matrix[i, j] > top / 2 else "black",
+                    fontsize=8,
+                )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -30,7 +38,9 @@ def confusion_png(matrix: np.ndarray, labels: list[str], path: str | Path, title
     return Path(path)
 
 
-def confidence_bars_png(texts: list[str], probs: dict[str, np.ndarray], labels: list[str], path: str | Path, top: int = 5) -> Path:
+def confidence_bars_png(
+    texts: list[str], probs: dict[str, np.ndarray], labels: list[str], path: str | Path, top: int = 5
+) -> Path:
     """For each headline, the top labels of the first model with every model's probability
     beside them: the seed lab's per-headline chart, with the same label order for all."""
     names = list(probs)
@@ -84,10 +94,15 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
     speed = [r for r in rows if _finite(r.get("speedup_vs_parent"))]
     for r in speed:
         low, high = r.get("speedup_ci_low"), r.get("speedup_ci_high")
-        xerr = ([[r["speedup_vs_parent"] - low], [high - r["speedup_vs_parent"]]]
-                if _finite(low) and _finite(high) else None)
+        xerr = (
+            [[r["speedup_vs_parent"] - low], [high - r["speedup_vs_parent"]]]
+            if _finite(low) and _finite(high)
+            else None
+        )
         ax_speed.errorbar(r["speedup_vs_parent"], r["macro_f1"], xerr=xerr, fmt="o", capsize=4)
-        ax_speed.annotate(r["label"], (r["speedup_vs_parent"], r["macro_f1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax_speed.annotate(
+            r["label"], (r["speedup_vs_parent"], r["macro_f1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
+        )
     ax_speed.axvline(1.0, color="grey", lw=0.8, ls=":")
     level = next((int(round(100 * r["speedup_ci_level"])) for r in speed if _finite(r.get("speedup_ci_level"))), 95)
     ax_speed.set_xlabel(f"speed-up over parent (p50 inference; bars: {level}% interval)")

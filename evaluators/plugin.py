@@ -9,10 +9,11 @@ Registered under the ``mlflow.model_evaluator`` entry-point group, so after
         evaluator_config={"quantgate": {"parent_model_uri": "models:/news-classifier/1"}},
     )
 
-The model must be a quantgate pyfunc (``flows/serving_model.py``): the evaluator times its
+The model must be a quantgate pyfunc (``quantgate/serving_model.py``): the evaluator times its
 ``encode`` (tokenisation) and ``infer`` (the network) separately. Config keys are the fields
 of :class:`EvaluatorConfig`; unknown keys are an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,13 +37,12 @@ from evaluators.measure import (
     interleaved_speedup,
     parameter_count,
     parity_metrics,
-    size_bytes,
     throughput,
 )
 from evaluators.metrics import confusion, flip_matrix
 from evaluators.plots import confidence_bars_png, confusion_png
-
-PREDICTIONS_TABLE = "eval_predictions.json"  # one row per example; the gate's bootstrap reads it
+from quantgate.contract import PREDICTIONS_TABLE
+from quantgate.model_files import size_bytes
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,13 @@ class EvaluatorConfig:
 
     def __post_init__(self):
         checks = {
-            "latency_runs": self.latency_runs >= 1, "warmup": self.warmup >= 0, "threads": self.threads >= 1,
-            "throughput_batch": self.throughput_batch >= 1, "speedup_blocks": self.speedup_blocks >= 2,
-            "ci_level": 0 < self.ci_level < 1, "sample_headlines": self.sample_headlines >= 1,
+            "latency_runs": self.latency_runs >= 1,
+            "warmup": self.warmup >= 0,
+            "threads": self.threads >= 1,
+            "throughput_batch": self.throughput_batch >= 1,
+            "speedup_blocks": self.speedup_blocks >= 2,
+            "ci_level": 0 < self.ci_level < 1,
+            "sample_headlines": self.sample_headlines >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -73,8 +77,10 @@ class EvaluatorConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise MlflowException(f"unknown quantgate evaluator config key(s) {unknown}; known: {sorted(known)}",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"unknown quantgate evaluator config key(s) {unknown}; known: {sorted(known)}",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         return cls(**raw)
 
 
@@ -87,13 +93,17 @@ def contract_problems(model, parent, pyfunc_metadata) -> list[str]:
     outputs = pyfunc_metadata.get_output_schema()
     produced = list(model.predict(None, pd.DataFrame({"text": ["contract check headline"]})).columns)
     if outputs is None or outputs.input_names() != produced:
-        problems.append(f"predict returns columns {produced} but the signature declares {outputs and outputs.input_names()}")
+        problems.append(
+            f"predict returns columns {produced} but the signature declares {outputs and outputs.input_names()}"
+        )
     if parent is not None:
         if parent.labels != model.labels:
             problems.append(f"label map {model.labels} differs from the parent's {parent.labels}")
         mine, theirs = model.meta["manifest"].get("tokenizer"), parent.meta["manifest"].get("tokenizer")
         if mine != theirs:
-            changed = sorted(k for k in set(mine or {}) | set(theirs or {}) if (mine or {}).get(k) != (theirs or {}).get(k))
+            changed = sorted(
+                k for k in set(mine or {}) | set(theirs or {}) if (mine or {}).get(k) != (theirs or {}).get(k)
+            )
             problems.append(f"tokenizer files differ from the parent's: {changed}")
     return problems
 
@@ -116,8 +126,10 @@ def label_ids(labels, names: list[str]) -> list[int]:
     out = []
     for i, label in enumerate(labels):
         if label not in index:
-            raise MlflowException(f"target row {i}: label {label!r} is not one of the model's labels {names}",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"target row {i}: label {label!r} is not one of the model's labels {names}",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         out.append(index[label])
     return out
 
@@ -132,8 +144,15 @@ def measure(model, parent, texts: list[str], y_true: list[int], cfg: EvaluatorCo
     metrics.update(batch_invariance(model, texts, probs.argmax(axis=1), batch=cfg.throughput_batch))
     metrics["size_mb"] = size_bytes(model.artifact_paths["model"]) / 1e6
     metrics["parameters"] = float(parameter_count(model))
-    per_example = pd.DataFrame({"text": texts, "label": [model.labels[i] for i in y_true], "label_id": y_true,
-                                "pred_id": probs.argmax(axis=1), "prob": probs.max(axis=1)})
+    per_example = pd.DataFrame(
+        {
+            "text": texts,
+            "label": [model.labels[i] for i in y_true],
+            "label_id": y_true,
+            "pred_id": probs.argmax(axis=1),
+            "prob": probs.max(axis=1),
+        }
+    )
     parent_probs = None
     if parent is not None:
         parent_probs = parent.predict_proba(texts)
@@ -144,14 +163,24 @@ def measure(model, parent, texts: list[str], y_true: list[int], cfg: EvaluatorCo
     metrics.update(batch1_latency(model, texts, warmup=cfg.warmup, runs=cfg.latency_runs))
     metrics[f"throughput_b{cfg.throughput_batch}_per_s"] = throughput(model, texts, batch=cfg.throughput_batch)
     if parent is not None:
-        metrics.update(interleaved_speedup(model, parent, texts, blocks=cfg.speedup_blocks, level=cfg.ci_level, seed=cfg.seed))
+        metrics.update(
+            interleaved_speedup(model, parent, texts, blocks=cfg.speedup_blocks, level=cfg.ci_level, seed=cfg.seed)
+        )
     return metrics, per_example, probs, parent_probs
 
 
-def write_artifacts(out: Path, model, per_example: pd.DataFrame, probs, parent_probs, cfg: EvaluatorConfig) -> dict[str, Path]:
+def write_artifacts(
+    out: Path, model, per_example: pd.DataFrame, probs, parent_probs, cfg: EvaluatorConfig
+) -> dict[str, Path]:
     labels, n = model.labels, len(model.labels)
-    files = {"confusion_matrix": confusion_png(confusion(per_example["label_id"], per_example["pred_id"], n), labels,
-                                               out / "confusion_matrix.png", "test split: true vs predicted")}
+    files = {
+        "confusion_matrix": confusion_png(
+            confusion(per_example["label_id"], per_example["pred_id"], n),
+            labels,
+            out / "confusion_matrix.png",
+            "test split: true vs predicted",
+        )
+    }
     if parent_probs is None:
         picks = list(range(min(cfg.sample_headlines, len(per_example))))
         bars = {"this version": probs}
@@ -161,18 +190,32 @@ def write_artifacts(out: Path, model, per_example: pd.DataFrame, probs, parent_p
         picks = (list(disagree) + agree)[: cfg.sample_headlines]  # disagreements first: where it matters
         bars = {"parent (FP32)": parent_probs, "this version": probs}
         flips = flip_matrix(per_example["parent_pred_id"], per_example["pred_id"], n)
-        (out / "label_flips.json").write_text(json.dumps(
-            {"rows_parent_columns_variant": labels, "matrix": flips.tolist()}, indent=1))
+        (out / "label_flips.json").write_text(
+            json.dumps({"rows_parent_columns_variant": labels, "matrix": flips.tolist()}, indent=1)
+        )
         files["label_flips"] = out / "label_flips.json"
         rows = per_example.iloc[disagree]
-        (out / "disagreements.json").write_text(json.dumps([
-            {"text": r.text, "label": r.label, "parent": labels[r.parent_pred_id], "variant": labels[r.pred_id],
-             "parent_prob": round(float(r.parent_prob), 4), "variant_prob": round(float(r.prob), 4)}
-            for r in rows.itertuples()], indent=1))
+        (out / "disagreements.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "text": r.text,
+                        "label": r.label,
+                        "parent": labels[r.parent_pred_id],
+                        "variant": labels[r.pred_id],
+                        "parent_prob": round(float(r.parent_prob), 4),
+                        "variant_prob": round(float(r.prob), 4),
+                    }
+                    for r in rows.itertuples()
+                ],
+                indent=1,
+            )
+        )
         files["disagreements"] = out / "disagreements.json"
     texts = per_example["text"].tolist()
     files["confidence_bars"] = confidence_bars_png(
-        [texts[i] for i in picks], {k: v[picks] for k, v in bars.items()}, labels, out / "confidence_bars.png")
+        [texts[i] for i in picks], {k: v[picks] for k, v in bars.items()}, labels, out / "confidence_bars.png"
+    )
     return files
 
 
@@ -181,18 +224,33 @@ class QuantgateEvaluator(ModelEvaluator):
     def can_evaluate(cls, *, model_type, evaluator_config, **kwargs) -> bool:
         return model_type in ("classifier", "text")
 
-    def evaluate(self, *, model_type, dataset, run_id, evaluator_config, model=None, extra_metrics=None,
-                 custom_artifacts=None, predictions=None, **kwargs):
+    def evaluate(
+        self,
+        *,
+        model_type,
+        dataset,
+        run_id,
+        evaluator_config,
+        model=None,
+        extra_metrics=None,
+        custom_artifacts=None,
+        predictions=None,
+        **kwargs,
+    ):
         import mlflow
 
         if model is None:
-            raise MlflowException("the quantgate evaluator measures a model; static predictions cannot be timed",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                "the quantgate evaluator measures a model; static predictions cannot be timed",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         cfg = EvaluatorConfig.from_dict(evaluator_config)
         inner = model.unwrap_python_model()
         if not hasattr(inner, "encode") or not hasattr(inner, "infer"):
-            raise MlflowException("the quantgate evaluator needs a quantgate pyfunc (flows/serving_model.py)",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                "the quantgate evaluator needs a quantgate pyfunc (quantgate/serving_model.py)",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         parent = mlflow.pyfunc.load_model(cfg.parent_model_uri).unwrap_python_model() if cfg.parent_model_uri else None
         problems = contract_problems(inner, parent, model.metadata)
         if problems:
@@ -207,7 +265,9 @@ class QuantgateEvaluator(ModelEvaluator):
         client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()])
         settings = runtime_settings(inner, cfg)
         client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in settings.items()])
-        client.log_dict(run_id, {"config": asdict(cfg), "runtime": settings, "metrics": metrics}, "quantgate/evaluation.json")
+        client.log_dict(
+            run_id, {"config": asdict(cfg), "runtime": settings, "metrics": metrics}, "quantgate/evaluation.json"
+        )
         client.log_table(run_id, per_example, PREDICTIONS_TABLE)
         with tempfile.TemporaryDirectory(prefix="quantgate-eval-") as tmp:
             files = write_artifacts(Path(tmp), inner, per_example, probs, parent_probs, cfg)

@@ -1,19 +1,32 @@
 """The `quantgate` command line: one sub-command per pipeline step."""
+
 from __future__ import annotations
 
 import os
 
 import click
 
-from flows import compare, evaluate, main, quantise_onnx, quantise_openvino, quantise_torch, quantise_trt, score, train
+from flows import (
+    compare,
+    evaluate,
+    main,
+    promote,
+    quantise,
+    quantise_onnx,
+    quantise_openvino,
+    quantise_torch,
+    quantise_trt,
+    score,
+    train,
+)
 from flows import serve as serve_mod
 from flows.errors import DEBUG_ENV, GuardedGroup
-from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
-from registry_hooks import promote
-from registry_hooks.hooks_cli import hooks
+from flows.hooks import hooks
+from quantgate.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 
 EXAMPLES = {
     "train": "quantgate train --max-epochs 5",
+    "quantise": "quantgate quantise --runtime onnxruntime --source 1 --recipe onnx-int8-dynamic --check-size 0",
     "quantise-onnx": "quantgate quantise-onnx --source 1 --recipe all",
     "quantise-torch": "quantgate quantise-torch --source 1",
     "quantise-openvino": "quantgate quantise-openvino --source 1",
@@ -38,8 +51,14 @@ EXAMPLES = {
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 @click.option("--debug", is_flag=True, help=f"Show the full traceback of an error (also: {DEBUG_ENV}=1).")
-@click.option("--experiment", default=None, metavar="NAME",
-              help="MLflow experiment for every step's runs (also: $MLFLOW_EXPERIMENT_NAME); default: the registered model's name.")
+@click.option(
+    "--experiment",
+    default=None,
+    metavar="NAME",
+    help=(
+        "MLflow experiment for every step's runs (also: $MLFLOW_EXPERIMENT_NAME); default: the registered model's name."
+    ),
+)
 def cli(debug, experiment):
     if debug:
         os.environ[DEBUG_ENV] = "1"  # read by the error guard, and inherited by the steps it starts
@@ -55,7 +74,10 @@ def _add(command: click.Command, name: str, short: str) -> None:
 
 
 _add(train.cli, "train", "LoRA fine-tune the BERT base model; register the FP32 version.")
-_add(quantise_onnx.cli, "quantise-onnx", "ONNX variants (fp32, int8 dynamic/static, fp16), one registered version each.")
+_add(quantise.cli, "quantise", "Variants of the FP32 version with one runtime's backend, one registered version each.")
+_add(
+    quantise_onnx.cli, "quantise-onnx", "ONNX variants (fp32, int8 dynamic/static, fp16), one registered version each."
+)
 _add(quantise_torch.cli, "quantise-torch", "PyTorch dynamic INT8 as TorchScript (no pickle), registered as a version.")
 _add(quantise_openvino.cli, "quantise-openvino", "OpenVINO FP32 and NNCF INT8 variants, one registered version each.")
 _add(quantise_trt.cli, "quantise-trt", "TensorRT FP16/INT8 engines (NVIDIA GPU only), registered as versions.")
@@ -67,16 +89,42 @@ _add(hooks, "hooks", "Registry webhooks: new variants get evaluated and gated au
 _add(score.cli, "score", "Batch-score Parquet/CSV with a version (default @staging) on Spark.")
 
 
-@cli.command("serve", epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",
-             short_help="Serve a version (default @staging) on 127.0.0.1 with MLflow's scoring server.")
+@cli.command(
+    "serve",
+    epilog=f"Example:\n\n\b\n  {EXAMPLES['serve']}",
+    short_help="Serve a version (default @staging) on 127.0.0.1 with MLflow's scoring server.",
+)
 @click.option("--model", "model_ref", default=f"models:/{DEFAULT_MODEL_NAME}@staging", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes the model to the network.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind; 0.0.0.0 exposes the model to the network.",
+)
 @click.option("--port", default=5001, show_default=True, type=int)
-@click.option("--workers", default=os.cpu_count() or 1, show_default="one per core", type=int,
-              help="Server processes; each loads the model.")
-@click.option("--threads", default=None, type=int,
-              help="Inference threads per worker [default: 1 with several workers, else the runtime's choice]; sets QUANTGATE_THREADS.")
-@click.option("--max-body-mb", default=serve_mod.DEFAULT_MAX_BODY_MB, show_default=True, type=float, help="Refuse larger requests with 413.")
+@click.option(
+    "--workers",
+    default=os.cpu_count() or 1,
+    show_default="one per core",
+    type=int,
+    help="Server processes; each loads the model.",
+)
+@click.option(
+    "--threads",
+    default=None,
+    type=int,
+    help=(
+        "Inference threads per worker [default: 1 with several "
+        "workers, else the runtime's choice]; sets QUANTGATE_THREADS."
+    ),
+)
+@click.option(
+    "--max-body-mb",
+    default=serve_mod.DEFAULT_MAX_BODY_MB,
+    show_default=True,
+    type=float,
+    help="Refuse larger requests with 413.",
+)
 @click.option("--max-batch", default=256, show_default=True, type=int, help="Refuse requests with more rows with 400.")
 def serve(model_ref, host, port, workers, threads, max_body_mb, max_batch):
     """Serve a registered version over HTTP: MLflow's scoring server (same routes and payloads
@@ -90,11 +138,13 @@ def serve(model_ref, host, port, workers, threads, max_body_mb, max_batch):
     if threads is not None:
         os.environ["QUANTGATE_THREADS"] = str(threads)
     per_worker = f", {threads} thread(s) each" if threads is not None else ""
-    click.echo(f"serving {model_ref} on http://{host}:{port} ({workers} worker(s){per_worker}); try:\n"
-               f"  curl -s http://{host}:{port}/invocations -H 'Content-Type: application/json' "
-               "-d '{\"dataframe_records\": [{\"text\": \"Ransomware gang hits city council\"}]}'\n"
-               f"(plain MLflow equivalent: {'QUANTGATE_THREADS=' + str(threads) + ' ' if threads is not None else ''}"
-               f"mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port} --workers {workers})")
+    click.echo(
+        f"serving {model_ref} on http://{host}:{port} ({workers} worker(s){per_worker}); try:\n"
+        f"  curl -s http://{host}:{port}/invocations -H 'Content-Type: application/json' "
+        '-d \'{"dataframe_records": [{"text": "Ransomware gang hits city council"}]}\'\n'
+        f"(plain MLflow equivalent: {'QUANTGATE_THREADS=' + str(threads) + ' ' if threads is not None else ''}"
+        f"mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port} --workers {workers})"
+    )
     serve_mod.run(model_ref, host, port, workers, max_body_mb)
 
 

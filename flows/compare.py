@@ -8,6 +8,7 @@ with the URL of the MLflow UI's comparison of the listed versions (their source 
 the evaluation's metrics). Figures from different hosts are not comparable: the table says
 when hosts differ.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from evaluators.plots import pareto_png
 from evaluators.report import compare_table
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 
 
 def collect(name: str) -> list[dict]:
@@ -34,14 +35,25 @@ def collect(name: str) -> list[dict]:
         aliases.setdefault(str(version), []).append(f"@{alias}")
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version)):
-        row = {"version": str(mv.version), "variant": mv.tags.get("variant", "?"), "run_id": mv.run_id,
-               "where": " ".join(aliases.get(str(mv.version), []) + ([mv.current_stage] if mv.current_stage not in (None, "None") else []))}
+        row = {
+            "version": str(mv.version),
+            "variant": mv.tags.get("variant", "?"),
+            "run_id": mv.run_id,
+            "where": " ".join(
+                aliases.get(str(mv.version), [])
+                + ([mv.current_stage] if mv.current_stage not in (None, "None") else [])
+            ),
+        }
         run_id = mv.tags.get("eval_run_id")
         if run_id and mv.tags.get("eval_status") == "complete":
             try:
                 run = client.get_run(run_id)
                 row.update(run.data.metrics)
-                row["host"] = (run.data.tags.get("host.cpu"), run.data.tags.get("host.isa"), run.data.tags.get("threads"))
+                row["host"] = (
+                    run.data.tags.get("host.cpu"),
+                    run.data.tags.get("host.isa"),
+                    run.data.tags.get("threads"),
+                )
             except MlflowException:
                 row["where"] += " (evaluation run missing)"
         else:
@@ -69,8 +81,19 @@ LOCAL_UI = "http://127.0.0.1:5000"
 
 @click.command("compare", help=__doc__)
 @click.option("--name", "model_name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model.")
-@click.option("--out", "out_path", default="pareto.png", show_default=True, type=click.Path(dir_okay=False), help="Where to save the plot.")
-@click.option("--ui-url", default=None, help=f"Base URL of the MLflow UI for the printed link [default: the tracking server, else {LOCAL_UI}].")
+@click.option(
+    "--out",
+    "out_path",
+    default="pareto.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to save the plot.",
+)
+@click.option(
+    "--ui-url",
+    default=None,
+    help=f"Base URL of the MLflow UI for the printed link [default: the tracking server, else {LOCAL_UI}].",
+)
 def cli(model_name, out_path, ui_url):
     tracking_uri = configure_tracking(model_name=model_name)
     rows = collect(model_name)
@@ -82,7 +105,9 @@ def cli(model_name, out_path, ui_url):
         click.echo(f"  (start it with: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000)")
     hosts = {r["host"] for r in rows if "host" in r}
     if len(hosts) > 1:
-        click.echo(f"\nnote: versions were measured on {len(hosts)} different hosts/thread counts: {sorted(map(str, hosts))}")
+        click.echo(
+            f"\nnote: versions were measured on {len(hosts)} different hosts/thread counts: {sorted(map(str, hosts))}"
+        )
     measured = [r for r in rows if "macro_f1" in r and "latency_p50_ms" in r]
     if not measured:
         click.echo("\nno evaluated versions yet: run `quantgate evaluate --version N` first")

@@ -1,5 +1,6 @@
 """The dataset options every step that reads data takes, as click options and MLproject
 parameters with the same names and defaults."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -15,7 +16,7 @@ class DataOptions:
     dedupe: bool = False
 
     def kwargs(self) -> dict:
-        """Keyword arguments of :func:`flows.data.load_dataset`."""
+        """Keyword arguments of :func:`quantgate.data.load_dataset`."""
         return asdict(self)
 
     def changed(self) -> dict:
@@ -30,16 +31,32 @@ class DataOptions:
 def data_options(func):
     """Add --text-column, --label-column, --labels and --dedupe/--no-dedupe to a command."""
     d = DataOptions()
-    for opt in reversed([
-        click.option("--text-column", default=d.text_column, show_default=True, help="Column holding the text."),
-        click.option("--label-column", default=d.label_column, show_default=True,
-                     help="Column holding the label: a name, or an integer id into the label names."),
-        click.option("--labels", default=d.labels,
-                     help="The label list in logit order: a,b,c or a names file (one a line). "
-                          "Default: labels.txt beside the data, else the training split's labels, sorted."),
-        click.option("--dedupe", type=click.BOOL, default=d.dedupe, show_default=True, is_flag=False, flag_value=True,
-                     help="Drop texts repeated across splits (train keeps its copy) instead of refusing the data."),
-    ]):
+    for opt in reversed(
+        [
+            click.option("--text-column", default=d.text_column, show_default=True, help="Column holding the text."),
+            click.option(
+                "--label-column",
+                default=d.label_column,
+                show_default=True,
+                help="Column holding the label: a name, or an integer id into the label names.",
+            ),
+            click.option(
+                "--labels",
+                default=d.labels,
+                help="The label list in logit order: a,b,c or a names file (one a line). "
+                "Default: labels.txt beside the data, else the training split's labels, sorted.",
+            ),
+            click.option(
+                "--dedupe",
+                type=click.BOOL,
+                default=d.dedupe,
+                show_default=True,
+                is_flag=False,
+                flag_value=True,
+                help="Drop texts repeated across splits (train keeps its copy) instead of refusing the data.",
+            ),
+        ]
+    ):
         func = opt(func)
     return func
 

@@ -1,12 +1,13 @@
 """User mistakes end in one line and exit status 2; everything else is a bug and keeps its traceback.
 
-Library code raises a subclass of :class:`UserError` (``DataError``, ``ThresholdError``,
+Library code (``quantgate.errors``) raises a subclass of :class:`UserError` (``DataError``, ``ThresholdError``,
 ``RecipeError``, ``TrtError``, or ``UserError`` itself) with a message that names what was wrong
 (the file and row, the key, the version). Only the command-line edge turns it into text:
 :func:`run` wraps a click command so that every entry point - ``quantgate <step>`` and the
 ``python -m flows.<step>`` commands that ``mlflow run`` executes - prints ``error: <message>``
 to stderr and exits 2. ``quantgate --debug`` or ``QUANTGATE_DEBUG=1`` shows the traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,10 @@ import sys
 
 import click
 
+from quantgate.errors import UserError
+
 EXIT_USER_ERROR = 2
 DEBUG_ENV = "QUANTGATE_DEBUG"
-
-
-class UserError(ValueError):
-    """A mistake in what the user asked for (a path, a version, a value); the message says which."""
 
 
 def debugging() -> bool:

@@ -13,6 +13,7 @@ files were measured), read by ``promote``; the short headline tags ``macro_f1``,
 description; and the same metrics on the version's source run, which the UI's "Compare" of
 versions reads.
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -27,14 +28,25 @@ from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 
 from evaluators.measure import host_fingerprint
-from evaluators.plugin import PREDICTIONS_TABLE
 from evaluators.report import headline_tags, model_card, with_card
-from flows.data import DataError, Dataset, dataset_digest, load_dataset
 from flows.data_options import DataOptions, data_options, pop_data_options
-from flows.model_files import (EVAL_METRICS_DIGEST_TAG, EVAL_MODEL_DIGEST_TAG, METRICS_DIGEST_TAG, MODEL_DIGEST_TAG,
-                               metrics_digest)
-from flows.tracking import (DEFAULT_MODEL_NAME, configure_tracking, log_params_once, logged_model_id, resolve_version,
-                            version_uri)
+from quantgate.contract import PREDICTIONS_TABLE
+from quantgate.data import DataError, Dataset, dataset_digest, load_dataset
+from quantgate.model_files import (
+    EVAL_METRICS_DIGEST_TAG,
+    EVAL_MODEL_DIGEST_TAG,
+    METRICS_DIGEST_TAG,
+    MODEL_DIGEST_TAG,
+    metrics_digest,
+)
+from quantgate.tracking import (
+    DEFAULT_MODEL_NAME,
+    configure_tracking,
+    log_params_once,
+    logged_model_id,
+    resolve_version,
+    version_uri,
+)
 
 EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row per test item
 
@@ -55,7 +67,7 @@ def trained_on(mv: ModelVersion) -> tuple[str, DataOptions]:
 
 def model_labels(mv: ModelVersion) -> list[str]:
     """The version's label map, read from its artifact (logit order)."""
-    from flows.labels import load_label_map
+    from quantgate.labels import load_label_map
 
     path = mlflow.artifacts.download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json")
     return load_label_map(path)
@@ -64,10 +76,14 @@ def model_labels(mv: ModelVersion) -> list[str]:
 def check_test_labels(test_labels, model_labels: list[str], origin: str) -> None:
     unknown = sorted(set(test_labels) - set(model_labels))
     if unknown:
-        raise DataError(f"{origin}: label(s) {unknown} are not among the model's {len(model_labels)} labels {model_labels}")
+        raise DataError(
+            f"{origin}: label(s) {unknown} are not among the model's {len(model_labels)} labels {model_labels}"
+        )
 
 
-def load_test_data(mv: ModelVersion, dataset: str, options: DataOptions | None = None) -> tuple[str, DataOptions, Dataset]:
+def load_test_data(
+    mv: ModelVersion, dataset: str, options: DataOptions | None = None
+) -> tuple[str, DataOptions, Dataset]:
     """The dataset's train and test splits (``auto``: what the version's FP32 model was trained
     on), refused in one line (``DataError``) when the test split is too small to measure anything
     on or holds labels the model does not know. Returns (dataset, options, data)."""
@@ -76,8 +92,10 @@ def load_test_data(mv: ModelVersion, dataset: str, options: DataOptions | None =
     options = options or DataOptions()
     data = load_dataset(dataset, ("train", "test"), **options.kwargs())
     if len(data["test"]) < MIN_TEST_ROWS:
-        raise DataError(f"{dataset}: its test split has {len(data['test'])} row(s); evaluation needs at least "
-                        f"{MIN_TEST_ROWS} (give a larger file, or a folder with a test file)")
+        raise DataError(
+            f"{dataset}: its test split has {len(data['test'])} row(s); evaluation needs at least "
+            f"{MIN_TEST_ROWS} (give a larger file, or a folder with a test file)"
+        )
     check_test_labels(data["test"].frame["label"], model_labels(mv), data["test"].origin)
     return dataset, options, data
 
@@ -90,18 +108,27 @@ def fingerprint_if_missing(client: MlflowClient, mv: ModelVersion) -> ModelVersi
         return mv
     import tempfile
 
-    from flows.model_files import digest, download, model_manifest
+    from quantgate.model_files import digest, download, model_manifest
 
     with tempfile.TemporaryDirectory(prefix="quantgate-fingerprint-") as tmp:
         recorded = digest(model_manifest(download(version_uri(mv), tmp)))
     client.set_model_version_tag(mv.name, mv.version, MODEL_DIGEST_TAG, recorded)
-    click.echo(f"note: {mv.name} v{mv.version} had no {MODEL_DIGEST_TAG} (registered outside quantgate); "
-               f"recorded the digest of the files evaluated now ({recorded[:12]}…)")
+    click.echo(
+        f"note: {mv.name} v{mv.version} had no {MODEL_DIGEST_TAG} (registered outside quantgate); "
+        f"recorded the digest of the files evaluated now ({recorded[:12]}…)"
+    )
     return client.get_model_version(mv.name, mv.version)
 
 
-def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 200, threads: int = 2,
-             options: DataOptions | None = None, data: Dataset | None = None) -> dict[str, float]:
+def evaluate(
+    mv: ModelVersion,
+    *,
+    dataset: str = "news9",
+    latency_runs: int = 200,
+    threads: int = 2,
+    options: DataOptions | None = None,
+    data: Dataset | None = None,
+) -> dict[str, float]:
     """Evaluate ``mv`` inside the active run and record the outcome on the version.
     ``dataset="auto"``: the dataset (and options) its FP32 model was trained on; ``data``: the
     splits already loaded by :func:`load_test_data`."""
@@ -116,24 +143,37 @@ def evaluate(mv: ModelVersion, *, dataset: str = "news9", latency_runs: int = 20
     if parent:
         config["parent_model_uri"] = f"models:/{mv.name}/{parent}"
     result = mlflow.models.evaluate(
-        version_uri(mv), data["test"].frame[["text", "label"]], targets="label", model_type="classifier",
-        evaluators=["quantgate"], evaluator_config={"quantgate": config},
+        version_uri(mv),
+        data["test"].frame[["text", "label"]],
+        targets="label",
+        model_type="classifier",
+        evaluators=["quantgate"],
+        evaluator_config={"quantgate": config},
         model_id=logged_model_id(mv),  # MLflow then attaches the metrics to the logged model too
     )
     metrics = dict(result.metrics)
     host = {**host_fingerprint(), "threads": str(threads)}
-    mlflow.set_tags({
-        "quantgate.step": "evaluate",
-        "quantgate.evaluated_version": str(mv.version),
-        "quantgate.variant": mv.tags.get("variant", ""),
-        "manifest_sha256": mv.tags.get("manifest_sha256", ""),
-        MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
-        **host,
-        **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
-    })
-    log_params_once({"model_uri": version_uri(mv), "dataset": dataset, "dataset_used": dataset,
-                     "dataset_digest": dataset_digest(data), "latency_runs": latency_runs,
-                     **{f"data.{k}": v for k, v in options.changed().items()}})
+    mlflow.set_tags(
+        {
+            "quantgate.step": "evaluate",
+            "quantgate.evaluated_version": str(mv.version),
+            "quantgate.variant": mv.tags.get("variant", ""),
+            "manifest_sha256": mv.tags.get("manifest_sha256", ""),
+            MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
+            **host,
+            **{f"lib.{p}": md.version(p) for p in ("torch", "onnxruntime", "transformers", "mlflow")},
+        }
+    )
+    log_params_once(
+        {
+            "model_uri": version_uri(mv),
+            "dataset": dataset,
+            "dataset_used": dataset,
+            "dataset_digest": dataset_digest(data),
+            "latency_runs": latency_runs,
+            **{f"data.{k}": v for k, v in options.changed().items()},
+        }
+    )
     run_id = mlflow.active_run().info.run_id
     # the figures as they stand now: the gate refuses them if anything is re-logged later
     logged = metrics_digest(client.get_run(run_id).data.metrics)
@@ -164,15 +204,30 @@ def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
     for i in range(0, len(batch), 500):  # log_batch takes at most 1000 entries
-        client.log_batch(mv.run_id, metrics=batch[i:i + 500])
+        client.log_batch(mv.run_id, metrics=batch[i : i + 500])
     client.set_tag(mv.run_id, "quantgate.eval_run_id", eval_run_id)
 
 
 @click.command("evaluate", help=__doc__)
-@click.option("--version", "version_ref", required=True, help="Version to evaluate: 3, news-classifier/3, news-classifier@staging or models:/…")
+@click.option(
+    "--version",
+    "version_ref",
+    required=True,
+    help="Version to evaluate: 3, news-classifier/3, news-classifier@staging or models:/…",
+)
 @click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option("--dataset", default=AUTO, show_default=True, help="Test data: 'auto' (what the version's FP32 model was trained on, with its options), news9, or a local file or folder.")
-@click.option("--latency-runs", default=200, show_default=True, type=int, help="Timed batch-1 calls (after 20 warm-up calls).")
+@click.option(
+    "--dataset",
+    default=AUTO,
+    show_default=True,
+    help=(
+        "Test data: 'auto' (what the version's FP32 model was trained "
+        "on, with its options), news9, or a local file or folder."
+    ),
+)
+@click.option(
+    "--latency-runs", default=200, show_default=True, type=int, help="Timed batch-1 calls (after 20 warm-up calls)."
+)
 @click.option("--threads", default=2, show_default=True, type=int, help="Intra-op threads for torch and ONNX Runtime.")
 @data_options
 def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
@@ -185,7 +240,9 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)
         except Exception as exc:
-            MlflowClient().set_model_version_tag(mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500])
+            MlflowClient().set_model_version_tag(
+                mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500]
+            )
             raise
 
 

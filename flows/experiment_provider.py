@@ -10,6 +10,7 @@ that ``mlflow run`` steps, ``main``'s children and the ``quantgate`` CLI share o
 
 Kept light on imports: MLflow loads every registered provider when it is imported.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,7 +31,7 @@ def _mlflow_run_args(argv: list[str]) -> list[str] | None:
 
 def _is_this_project(uri: str) -> bool:
     """A local folder whose MLproject names this project."""
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     mlproject = path / "MLproject"
     if not mlproject.is_file():
         return False
@@ -57,7 +58,7 @@ def project_model_name(argv: list[str]) -> str | None:
     uri = ctx.params.get("uri")
     if not uri or not _is_this_project(uri):
         return None
-    from flows.tracking import DEFAULT_MODEL_NAME
+    from quantgate.tracking import DEFAULT_MODEL_NAME
 
     for item in ctx.params.get("param_list") or ():
         key, sep, value = item.partition("=")
@@ -87,6 +88,6 @@ class ProjectExperimentProvider(DefaultExperimentProvider):
         return project_model_name(sys.argv) is not None
 
     def get_experiment_id(self) -> str:
-        from flows.tracking import experiment_name
+        from quantgate.tracking import experiment_name
 
         return get_or_create_experiment(experiment_name(project_model_name(sys.argv)))

@@ -2,13 +2,14 @@
 
 Each step runs as its own MLflow run (a child of this one) through ``mlflow.projects.run``,
 the idiom of MLflow's multistep example. A step is reused when a FINISHED run of the same
-entry point carries the same inputs digest (parameters, data, and the source code the
-step runs: its module and the quantgate modules it imports) and the model version it produced still exists. The gate always runs again:
-a promotion decision is never served from cache.
+entry point carries the same inputs digest (parameters, data, and the code identity of the
+step: its module and the quantgate modules it imports, see ``quantgate.code_identity``) and the
+model version it produced still exists. The gate always runs again: a promotion decision is
+never served from cache.
 """
+
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import sys
@@ -20,52 +21,24 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from flows.data import dataset_digest, load_dataset
 from flows.data_options import data_options, pop_data_options
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking
-from registry_hooks.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
+from quantgate.code_identity import code_identity
+from quantgate.data import dataset_digest, load_dataset
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
+from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-CODE_PACKAGES = ("flows", "evaluators", "registry_hooks")
-
-
-def _module_file(name: str) -> Path | None:
-    path = PROJECT_DIR.joinpath(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def project_imports(module: str) -> list[Path]:
-    """The source files of ``module`` and every quantgate module it imports, transitively
-    (static: read from the import statements, so nothing is executed)."""
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        path = _module_file(name)
-        if name in seen or path is None:
-            continue
-        seen[name] = path
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                todo.append(node.module)
-                todo += [f"{node.module}.{a.name}" for a in node.names]  # `from flows import data`
-        todo = [t for t in todo if t.split(".")[0] in CODE_PACKAGES]
-    return sorted(set(seen.values()))
+# Reuse across the move to quantgate/ (#15): the code identity of each step as it stands now ->
+# the file-bytes digest the earlier layout (commit 705113e) gave the same code. Runs a store
+# holds from before the move are reused only while the step's code identity is still this one;
+# any later edit that changes what the step runs falls outside the table, and the step runs again.
+EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {}
 
 
 def code_digest(module: str) -> str:
-    """SHA-256 of the source a step runs: the entry point's module and the quantgate modules
-    it imports. Editing the TensorRT flow does not retrain; editing the data layer does."""
-    h = hashlib.sha256()
-    for p in project_imports(module):
-        h.update(p.relative_to(PROJECT_DIR).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+    """What code a step runs (:func:`quantgate.code_identity.code_identity`): editing the TensorRT
+    flow does not retrain; editing the data layer does; moving or reformatting code does not."""
+    return code_identity(module)
 
 
 def inputs_digest(entry_point: str, params: dict, extra: str = "") -> str:
@@ -84,29 +57,54 @@ def _outputs_exist(run: Run, model_name: str) -> bool:
     return True
 
 
-def find_finished(experiment_id: str, entry_point: str, digest: str, model_name: str) -> Run | None:
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`quantgate.entry_point` = '{entry_point}' and "
-            f"tags.`quantgate.inputs_digest` = '{digest}' and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-    )
-    return next((r for r in runs if _outputs_exist(r, model_name)), None)
+def find_finished(experiment_id: str, entry_point: str, digests: list[str], model_name: str) -> Run | None:
+    """The newest FINISHED run of the entry point with one of these inputs digests whose
+    registered versions still exist."""
+    for digest in digests:
+        runs = MlflowClient().search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`quantgate.entry_point` = '{entry_point}' and "
+                f"tags.`quantgate.inputs_digest` = '{digest}' and attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+        )
+        found = next((r for r in runs if _outputs_exist(r, model_name)), None)
+        if found:
+            return found
+    return None
 
 
-def get_or_run(entry_point: str, params: dict, *, experiment_id: str, model_name: str, extra: str = "", reuse: bool = True) -> Run:
-    digest = inputs_digest(entry_point, params, extra)
+def get_or_run(
+    entry_point: str,
+    params: dict,
+    *,
+    experiment_id: str,
+    model_name: str,
+    code: str = "",
+    data: str = "",
+    reuse: bool = True,
+) -> Run:
+    """Reuse a finished run with the same inputs (parameters, ``code`` identity and ``data``
+    digest), or run the entry point. A run from before the code moved counts when its code
+    is still the same (:data:`EARLIER_LAYOUT`)."""
+    digest = inputs_digest(entry_point, params, code + data)
+    earlier = [
+        inputs_digest(entry_point, params, old + data) for old in EARLIER_LAYOUT.get(entry_point, {}).get(code, [])
+    ]
     if reuse:
-        found = find_finished(experiment_id, entry_point, digest, model_name)
+        found = find_finished(experiment_id, entry_point, [digest, *earlier], model_name)
         if found:
             click.echo(f"[{entry_point}] reusing finished run {found.info.run_id} (same inputs)")
             return found
     click.echo(f"[{entry_point}] running with {params}")
     submitted = mlflow.projects.run(
-        str(PROJECT_DIR), entry_point=entry_point, parameters=params,
-        env_manager="local", experiment_id=experiment_id, synchronous=True,
+        str(PROJECT_DIR),
+        entry_point=entry_point,
+        parameters=params,
+        env_manager="local",
+        experiment_id=experiment_id,
+        synchronous=True,
     )
     client = MlflowClient()
     client.set_tag(submitted.run_id, "quantgate.entry_point", entry_point)
@@ -127,9 +125,17 @@ def output_version(run: Run, variant: str) -> str:
 @click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
 @click.option("--max-epochs", default=5, show_default=True, type=int)
 @click.option("--train-limit", default=0, show_default=True, type=int, help="Train on a slice (0 = all).")
-@click.option("--thresholds", "thresholds_path", default=str(DEFAULT_THRESHOLDS), show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--thresholds",
+    "thresholds_path",
+    default=str(DEFAULT_THRESHOLDS),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+)
 @click.option("--latency-runs", default=200, show_default=True, type=int)
-@click.option("--reuse/--no-reuse", default=True, show_default=True, help="Reuse finished steps whose inputs did not change.")
+@click.option(
+    "--reuse/--no-reuse", default=True, show_default=True, help="Reuse finished steps whose inputs did not change."
+)
 @data_options
 def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse, **options):
     data_opts = pop_data_options(options)
@@ -148,23 +154,49 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
         common = dict(experiment_id=exp, model_name=model_name, reuse=reuse)
         train_run = get_or_run(
             "train",
-            {"dataset": dataset, "base_model": base_model, "model_name": model_name,
-             "max_epochs": max_epochs, "train_limit": train_limit, **opts},
-            extra=code_digest("flows.train") + data, **common,
+            {
+                "dataset": dataset,
+                "base_model": base_model,
+                "model_name": model_name,
+                "max_epochs": max_epochs,
+                "train_limit": train_limit,
+                **opts,
+            },
+            code=code_digest("flows.train"),
+            data=data,
+            **common,
         )
         fp32 = output_version(train_run, "fp32")
         # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
-        quant_run = get_or_run("quantise_onnx", {"source": fp32, "model_name": model_name, "recipe": "onnx-int8-dynamic"},
-                               extra=code_digest("flows.quantise_onnx"), **common)
+        quant_run = get_or_run(
+            "quantise_onnx",
+            {"source": fp32, "model_name": model_name, "recipe": "onnx-int8-dynamic"},
+            code=code_digest("flows.quantise_onnx"),
+            **common,
+        )
         int8 = output_version(quant_run, "onnx-int8-dynamic")
         for version in (fp32, int8):
-            get_or_run("evaluate", {"version": version, "model_name": model_name, "dataset": dataset,
-                                    "latency_runs": latency_runs, **opts}, extra=code_digest("flows.evaluate") + data, **common)
+            get_or_run(
+                "evaluate",
+                {
+                    "version": version,
+                    "model_name": model_name,
+                    "dataset": dataset,
+                    "latency_runs": latency_runs,
+                    **opts,
+                },
+                code=code_digest("flows.evaluate"),
+                data=data,
+                **common,
+            )
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
         submitted = mlflow.projects.run(
-            str(PROJECT_DIR), entry_point="promote",
+            str(PROJECT_DIR),
+            entry_point="promote",
             parameters={"version": int8, "model_name": model_name, "thresholds": str(Path(thresholds_path).resolve())},
-            env_manager="local", experiment_id=exp, synchronous=False,
+            env_manager="local",
+            experiment_id=exp,
+            synchronous=False,
         )
         passed = submitted.wait()
     click.echo(

@@ -13,10 +13,11 @@ and writes the input columns plus ``row`` (the row's position in the input), ``l
   ``[k*B, (k+1)*B)`` (``--batch-size`` B), exactly what ``pyfunc.predict`` gets on the same
   rows in chunks of B. Dynamic INT8 computes activation scales per batch, so this is what
   makes Spark's output identical to the plain pyfunc's at the same batch size.
-* Output appears whole or not at all (see ``flows/score_io.py``).
+* Output appears whole or not at all (see ``quantgate/score_io.py``).
 * ``--master local[*]`` by default; any master URL works, and under ``spark-submit`` the
   master it was given is used.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,8 @@ import click
 import yaml
 
 from flows.errors import UserError
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
-from flows.score_io import FORMATS, OutputPlan, discard, download_inputs, infer_format, plan_output, publish
+from quantgate.score_io import FORMATS, OutputPlan, discard, download_inputs, infer_format, plan_output, publish
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
 
 DEFAULT_BATCH = 64  # the pyfunc's own internal batch (NewsClassifier.predict_proba)
 RESULT_TYPE = "label string, probability double"
@@ -49,13 +50,15 @@ def verify_model_files(local: Path, mv) -> str:
     the manifest's digest compared with the tag set at registration; ``meta.json``'s own
     manifest is checked again when the pyfunc loads. Returns the digest.
     """
-    from flows.packaging import manifest, manifest_digest
-    from registry_hooks.evidence import changed_files
+    from quantgate.packaging import manifest, manifest_digest
+    from registry_hooks.gate.evidence import changed_files
 
     expected = (mv.tags or {}).get("manifest_sha256")
     if not expected:
-        raise ModelRefused(f"version {mv.version} of {mv.name!r} has no manifest_sha256 tag: "
-                           "its files were never fingerprinted, so they cannot be verified")
+        raise ModelRefused(
+            f"version {mv.version} of {mv.name!r} has no manifest_sha256 tag: "
+            "its files were never fingerprinted, so they cannot be verified"
+        )
     mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
     artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
     if "meta" not in artifacts:
@@ -67,17 +70,20 @@ def verify_model_files(local: Path, mv) -> str:
 
         recorded = json.loads((local / artifacts["meta"]["path"]).read_text(encoding="utf-8")).get("manifest", {})
         changed = changed_files(actual, recorded)
-        raise ModelRefused(f"refusing version {mv.version} of {mv.name!r}: its files' SHA-256 manifest {digest[:16]}… "
-                           f"differs from the registered {expected[:16]}…"
-                           + (f" (changed: {', '.join(changed[:5])})" if changed else ""))
+        raise ModelRefused(
+            f"refusing version {mv.version} of {mv.name!r}: its files' SHA-256 manifest {digest[:16]}… "
+            f"differs from the registered {expected[:16]}…"
+            + (f" (changed: {', '.join(changed[:5])})" if changed else "")
+        )
     return digest
 
 
 def fetch_verified_model(mv, into: Path) -> Path:
     import mlflow
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}",
-                                                     dst_path=str(into)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(into))
+    )
     verify_model_files(local, mv)
     return local
 
@@ -88,8 +94,13 @@ def spark_session(master: str | None, *, batch_size: int, threads: int, partitio
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    worker_env = {"QUANTGATE_MAX_BATCH": str(max(batch_size, 256)), "QUANTGATE_THREADS": str(threads),
-                  "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    worker_env = {
+        "QUANTGATE_MAX_BATCH": str(max(batch_size, 256)),
+        "QUANTGATE_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
     os.environ.update(worker_env)  # local mode: workers inherit the driver's environment
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
@@ -97,9 +108,11 @@ def spark_session(master: str | None, *, batch_size: int, threads: int, partitio
     builder = SparkSession.builder.appName("quantgate-score")
     if master or not SparkConf().contains("spark.master"):  # spark-submit sets spark.master
         builder = builder.master(master or "local[*]")
-    builder = (builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.ui.enabled", "false"))
+    builder = (
+        builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+    )
     if (master or "local").startswith("local"):
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in worker_env.items():
@@ -152,8 +165,11 @@ class Progress:
             for sid in tracker.getActiveStageIds():
                 info = tracker.getStageInfo(sid)
                 if info:
-                    click.echo(f"[score] {time.monotonic() - t0:5.0f}s stage {sid}: "
-                               f"{info.numCompletedTasks}/{info.numTasks} tasks done", err=True)
+                    click.echo(
+                        f"[score] {time.monotonic() - t0:5.0f}s stage {sid}: "
+                        f"{info.numCompletedTasks}/{info.numTasks} tasks done",
+                        err=True,
+                    )
 
     def __enter__(self):
         self._thread.start()
@@ -173,9 +189,20 @@ def spark_error_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- the step
-def score(*, inputs: list[str], output: str, model_ref: str, text_column: str = "text", input_format: str | None = None,
-          output_format: str | None = None, master: str | None = None, batch_size: int = DEFAULT_BATCH,
-          threads: int = 1, partitions: int | None = None, overwrite: bool = False) -> dict:
+def score(
+    *,
+    inputs: list[str],
+    output: str,
+    model_ref: str,
+    text_column: str = "text",
+    input_format: str | None = None,
+    output_format: str | None = None,
+    master: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    threads: int = 1,
+    partitions: int | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Score ``inputs`` with a registered version; returns a summary. Writes nothing on failure."""
     if batch_size < 1 or threads < 1 or (partitions is not None and partitions < 1):
         raise UserError("--batch-size, --threads and --partitions must be positive")
@@ -187,7 +214,9 @@ def score(*, inputs: list[str], output: str, model_ref: str, text_column: str = 
     try:
         plan = plan_output(output, output_format, overwrite, scratch)
         local_model = fetch_verified_model(mv, scratch / "model")
-        click.echo(f"[score] {mv.name} v{mv.version} ({mv.tags.get('variant', '?')}) verified; starting Spark", err=True)
+        click.echo(
+            f"[score] {mv.name} v{mv.version} ({mv.tags.get('variant', '?')}) verified; starting Spark", err=True
+        )
         paths = download_inputs(inputs, scratch)
         fmt_in = input_format or infer_format(inputs[0], None)
         spark = spark_session(master, batch_size=batch_size, threads=threads, partitions=partitions)
@@ -203,11 +232,17 @@ def score(*, inputs: list[str], output: str, model_ref: str, text_column: str = 
         udf = mlflow.pyfunc.spark_udf(spark, str(local_model), env_manager="local", result_type=RESULT_TYPE)
         pred = udf(F.col(text_column).alias("text"))
         front = ["row"] + [c for c in df.columns if c not in ("row", "_batch")]
-        result = (df.withColumn("_pred", pred)
-                  .select(*front, F.col("_pred.label").alias("label"), F.col("_pred.probability").alias("probability"),
-                          F.lit(f"{mv.name}/{mv.version}").alias("model_version")))
-        click.echo(f"[score] {total} rows, batches of {batch_size}, {parallelism} partitions, "
-                   f"master {spark.sparkContext.master}", err=True)
+        result = df.withColumn("_pred", pred).select(
+            *front,
+            F.col("_pred.label").alias("label"),
+            F.col("_pred.probability").alias("probability"),
+            F.lit(f"{mv.name}/{mv.version}").alias("model_version"),
+        )
+        click.echo(
+            f"[score] {total} rows, batches of {batch_size}, {parallelism} partitions, "
+            f"master {spark.sparkContext.master}",
+            err=True,
+        )
         t0 = time.monotonic()
         writer = result.write.mode("error").format(plan.fmt)
         if plan.fmt == "csv":
@@ -221,9 +256,17 @@ def score(*, inputs: list[str], output: str, model_ref: str, text_column: str = 
                 raise RuntimeError(f"scoring failed: {spark_error_line(exc)}") from exc
         seconds = time.monotonic() - t0
         publish(plan, result.columns, overwrite)
-        summary = {"rows": total, "seconds": round(seconds, 2), "rows_per_s": round(total / seconds, 1),
-                   "model_version": f"{mv.name}/{mv.version}", "output": plan.target, "format": plan.fmt}
-        click.echo(f"[score] wrote {total} rows to {plan.target} in {seconds:.1f}s ({total / seconds:.0f} rows/s)", err=True)
+        summary = {
+            "rows": total,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(total / seconds, 1),
+            "model_version": f"{mv.name}/{mv.version}",
+            "output": plan.target,
+            "format": plan.fmt,
+        }
+        click.echo(
+            f"[score] wrote {total} rows to {plan.target} in {seconds:.1f}s ({total / seconds:.0f} rows/s)", err=True
+        )
         return summary
     finally:
         if plan is not None and not plan.s3:
@@ -236,25 +279,67 @@ def score(*, inputs: list[str], output: str, model_ref: str, text_column: str = 
 
 
 @click.command("score", help=__doc__)
-@click.option("--input", "inputs", multiple=True, required=True,
-              help="Parquet/CSV path, folder or glob; s3://bucket/key or glob (downloaded). Repeatable.")
-@click.option("--output", required=True, help="Local path (a Spark folder of part files) or s3://bucket/key (one object).")
-@click.option("--model", "model_ref", default=f"models:/{DEFAULT_MODEL_NAME}@staging", show_default=True,
-              help="Version to score with: 7, name/7, name@alias or a models:/ URI.")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    help="Parquet/CSV path, folder or glob; s3://bucket/key or glob (downloaded). Repeatable.",
+)
+@click.option(
+    "--output", required=True, help="Local path (a Spark folder of part files) or s3://bucket/key (one object)."
+)
+@click.option(
+    "--model",
+    "model_ref",
+    default=f"models:/{DEFAULT_MODEL_NAME}@staging",
+    show_default=True,
+    help="Version to score with: 7, name/7, name@alias or a models:/ URI.",
+)
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--input-format", type=click.Choice(FORMATS), default=None, help="[default: from the extension, else parquet]")
-@click.option("--output-format", type=click.Choice(FORMATS), default=None, help="[default: from the extension, else parquet]")
+@click.option(
+    "--input-format", type=click.Choice(FORMATS), default=None, help="[default: from the extension, else parquet]"
+)
+@click.option(
+    "--output-format", type=click.Choice(FORMATS), default=None, help="[default: from the extension, else parquet]"
+)
 @click.option("--master", default=None, help="Spark master URL [default: local[*], or what spark-submit set].")
-@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=int,
-              help="Rows per model call (Arrow batch); the result equals pyfunc.predict on chunks of this size.")
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH,
+    show_default=True,
+    type=int,
+    help="Rows per model call (Arrow batch); the result equals pyfunc.predict on chunks of this size.",
+)
 @click.option("--threads", default=1, show_default=True, type=int, help="Inference threads per Spark task.")
 @click.option("--partitions", default=None, type=int, help="Scoring partitions [default: Spark's default parallelism].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (still atomically).")
-def cli(inputs, output, model_ref, text_column, input_format, output_format, master, batch_size, threads, partitions,
-        overwrite):
-    score(inputs=list(inputs), output=output, model_ref=model_ref, text_column=text_column, input_format=input_format,
-          output_format=output_format, master=master, batch_size=batch_size, threads=threads, partitions=partitions,
-          overwrite=overwrite)
+def cli(
+    inputs,
+    output,
+    model_ref,
+    text_column,
+    input_format,
+    output_format,
+    master,
+    batch_size,
+    threads,
+    partitions,
+    overwrite,
+):
+    score(
+        inputs=list(inputs),
+        output=output,
+        model_ref=model_ref,
+        text_column=text_column,
+        input_format=input_format,
+        output_format=output_format,
+        master=master,
+        batch_size=batch_size,
+        threads=threads,
+        partitions=partitions,
+        overwrite=overwrite,
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ loads exactly that verified copy (so an alias moving, or a file changing, after 
 cannot slip in). Any other URI (a local folder) is loaded as it is, checked only by the
 pyfunc's own artifact manifest.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from flows.tracking import DEFAULT_TRACKING_URI
+from quantgate.tracking import DEFAULT_TRACKING_URI
 
 ENV_MODEL_URI = "QUANTGATE_SERVE_MODEL_URI"
 ENV_MAX_BODY = "QUANTGATE_SERVE_MAX_BODY_BYTES"
@@ -70,8 +71,8 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
     ``model_sha256``; ``ModelIntegrityError`` when they differ. ``None`` for other URIs."""
     if not model_uri.startswith("models:/"):
         return None
-    from flows.model_files import ModelIntegrityError, digest_problem, download
-    from flows.tracking import resolve_version, version_uri
+    from quantgate.model_files import ModelIntegrityError, digest_problem, download
+    from quantgate.tracking import resolve_version, version_uri
 
     mv = resolve_version(model_uri)
     local = download(version_uri(mv), dst)

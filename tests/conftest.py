@@ -1,4 +1,5 @@
 """Shared fixtures: a real sqlite-backed MLflow store per test session, and a tiny trained model."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ LENIENT = {"min_macro_f1": 0.0, "max_latency_p95_ms": 5000.0}
 def resign(model_dir: Path, key: str, file: Path) -> None:
     """Re-sign one artifact of a local model copy: its manifest entry in meta.json is
     recomputed, so only checks other than the SHA-256 one can catch what was changed."""
-    from flows.packaging import manifest
+    from quantgate.packaging import manifest
 
     meta_path = next(Path(model_dir).glob("artifacts/meta.json"))
     meta = json.loads(meta_path.read_text())
@@ -30,7 +31,7 @@ def resign(model_dir: Path, key: str, file: Path) -> None:
 def swap_labels(model_dir: Path, i: int = 0, j: int = 1) -> tuple[Path, list[str]]:
     """Swap labels ``i`` and ``j`` in a local model copy's label_map.json and re-sign it.
     Returns the label map's path and the swapped order."""
-    from flows.labels import load_label_map
+    from quantgate.labels import load_label_map
 
     label_map = next(Path(model_dir).glob("artifacts/label_map.json"))
     swapped = load_label_map(label_map)
@@ -62,8 +63,9 @@ def store(tmp_path_factory) -> Path:
 def pipeline(store):
     """train (a few steps on a slice) -> quantise_onnx -> evaluate both, in-process."""
     from flows.evaluate import evaluate
-    from flows.quantise_onnx import DynamicInt8Recipe, quantise
+    from flows.quantise import quantise_one as quantise
     from flows.train import TrainConfig, train
+    from quantgate.recipes import OnnxInt8DynamicRecipe as DynamicInt8Recipe
 
     cfg = TrainConfig(max_epochs=1, train_limit=96, batch_size=16, max_length=32)
     with mlflow.start_run(run_name="test-train"):
@@ -88,7 +90,7 @@ def staged(pipeline, tmp_path_factory):
     import yaml
     from click.testing import CliRunner
 
-    from registry_hooks import promote
+    from flows import promote
 
     path = tmp_path_factory.mktemp("thresholds") / "lenient.yaml"
     path.write_text(yaml.safe_dump(LENIENT))

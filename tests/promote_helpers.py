@@ -1,5 +1,6 @@
 """Helpers for gate tests: cheap but real registered versions with real evaluation runs, and
 the worker that runs one promotion in a separate process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,9 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from flows.model_files import download, metrics_digest, model_manifest
-from flows.model_files import digest as model_digest
-from flows.packaging import manifest, manifest_digest
+from quantgate.model_files import digest as model_digest
+from quantgate.model_files import download, metrics_digest, model_manifest
+from quantgate.packaging import manifest, manifest_digest
 
 TRIVIAL_MODEL = Path(__file__).resolve().parent / "trivial_model.py"
 HOST_TAGS = {"host.cpu": "test-cpu", "host.isa": "avx2", "host.cores": "2", "host.machine": "x86_64", "threads": "2"}
@@ -24,47 +25,92 @@ HOST_TAGS = {"host.cpu": "test-cpu", "host.isa": "avx2", "host.cores": "2", "hos
 
 def log_trivial_model(name: str) -> tuple[str, str]:
     """Log one trivial pyfunc (from code, with a small weights file) into a run; return
-    (model URI, its files' manifest digest, computed the way flows.packaging does)."""
+    (model URI, its files' manifest digest, computed the way quantgate.packaging does)."""
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.bin"
         weights.write_bytes(os.urandom(256))
         digest = manifest_digest(manifest({"model": str(weights)}))
         with mlflow.start_run(run_name=f"log-{name}"):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(TRIVIAL_MODEL), artifacts={"model": str(weights)},
+                name="model",
+                python_model=str(TRIVIAL_MODEL),
+                artifacts={"model": str(weights)},
                 pip_requirements=["mlflow"],
             )
     return info.model_uri, digest
 
 
-def register_evaluated_version(name: str, model_uri: str, digest: str, *, latency_p95_ms: float,
-                               macro_f1: float = 0.95, eval_status: str = "complete", stale: bool = False,
-                               device: str = "cpu", size_mb: float = 0.01) -> str:
+def register_evaluated_version(
+    name: str,
+    model_uri: str,
+    digest: str,
+    *,
+    latency_p95_ms: float,
+    macro_f1: float = 0.95,
+    eval_status: str = "complete",
+    stale: bool = False,
+    device: str = "cpu",
+    size_mb: float = 0.01,
+) -> str:
     """Register ``model_uri`` as a new version of ``name`` with a real evaluation run: metrics,
     host tags, a per-example predictions table, and the version tags evaluate writes."""
     client = MlflowClient()
     mv = mlflow.register_model(model_uri, name)
     version = str(mv.version)
-    with tempfile.TemporaryDirectory() as tmp:  # what flows.packaging records at registration
+    with tempfile.TemporaryDirectory() as tmp:  # what quantgate.packaging records at registration
         model_sha256 = model_digest(model_manifest(download(model_uri, tmp)))
     y = np.arange(60) % 3
     with mlflow.start_run(run_name=f"evaluate-{name}-v{version}") as run:
-        mlflow.log_metrics({
-            "macro_f1": macro_f1, "accuracy": macro_f1, "f1.a": macro_f1, "f1.b": macro_f1, "f1.c": macro_f1,
-            "latency_p95_ms": latency_p95_ms, "size_mb": size_mb, "top1_agreement": 1.0,
-            "parent_macro_f1": 1.0, "macro_f1_drop_points": 0.0,
-        })
-        mlflow.set_tags({"quantgate.evaluated_version": version, "manifest_sha256": digest, "model_sha256": model_sha256,
-                         **HOST_TAGS})
-        mlflow.log_table(pd.DataFrame({"text": [f"t{i}" for i in y], "label": [f"c{i}" for i in y], "label_id": y,
-                                       "pred_id": y, "prob": 0.9, "parent_pred_id": y}), "eval_predictions.json")
+        mlflow.log_metrics(
+            {
+                "macro_f1": macro_f1,
+                "accuracy": macro_f1,
+                "f1.a": macro_f1,
+                "f1.b": macro_f1,
+                "f1.c": macro_f1,
+                "latency_p95_ms": latency_p95_ms,
+                "size_mb": size_mb,
+                "top1_agreement": 1.0,
+                "parent_macro_f1": 1.0,
+                "macro_f1_drop_points": 0.0,
+            }
+        )
+        mlflow.set_tags(
+            {
+                "quantgate.evaluated_version": version,
+                "manifest_sha256": digest,
+                "model_sha256": model_sha256,
+                **HOST_TAGS,
+            }
+        )
+        mlflow.log_table(
+            pd.DataFrame(
+                {
+                    "text": [f"t{i}" for i in y],
+                    "label": [f"c{i}" for i in y],
+                    "label_id": y,
+                    "pred_id": y,
+                    "prob": 0.9,
+                    "parent_pred_id": y,
+                }
+            ),
+            "eval_predictions.json",
+        )
         figures = metrics_digest(client.get_run(run.info.run_id).data.metrics)  # as flows.evaluate records it
         mlflow.set_tag("quantgate.metrics_sha256", figures)
     tags = {
-        "model_sha256": model_sha256, "eval_model_sha256": model_sha256, "eval_metrics_sha256": figures,
-        "variant": "trivial-int8", "precision": "int8", "runtime": "onnxruntime", "device": device,
-        "parent_version": "0", "manifest_sha256": digest, "eval_run_id": run.info.run_id,
-        "eval_status": eval_status, "eval_manifest_sha256": "0" * 64 if stale else digest,
+        "model_sha256": model_sha256,
+        "eval_model_sha256": model_sha256,
+        "eval_metrics_sha256": figures,
+        "variant": "trivial-int8",
+        "precision": "int8",
+        "runtime": "onnxruntime",
+        "device": device,
+        "parent_version": "0",
+        "manifest_sha256": digest,
+        "eval_run_id": run.info.run_id,
+        "eval_status": eval_status,
+        "eval_manifest_sha256": "0" * 64 if stale else digest,
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -88,14 +134,16 @@ def init_worker(tracking_uri: str, barrier) -> None:
 def gate_one(args: tuple[str, str, str]) -> tuple[str, int, str]:
     """Wait until every worker is ready, then promote one version through the CLI's code path.
     Returns (version, exit code, error text)."""
-    from registry_hooks.promote import run_gate
+    from flows.promote import run_gate
 
     version, model_name, thresholds_path = args
     _BARRIER.wait(timeout=120)
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = run_gate(version_ref=version, candidates=False, model_name=model_name, thresholds_path=thresholds_path)
+            code = run_gate(
+                version_ref=version, candidates=False, model_name=model_name, thresholds_path=thresholds_path
+            )
         return version, code, ""
     except click.ClickException as exc:
         return version, 2, exc.format_message() + "\n" + out.getvalue()
@@ -119,21 +167,35 @@ def derive_evaluation(mv, source_run_id: str, order: np.ndarray) -> str:
     names = dict(zip(table["label_id"].astype(int), table["label"].astype(str)))  # id -> label
     y, pred, parent = (table[c].astype(int).tolist() for c in ("label_id", "pred_id", "parent_pred_id"))
     metrics = dict(source.data.metrics)
-    metrics.update({
-        "macro_f1": macro_f1(y, pred, n), "accuracy": accuracy(y, pred), "top1_agreement": agreement(pred, parent),
-        "macro_f1_drop_points": (macro_f1(y, parent, n) - macro_f1(y, pred, n)) * 100,
-        **{f"f1.{names[i].replace('/', '_')}": float(f1) for i, f1 in enumerate(per_class_f1(y, pred, n))},
-    })
+    metrics.update(
+        {
+            "macro_f1": macro_f1(y, pred, n),
+            "accuracy": accuracy(y, pred),
+            "top1_agreement": agreement(pred, parent),
+            "macro_f1_drop_points": (macro_f1(y, parent, n) - macro_f1(y, pred, n)) * 100,
+            **{f"f1.{names[i].replace('/', '_')}": float(f1) for i, f1 in enumerate(per_class_f1(y, pred, n))},
+        }
+    )
     with mlflow.start_run(run_name=f"derived-evaluate-v{mv.version}") as run:
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({**{k: v for k, v in source.data.tags.items() if k.startswith("host.") or k == "threads"},
-                         "quantgate.evaluated_version": str(mv.version), "manifest_sha256": mv.tags["manifest_sha256"],
-                         "model_sha256": mv.tags["model_sha256"], "quantgate.derived_from_run": source_run_id})
+        mlflow.set_tags(
+            {
+                **{k: v for k, v in source.data.tags.items() if k.startswith("host.") or k == "threads"},
+                "quantgate.evaluated_version": str(mv.version),
+                "manifest_sha256": mv.tags["manifest_sha256"],
+                "model_sha256": mv.tags["model_sha256"],
+                "quantgate.derived_from_run": source_run_id,
+            }
+        )
         mlflow.log_table(table.drop(columns=[c for c in ("run_id",) if c in table]), "eval_predictions.json")
         figures = metrics_digest(client.get_run(run.info.run_id).data.metrics)
         mlflow.set_tag("quantgate.metrics_sha256", figures)
-    for key, value in {"eval_run_id": run.info.run_id, "eval_status": "complete",
-                       "eval_manifest_sha256": mv.tags["manifest_sha256"], "eval_model_sha256": mv.tags["model_sha256"],
-                       "eval_metrics_sha256": figures}.items():
+    for key, value in {
+        "eval_run_id": run.info.run_id,
+        "eval_status": "complete",
+        "eval_manifest_sha256": mv.tags["manifest_sha256"],
+        "eval_model_sha256": mv.tags["model_sha256"],
+        "eval_metrics_sha256": figures,
+    }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
     return run.info.run_id

@@ -5,6 +5,7 @@ starts one with deploy/stack in a temporary folder on free ports and stops exact
 afterwards. Missing pieces (pyspark, psycopg, boto3, the SeaweedFS binary, Java) skip the team
 tests with the reason, unless ``QUANTGATE_TEAM_REQUIRED=1`` (CI), where they fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,7 +47,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     env = {}
     for line in path.read_text().splitlines():
         if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
+            key, _, value = line[len("export ") :].partition("=")
             env[key] = value.strip("'")
     return env
 
@@ -69,8 +70,22 @@ def team_stack():
         return
     root = Path(tempfile.mkdtemp(prefix="quantgate-team-stack-"))
     root.chmod(0o755)  # the PostgreSQL system user must reach its data folder
-    up = subprocess.run([*STACK, "up", "--dir", str(root), "--pg-port", str(_free_port()), "--s3-port",
-                         str(_free_port()), "--mlflow-port", str(_free_port())], capture_output=True, text=True)
+    up = subprocess.run(
+        [
+            *STACK,
+            "up",
+            "--dir",
+            str(root),
+            "--pg-port",
+            str(_free_port()),
+            "--s3-port",
+            str(_free_port()),
+            "--mlflow-port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+    )
     try:
         if up.returncode != 0:
             pytest.fail(f"deploy/stack up failed:\n{up.stdout}{up.stderr}")
@@ -100,16 +115,22 @@ def gate_one_locked(args: tuple[str, str, str]) -> tuple[str, int, str]:
 
     import click
 
+    from flows.promote import run_gate
+
     import promote_helpers
-    from registry_hooks.promote import run_gate
 
     version, model_name, thresholds_path = args
     promote_helpers._BARRIER.wait(timeout=120)
     out = io.StringIO()
     try:
         with cl.redirect_stdout(out), cl.redirect_stderr(out):
-            code = run_gate(version_ref=version, candidates=False, model_name=model_name,
-                            thresholds_path=thresholds_path, lock_uri=_LOCK_URI)
+            code = run_gate(
+                version_ref=version,
+                candidates=False,
+                model_name=model_name,
+                thresholds_path=thresholds_path,
+                lock_uri=_LOCK_URI,
+            )
         if "no promotion lock" in out.getvalue():
             return version, 4, "gate ran unlocked:\n" + out.getvalue()
         return version, code, ""

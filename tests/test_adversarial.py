@@ -6,6 +6,7 @@ Cheap versions (a trivial pyfunc with a real evaluation run, tests/promote_helpe
 for the gate's inputs wherever the model itself does not matter; the pipeline's real versions
 are used where it does (the pyfunc code, MLmodel, meta.json).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,12 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from conftest import TEST_MODEL, free_port
 from flows.cli import cli
-from flows.tracking import logged_model_id
+from quantgate.tracking import logged_model_id
+from registry_hooks.webhooks.events import sign
+
+from conftest import TEST_MODEL, free_port
 from promote_helpers import log_trivial_model, register_evaluated_version
-from registry_hooks.webhooks import sign
 
 LENIENT = {"min_macro_f1": 0.5, "max_latency_p95_ms": 50.0}
 RELATIVE = {"max_macro_f1_drop_points": 5.0, "max_worst_class_f1_drop_points": 15.0, "min_top1_agreement": 0.9}
@@ -85,8 +87,10 @@ def test_1_editing_the_pyfunc_code_mlmodel_or_meta_after_evaluation_is_refused(p
     path = _stored_root(TEST_MODEL, int8.version) / edit
     original = path.read_bytes()
     if edit == "serving_model.py":  # every label shifts by one
-        changed = original.replace(b"self.labels = read_label_map(arts[\"label_map\"])",
-                                   b"self.labels = read_label_map(arts[\"label_map\"]); self.labels = self.labels[1:] + self.labels[:1]")
+        changed = original.replace(
+            b'self.labels = read_label_map(arts["label_map"])',
+            b'self.labels = read_label_map(arts["label_map"]); self.labels = self.labels[1:] + self.labels[:1]',
+        )
         assert changed != original
     elif edit == "MLmodel":
         changed = original + b"\n# edited after evaluation\n"
@@ -96,8 +100,17 @@ def test_1_editing_the_pyfunc_code_mlmodel_or_meta_after_evaluation_is_refused(p
         changed = json.dumps(meta).encode()
     path.write_bytes(changed)
     try:
-        result = _quantgate("promote", "--version", int8.version, "--model-name", TEST_MODEL,
-                            "--thresholds", _yaml(tmp_path, RELATIVE), "--alias", "adv-files")
+        result = _quantgate(
+            "promote",
+            "--version",
+            int8.version,
+            "--model-name",
+            TEST_MODEL,
+            "--thresholds",
+            _yaml(tmp_path, RELATIVE),
+            "--alias",
+            "adv-files",
+        )
         assert result.exit_code == 1, result.output
         assert "REJECTED" in result.output and "model files changed since registration" in result.output
         assert _holder(TEST_MODEL, "adv-files") is None
@@ -105,8 +118,17 @@ def test_1_editing_the_pyfunc_code_mlmodel_or_meta_after_evaluation_is_refused(p
         assert "refusing to serve" in _one_error_line(served) and "changed since registration" in served.output
     finally:
         path.write_bytes(original)
-    again = _quantgate("promote", "--version", int8.version, "--model-name", TEST_MODEL,
-                       "--thresholds", _yaml(tmp_path, RELATIVE), "--alias", "adv-files")
+    again = _quantgate(
+        "promote",
+        "--version",
+        int8.version,
+        "--model-name",
+        TEST_MODEL,
+        "--thresholds",
+        _yaml(tmp_path, RELATIVE),
+        "--alias",
+        "adv-files",
+    )
     assert again.exit_code == 0, again.output  # the refusal was about the edit, nothing else
     assert _holder(TEST_MODEL, "adv-files") == str(int8.version)
 
@@ -118,11 +140,15 @@ def test_1_the_digest_is_recorded_outside_the_model_and_old_versions_are_refused
     assert int8.tags["eval_model_sha256"] == digest
     assert client.get_run(int8.tags["eval_run_id"]).data.tags["model_sha256"] == digest
     recorded = mlflow.artifacts.load_dict(f"runs:/{int8.run_id}/quantgate/model_manifest_v{int8.version}.json")
-    assert recorded["sha256"] == digest and {"MLmodel", "serving_model.py", "artifacts/meta.json"} <= set(recorded["files"])
+    assert recorded["sha256"] == digest and {"MLmodel", "serving_model.py", "artifacts/meta.json"} <= set(
+        recorded["files"]
+    )
     # a version registered before issue 17 has no whole-model digest: refused, with what to do
     old = _fresh("adv-old", trivial)
     client.delete_model_version_tag("adv-old", old, "model_sha256")
-    result = _quantgate("promote", "--version", old, "--model-name", "adv-old", "--thresholds", _yaml(tmp_path, LENIENT))
+    result = _quantgate(
+        "promote", "--version", old, "--model-name", "adv-old", "--thresholds", _yaml(tmp_path, LENIENT)
+    )
     assert result.exit_code == 1 and "re-register it" in result.output
     assert _holder("adv-old", "staging") is None
 
@@ -132,7 +158,9 @@ def test_2_a_duplicate_thresholds_key_is_refused_naming_it_and_the_line(trivial,
     """Before: the second `max_size_mb` silently replaced the first."""
     version = _fresh("adv-dup", trivial)
     text = "max_size_mb: 0.0001\nmin_macro_f1: 0.5\nmax_size_mb: 100\n"
-    result = _quantgate("promote", "--version", version, "--model-name", "adv-dup", "--thresholds", _yaml(tmp_path, text))
+    result = _quantgate(
+        "promote", "--version", version, "--model-name", "adv-dup", "--thresholds", _yaml(tmp_path, text)
+    )
     line = _one_error_line(result)
     assert "line 3: duplicate key 'max_size_mb' (first given on line 1)" in line
     assert _holder("adv-dup", "staging") is None
@@ -145,11 +173,21 @@ def test_3_the_fp32_parent_is_not_promoted_by_version_unless_allowed(trivial, tm
     client = MlflowClient()
     client.set_model_version_tag("adv-fp32", version, "variant", "fp32")
     client.delete_model_version_tag("adv-fp32", version, "parent_version")
-    result = _quantgate("promote", "--version", version, "--model-name", "adv-fp32", "--thresholds", _yaml(tmp_path, LENIENT))
+    result = _quantgate(
+        "promote", "--version", version, "--model-name", "adv-fp32", "--thresholds", _yaml(tmp_path, LENIENT)
+    )
     assert "not a promotion candidate" in _one_error_line(result) and "--allow-fp32" in result.output
     assert _holder("adv-fp32", "staging") is None
-    allowed = _quantgate("promote", "--version", version, "--model-name", "adv-fp32", "--thresholds",
-                         _yaml(tmp_path, {"min_macro_f1": 0.5, "max_latency_p95_ms": 50.0}), "--allow-fp32")
+    allowed = _quantgate(
+        "promote",
+        "--version",
+        version,
+        "--model-name",
+        "adv-fp32",
+        "--thresholds",
+        _yaml(tmp_path, {"min_macro_f1": 0.5, "max_latency_p95_ms": 50.0}),
+        "--allow-fp32",
+    )
     assert allowed.exit_code == 0, allowed.output
     assert _holder("adv-fp32", "staging") == version
 
@@ -159,7 +197,9 @@ def test_4_a_deleted_evaluation_run_does_not_count(trivial, tmp_path):
     version = _fresh("adv-deleted", trivial)
     client = MlflowClient()
     client.delete_run(client.get_model_version("adv-deleted", version).tags["eval_run_id"])
-    result = _quantgate("promote", "--version", version, "--model-name", "adv-deleted", "--thresholds", _yaml(tmp_path, LENIENT))
+    result = _quantgate(
+        "promote", "--version", version, "--model-name", "adv-deleted", "--thresholds", _yaml(tmp_path, LENIENT)
+    )
     assert result.exit_code == 1 and "is deleted, not active" in result.output
     assert _holder("adv-deleted", "staging") is None
 
@@ -179,8 +219,15 @@ def test_5_a_metric_relogged_on_the_evaluation_run_is_refused(trivial, tmp_path)
 def test_5_the_size_is_recomputed_from_the_files_not_taken_from_the_run(trivial, tmp_path):
     # the trivial model's weights are 256 bytes (0.000256 MB); its evaluation claims 0.00001 MB
     version = _fresh("adv-size", trivial, size_mb=0.00001)
-    result = _quantgate("promote", "--version", version, "--model-name", "adv-size",
-                        "--thresholds", _yaml(tmp_path, {"max_size_mb": 0.0001}))
+    result = _quantgate(
+        "promote",
+        "--version",
+        version,
+        "--model-name",
+        "adv-size",
+        "--thresholds",
+        _yaml(tmp_path, {"max_size_mb": 0.0001}),
+    )
     assert result.exit_code == 1 and "FAIL: size_mb = 0.000256" in result.output, result.output
     assert _holder("adv-size", "staging") is None
 
@@ -193,7 +240,12 @@ def test_6_a_hand_set_alias_is_an_anomaly_and_nothing_moves(trivial, tmp_path, i
     model = f"adv-alias-{intruder}"
     client = MlflowClient()
     good = _fresh(model, trivial)
-    assert _quantgate("promote", "--version", good, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT)).exit_code == 0
+    assert (
+        _quantgate(
+            "promote", "--version", good, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT)
+        ).exit_code
+        == 0
+    )
     strict = _yaml(tmp_path, {"min_macro_f1": 0.99})
     if intruder == "rejected":
         bad = _fresh(model, trivial)
@@ -216,8 +268,12 @@ def test_7_a_target_rejection_does_not_overwrite_the_default_gates_decision(triv
     version = _fresh(model, trivial)
     th = _yaml(tmp_path, {**LENIENT, "cpu": {"min_macro_f1": 0.99}})
     assert _quantgate("promote", "--version", version, "--model-name", model, "--thresholds", th).exit_code == 0
-    assert _quantgate("promote", "--version", version, "--model-name", model, "--thresholds", th,
-                      "--target", "cpu").exit_code == 1
+    assert (
+        _quantgate(
+            "promote", "--version", version, "--model-name", model, "--thresholds", th, "--target", "cpu"
+        ).exit_code
+        == 1
+    )
     tags = MlflowClient().get_model_version(model, version).tags
     assert tags["gate.decision"] == "passed" and tags["gate.alias"] == "staging"
     assert tags["gate.cpu.decision"] == "rejected" and "macro_f1" in tags["gate.cpu.reasons"]
@@ -263,14 +319,23 @@ SECRET = "adversary-secret-" + "s" * 20
 
 def _signed(body: bytes, delivery_id: str | None = None) -> dict:
     did, ts = delivery_id or str(uuid.uuid4()), str(int(time.time()))
-    return {"X-MLflow-Delivery-Id": did, "X-MLflow-Timestamp": ts, "X-MLflow-Signature": sign(SECRET, did, ts, body),
-            "Content-Type": "application/json"}
+    return {
+        "X-MLflow-Delivery-Id": did,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": sign(SECRET, did, ts, body),
+        "Content-Type": "application/json",
+    }
 
 
 def _receiver(tmp_path: Path, env: dict, port: int):
     log = open(tmp_path / f"hooks-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(port), "--model-name",
-                             "adv-hooks"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(port), "--model-name", "adv-hooks"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, (tmp_path / f"hooks-{port}.log").read_text()
@@ -285,9 +350,19 @@ def _receiver(tmp_path: Path, env: dict, port: int):
 def test_9_a_replay_after_a_receiver_restart_is_a_duplicate_and_deep_json_gets_400(tmp_path):
     """Before: the seen-delivery set lived in memory, so a replay after a restart was accepted;
     a signed, deeply nested body dropped the connection."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'hooks.db'}", "QUANTGATE_WEBHOOK_SECRET": SECRET}
-    body = json.dumps({"entity": "model_version", "action": "created", "timestamp": "x",
-                       "data": {"name": "adv-hooks", "version": "7"}}).encode()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'hooks.db'}",
+        "QUANTGATE_WEBHOOK_SECRET": SECRET,
+    }
+    body = json.dumps(
+        {
+            "entity": "model_version",
+            "action": "created",
+            "timestamp": "x",
+            "data": {"name": "adv-hooks", "version": "7"},
+        }
+    ).encode()
     headers = _signed(body)
     port = free_port()
     proc = _receiver(tmp_path, env, port)
@@ -314,8 +389,14 @@ def test_9_the_receiver_does_not_gate_unlocked_against_a_tracking_server(tmp_pat
     """Before: against an http store the receiver's gates ran without the promotion lock."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "QUANTGATE_WEBHOOK_SECRET": SECRET}
     env.pop("QUANTGATE_PROMOTE_LOCK", None)
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(free_port())],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "--lock-file" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
 
@@ -335,7 +416,9 @@ def test_10_a_missing_or_one_row_dataset_is_one_line_exit_2_and_touches_nothing(
     version = _fresh("adv-data", trivial)
     (tmp_path / "one-row.csv").write_text("text,label\nRansomware gang hits city council,security\n")
     before = MlflowClient().get_model_version("adv-data", version).tags
-    result = _quantgate("evaluate", "--version", version, "--model-name", "adv-data", "--dataset", str(tmp_path / dataset))
+    result = _quantgate(
+        "evaluate", "--version", version, "--model-name", "adv-data", "--dataset", str(tmp_path / dataset)
+    )
     assert dataset in _one_error_line(result)
     assert MlflowClient().get_model_version("adv-data", version).tags == before
 

@@ -1,5 +1,6 @@
 """Any encoder: tiny random BERT, DistilBERT, RoBERTa and XLM-R models (built offline) each go
 through train -> onnx-int8-dynamic -> evaluate -> gate on the support3 task."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +13,10 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+from quantgate.architectures import ArchitectureError, lora_targets, model_inputs, ort_model_type
+
 import tiny_encoders
 from conftest import LENIENT
-from flows.architectures import ArchitectureError, lora_targets, model_inputs, ort_model_type
 
 SUPPORT3 = str(Path(__file__).resolve().parent.parent / "data" / "support3")
 EXPECTED = {  # family -> (LoRA targets, ONNX inputs)
@@ -39,16 +41,19 @@ def test_ort_optimiser_model_type_and_inputs():
     for family in ("bert", "distilbert", "roberta", "xlm-roberta"):
         assert ort_model_type(family) in MODEL_TYPES
     assert ort_model_type("mpnet") is None and ort_model_type("unknown") is None
-    assert model_inputs({"input_ids", "attention_mask"}, {"input_ids", "attention_mask", "token_type_ids"}) == \
-        ["input_ids", "attention_mask"]
+    assert model_inputs({"input_ids", "attention_mask"}, {"input_ids", "attention_mask", "token_type_ids"}) == [
+        "input_ids",
+        "attention_mask",
+    ]
 
 
 @pytest.mark.parametrize("family", tiny_encoders.FAMILIES)
 def test_tiny_encoder_trains_quantises_evaluates_and_passes_the_gate(family, store, tmp_path):
+    from flows import promote
     from flows.evaluate import evaluate
-    from flows.quantise_onnx import DynamicInt8Recipe, quantise
+    from flows.quantise import quantise_one as quantise
     from flows.train import TrainConfig, train
-    from registry_hooks import promote
+    from quantgate.recipes import OnnxInt8DynamicRecipe as DynamicInt8Recipe
 
     base = tiny_encoders.build(family, tmp_path / family)
     name = f"tiny-{family}"
@@ -70,7 +75,9 @@ def test_tiny_encoder_trains_quantises_evaluates_and_passes_the_gate(family, sto
     assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for n in graph.graph.node)
     thresholds = tmp_path / "lenient.yaml"
     thresholds.write_text(yaml.safe_dump(LENIENT))
-    gate = CliRunner().invoke(promote.cli, ["--version", int8.version, "--model-name", name, "--thresholds", str(thresholds)])
+    gate = CliRunner().invoke(
+        promote.cli, ["--version", int8.version, "--model-name", name, "--thresholds", str(thresholds)]
+    )
     assert gate.exit_code == 0, gate.output
     out = mlflow.pyfunc.load_model(f"models:/{name}@staging").predict(pd.DataFrame({"text": ["I was charged twice"]}))
     assert out["label"].iloc[0] in ("billing", "bug", "account")

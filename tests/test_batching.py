@@ -1,11 +1,12 @@
 """Length-bucketed batches with a token budget, and the max length chosen from the data."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from flows.batching import bucketed_batches, choose_max_length, padded_tokens
+from quantgate.batching import bucketed_batches, choose_max_length, padded_tokens
 
 
 def test_max_length_is_p99_rounded_up_to_8_within_bounds():
@@ -42,5 +43,6 @@ def test_training_order_changes_with_the_seed_but_evaluation_order_is_fixed():
     a = bucketed_batches(lengths, batch_size=4, max_tokens=64, max_length=64, rng=random.Random(1))
     b = bucketed_batches(lengths, batch_size=4, max_tokens=64, max_length=64, rng=random.Random(2))
     assert a != b
-    assert bucketed_batches(lengths, batch_size=4, max_tokens=64, max_length=64) == \
-        bucketed_batches(lengths, batch_size=4, max_tokens=64, max_length=64)
+    assert bucketed_batches(lengths, batch_size=4, max_tokens=64, max_length=64) == bucketed_batches(
+        lengths, batch_size=4, max_tokens=64, max_length=64
+    )

@@ -1,6 +1,7 @@
 """What a person compares versions by: logged models named after their variant with their own
 recipe's params, evaluation figures on the run the UI's comparison reads, short headline tags,
 and `quantgate compare`'s UI link and Pareto plot."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from conftest import TEST_MODEL
 from evaluators.plots import pareto_front, pareto_png
 from evaluators.report import headline_tags
 from flows import compare
-from flows.tracking import logged_model_id
+from quantgate.tracking import logged_model_id
+
+from conftest import TEST_MODEL
 
 
 def test_pareto_front_keeps_only_points_nothing_beats():
@@ -26,8 +28,9 @@ def test_pareto_front_keeps_only_points_nothing_beats():
 
 
 def test_headline_tags_are_short_and_skip_what_was_not_measured():
-    tags = headline_tags({"macro_f1": 0.912345, "latency_p95_ms": 3.4567, "size_mb": 23.04, "speedup_vs_parent": 2.953,
-                          "accuracy": 0.9})
+    tags = headline_tags(
+        {"macro_f1": 0.912345, "latency_p95_ms": 3.4567, "size_mb": 23.04, "speedup_vs_parent": 2.953, "accuracy": 0.9}
+    )
     assert tags == {"macro_f1": "0.9123", "p95_ms": "3.46", "size_mb": "23.0", "speedup": "2.95x"}
     assert headline_tags({"macro_f1": 0.5, "speedup_vs_parent": float("nan")}) == {"macro_f1": "0.5000"}
 
@@ -49,8 +52,16 @@ def test_compare_url_names_the_model_and_each_versions_run():
 def test_pareto_plot_draws_frontier_and_speedup_intervals(tmp_path):
     rows = [
         {"label": "v1 fp32", "latency_p50_ms": 7.0, "macro_f1": 0.91, "size_mb": 90.0},
-        {"label": "v2 int8", "latency_p50_ms": 1.4, "macro_f1": 0.92, "size_mb": 23.0, "speedup_vs_parent": 5.0,
-         "speedup_ci_low": 4.6, "speedup_ci_high": 5.3, "speedup_ci_level": 0.95},
+        {
+            "label": "v2 int8",
+            "latency_p50_ms": 1.4,
+            "macro_f1": 0.92,
+            "size_mb": 23.0,
+            "speedup_vs_parent": 5.0,
+            "speedup_ci_low": 4.6,
+            "speedup_ci_high": 5.3,
+            "speedup_ci_level": 0.95,
+        },
     ]
     out = pareto_png(rows, tmp_path / "pareto.png")
     assert out.stat().st_size > 10_000
@@ -83,10 +94,11 @@ def test_the_source_run_the_ui_compares_carries_the_evaluation(pipeline):
 
 
 def test_compare_prints_the_ui_link_for_the_versions_it_lists(pipeline, tmp_path):
-    result = CliRunner().invoke(compare.cli, ["--name", TEST_MODEL, "--out", str(tmp_path / "p.png"),
-                                              "--ui-url", "http://127.0.0.1:5999"])
+    result = CliRunner().invoke(
+        compare.cli, ["--name", TEST_MODEL, "--out", str(tmp_path / "p.png"), "--ui-url", "http://127.0.0.1:5999"]
+    )
     assert result.exit_code == 0, result.output
-    line = next(l for l in result.output.splitlines() if "/#/compare-model-versions" in l)
+    line = next(out for out in result.output.splitlines() if "/#/compare-model-versions" in out)
     runs = json.loads(unquote(line.split("runs=", 1)[1]))
     assert runs[str(pipeline["fp32"].version)] == pipeline["fp32"].run_id
     assert runs[str(pipeline["int8"].version)] == pipeline["int8"].run_id

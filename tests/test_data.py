@@ -1,4 +1,5 @@
 """The data layer and the bundled news9 dataset."""
+
 from __future__ import annotations
 
 import json
@@ -9,18 +10,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.data import (
+from quantgate.data import (
     NEWS9_DIR,
     SPLITS,
     DataError,
     duplicate_groups,
     load_dataset,
     near_duplicates,
+    news9_labels,
     normalise,
     stratified_split,
 )
-from flows.data import news9_labels
-from flows.labels import load_label_map, save_label_map
+from quantgate.labels import load_label_map, save_label_map
 
 LABELS = news9_labels()
 
@@ -69,9 +70,7 @@ def test_news9_sources_have_about_ten_percent_hard_items():
 
 def test_written_splits_match_the_sources():
     """The committed splits are what build.py derives from the sources (not edited by hand)."""
-    result = subprocess.run(
-        [sys.executable, str(NEWS9_DIR / "build.py"), "--check"], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, str(NEWS9_DIR / "build.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
@@ -91,8 +90,11 @@ def test_near_duplicates_finds_reworded_copies_only():
 
 def _frame(n_per_label=10):
     return pd.DataFrame(
-        [{"text": f"{label} headline number {i} about {label}", "label": label}
-         for label in LABELS for i in range(n_per_label)]
+        [
+            {"text": f"{label} headline number {i} about {label}", "label": label}
+            for label in LABELS
+            for i in range(n_per_label)
+        ]
     )
 
 
@@ -154,8 +156,10 @@ def test_empty_text_names_the_file_and_row(tmp_path):
 
 @pytest.mark.parametrize("value,problem", [(42, "text must be a string, got int"), (None, r"text is missing \(null\)")])
 def test_non_string_text_names_the_file_and_row(tmp_path, value, problem):
-    lines = [json.dumps({"text": "A fine headline here", "label": "World"}),
-             json.dumps({"text": value, "label": "World"})]
+    lines = [
+        json.dumps({"text": "A fine headline here", "label": "World"}),
+        json.dumps({"text": value, "label": "World"}),
+    ]
     folder = _folder_with(tmp_path, "validation", "\n".join(lines) + "\n", suffix="jsonl")
     with pytest.raises(DataError, match=rf"validation\.jsonl, row 2: {problem}"):
         load_dataset(str(folder))

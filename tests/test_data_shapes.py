@@ -1,18 +1,24 @@
 """Any task's data: label lists from the data, columns, integer labels, dedupe, clear errors."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from flows.data import SPLITS, DataError, dataset_digest, load_dataset, stratified_split
-from flows.labels import label_name, labels_from, parse_labels_option
+from quantgate.data import SPLITS, DataError, dataset_digest, load_dataset, stratified_split
+from quantgate.labels import label_name, labels_from, parse_labels_option
 
 TOPICS = ["sports", "business", "world", "tech"]
 
 
 def _frame(labels=TOPICS, n=10):
-    return pd.DataFrame([{"text": f"{label} story number {i} about {label} things", "label": label}
-                         for label in labels for i in range(n)])
+    return pd.DataFrame(
+        [
+            {"text": f"{label} story number {i} about {label} things", "label": label}
+            for label in labels
+            for i in range(n)
+        ]
+    )
 
 
 def _folder(tmp_path, frame=None, fmt="csv", **rename):
@@ -36,7 +42,12 @@ def test_labels_come_from_the_training_split_sorted(tmp_path):
 
 def test_explicit_labels_and_a_labels_file_fix_the_order(tmp_path):
     folder = _folder(tmp_path)
-    assert load_dataset(str(folder), labels="world,sports,business,tech").labels == ("world", "sports", "business", "tech")
+    assert load_dataset(str(folder), labels="world,sports,business,tech").labels == (
+        "world",
+        "sports",
+        "business",
+        "tech",
+    )
     (folder / "labels.txt").write_text("tech\nworld\n# comment\nsports\nbusiness\n")
     assert load_dataset(str(folder)).labels == ("tech", "world", "sports", "business")
     names = tmp_path / "names.txt"
@@ -46,7 +57,9 @@ def test_explicit_labels_and_a_labels_file_fix_the_order(tmp_path):
 
 def test_label_order_changes_the_dataset_digest(tmp_path):
     folder = _folder(tmp_path)
-    assert dataset_digest(load_dataset(str(folder))) != dataset_digest(load_dataset(str(folder), labels="world,sports,business,tech"))
+    assert dataset_digest(load_dataset(str(folder))) != dataset_digest(
+        load_dataset(str(folder), labels="world,sports,business,tech")
+    )
 
 
 def test_custom_columns_and_integer_labels_with_a_names_file_in_parquet(tmp_path):
@@ -86,7 +99,9 @@ def test_a_test_label_the_training_split_lacks_is_refused(tmp_path):
     test = pd.read_csv(folder / "test.csv")
     test.loc[3, "label"] = "weather"
     test.to_csv(folder / "test.csv", index=False)
-    with pytest.raises(DataError, match=r"test\.csv, row 4: label 'weather' is not one of the 4 labels .*training split"):
+    with pytest.raises(
+        DataError, match=r"test\.csv, row 4: label 'weather' is not one of the 4 labels .*training split"
+    ):
         load_dataset(str(folder))
 
 
@@ -150,17 +165,30 @@ def test_validation_and_test_sharing_a_text_is_refused(tmp_path):
     assert load_dataset(str(folder), dedupe=True).dropped["test"] == 1
 
 
-@pytest.mark.parametrize("value,names,expected", [
-    ("sports", None, "sports"), (3, None, "3"), (1, ["a", "b"], "b"), ("1", ["a", "b"], "b"),
-    (1.0, ["a", "b"], "b"), ("b", ["a", "b"], "b"),
-])
+@pytest.mark.parametrize(
+    "value,names,expected",
+    [
+        ("sports", None, "sports"),
+        (3, None, "3"),
+        (1, ["a", "b"], "b"),
+        ("1", ["a", "b"], "b"),
+        (1.0, ["a", "b"], "b"),
+        ("b", ["a", "b"], "b"),
+    ],
+)
 def test_label_name(value, names, expected):
     assert label_name(value, names) == expected
 
 
-@pytest.mark.parametrize("value,names,problem", [
-    (None, None, "missing"), ("", None, "non-empty"), (2, ["a", "b"], "outside 0..1"), ("c", ["a", "b"], "not one of"),
-])
+@pytest.mark.parametrize(
+    "value,names,problem",
+    [
+        (None, None, "missing"),
+        ("", None, "non-empty"),
+        (2, ["a", "b"], "outside 0..1"),
+        ("c", ["a", "b"], "not one of"),
+    ],
+)
 def test_label_name_refuses(value, names, problem):
     with pytest.raises(ValueError, match=problem):
         label_name(value, names)

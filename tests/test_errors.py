@@ -1,4 +1,5 @@
 """User mistakes end in one line on stderr and exit status 2, from `quantgate` and `python -m` alike."""
+
 from __future__ import annotations
 
 import os
@@ -13,14 +14,24 @@ from flows.cli import cli
 def _env(tmp_path) -> dict:
     # mlflow.set_experiment (the session store's fixture) exports MLFLOW_EXPERIMENT_ID; a child
     # process on a fresh store must not inherit an experiment id that does not exist there
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+    }
     return {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "HF_HUB_OFFLINE": "1"}
 
 
 def test_missing_dataset_file_is_one_line_exit_2(tmp_path):
     missing = tmp_path / "nope" / "train.csv"
-    proc = subprocess.run([sys.executable, "-m", "flows.train", "--dataset", str(missing), "--max-epochs", "1"],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.train", "--dataset", str(missing), "--max-epochs", "1"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and str(missing) in lines[-1]
@@ -35,7 +46,13 @@ def test_unknown_version_is_one_line_exit_2(store):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "--debug", "evaluate", "--version", "abc!"],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--debug", "evaluate", "--version", "abc!"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "UserError" in proc.stderr

@@ -1,4 +1,5 @@
 """The `quantgate` MLflow evaluator plugin and the maths under it."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,12 +10,13 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import TEST_MODEL, resign, swap_labels
 from evaluators.metrics import block_bootstrap_speedup, flip_matrix, mean_kl_divergence
 from evaluators.plugin import EvaluatorConfig
 from evaluators.report import CARD_END, model_card, with_card
-from flows.data import load_dataset
-from flows.tracking import logged_model_id
+from quantgate.data import load_dataset
+from quantgate.tracking import logged_model_id
+
+from conftest import TEST_MODEL, resign, swap_labels
 
 FAST = {"latency_runs": 10, "warmup": 2, "speedup_blocks": 2, "sample_headlines": 2}
 
@@ -43,8 +45,10 @@ def test_block_bootstrap_speedup_point_and_interval():
     assert (point, low, high) == block_bootstrap_speedup(base, cand, level=0.9, resamples=500, seed=1)
 
 
-@pytest.mark.parametrize("base,cand,level", [([[0.1]], [[0.1]], 0.95), ([[0.1], [0.1]], [[0.1], [0.0]], 0.95),
-                                             ([[0.1], [0.1]], [[0.1], [0.1]], 1.0)])
+@pytest.mark.parametrize(
+    "base,cand,level",
+    [([[0.1]], [[0.1]], 0.95), ([[0.1], [0.1]], [[0.1], [0.0]], 0.95), ([[0.1], [0.1]], [[0.1], [0.1]], 1.0)],
+)
 def test_block_bootstrap_speedup_refuses_bad_input(base, cand, level):
     with pytest.raises(ValueError):
         block_bootstrap_speedup(base, cand, level=level)
@@ -74,20 +78,43 @@ def test_frame():
 
 def _evaluate(model_uri, frame, parent_uri, model_id=None):
     return mlflow.models.evaluate(
-        model_uri, frame, targets="label", model_type="classifier", evaluators=["quantgate"],
-        evaluator_config={"quantgate": {**FAST, "parent_model_uri": parent_uri}}, model_id=model_id,
+        model_uri,
+        frame,
+        targets="label",
+        model_type="classifier",
+        evaluators=["quantgate"],
+        evaluator_config={"quantgate": {**FAST, "parent_model_uri": parent_uri}},
+        model_id=model_id,
     )
 
 
 def test_plugin_runs_from_plain_mlflow_evaluate(pipeline, test_frame):
     fp32, int8 = pipeline["fp32"], pipeline["int8"]
     with mlflow.start_run(run_name="plugin-test") as run:
-        result = _evaluate(f"models:/{TEST_MODEL}/{int8.version}", test_frame, f"models:/{TEST_MODEL}/{fp32.version}",
-                           model_id=logged_model_id(int8))
+        result = _evaluate(
+            f"models:/{TEST_MODEL}/{int8.version}",
+            test_frame,
+            f"models:/{TEST_MODEL}/{fp32.version}",
+            model_id=logged_model_id(int8),
+        )
     m = result.metrics
-    for key in ("macro_f1", "accuracy", "f1.Sci_Tech", "size_mb", "parameters", "latency_p50_ms", "latency_p99_ms",
-                "tokenise_p50_ms", "throughput_b32_per_s", "top1_agreement", "mean_kl_divergence", "label_flips",
-                "speedup_vs_parent", "speedup_ci_low", "speedup_ci_high"):
+    for key in (
+        "macro_f1",
+        "accuracy",
+        "f1.Sci_Tech",
+        "size_mb",
+        "parameters",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "tokenise_p50_ms",
+        "throughput_b32_per_s",
+        "top1_agreement",
+        "mean_kl_divergence",
+        "label_flips",
+        "speedup_vs_parent",
+        "speedup_ci_low",
+        "speedup_ci_high",
+    ):
         assert key in m and np.isfinite(m[key]), key
     assert m["speedup_ci_low"] <= m["speedup_vs_parent"] <= m["speedup_ci_high"]
     assert {"confusion_matrix", "confidence_bars", "label_flips", "disagreements"} <= set(result.artifacts)
@@ -106,7 +133,11 @@ def test_two_evaluations_agree_exactly_on_accuracy_and_parity(pipeline, test_fra
     runs = []
     for _ in range(2):
         with mlflow.start_run(run_name="repeat"):
-            runs.append(_evaluate(f"models:/{TEST_MODEL}/{int8.version}", test_frame, f"models:/{TEST_MODEL}/{fp32.version}").metrics)
+            runs.append(
+                _evaluate(
+                    f"models:/{TEST_MODEL}/{int8.version}", test_frame, f"models:/{TEST_MODEL}/{fp32.version}"
+                ).metrics
+            )
     for key in ("macro_f1", "accuracy", "top1_agreement", "max_abs_prob_delta", "label_flips"):
         assert runs[0][key] == runs[1][key], key
 
@@ -128,7 +159,7 @@ def test_contract_mismatch_with_the_parent_fails_the_evaluation(pipeline, test_f
 def test_swapped_label_map_consistent_with_its_own_model_is_caught_against_the_parent(pipeline, test_frame, tmp_path):
     """Labels permuted in both label_map.json and the ONNX metadata: the variant loads and
     would serve, but its label order disagrees with the parent's - a failed evaluation."""
-    from flows.quantise_onnx import stamp_labels
+    from quantgate.onnx_graph import stamp_labels
 
     src = mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline['int8'].version}")
     path = shutil.copytree(src, tmp_path / "model")

@@ -1,5 +1,6 @@
 """One experiment for every step: `mlflow run` steps, `main`'s children and the CLI all log to
 the experiment named after the registered model unless the user names another."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,10 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from conftest import LENIENT
 from flows.experiment_provider import project_model_name
-from flows.tracking import experiment_name
+from quantgate.tracking import experiment_name
+
+from conftest import LENIENT
 
 ROOT = Path(__file__).resolve().parent.parent
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
@@ -24,7 +26,10 @@ GROUP = "mlflow.default_experiment_provider"
 
 def test_mlflow_run_on_this_project_is_named_after_its_model(tmp_path):
     assert project_model_name([MLFLOW, "run", str(ROOT), "-e", "train", "--env-manager", "local"]) == "news-classifier"
-    assert project_model_name([MLFLOW, "run", str(ROOT), "-e", "evaluate", "-P", "version=2", "-P", "model_name=topics"]) == "topics"
+    assert (
+        project_model_name([MLFLOW, "run", str(ROOT), "-e", "evaluate", "-P", "version=2", "-P", "model_name=topics"])
+        == "topics"
+    )
     main_py = str(Path(sys.executable).parent.parent / "lib" / "mlflow" / "__main__.py")
     assert project_model_name([main_py, "run", f"file://{ROOT}", "-e", "train"]) == "news-classifier"
 
@@ -67,9 +72,31 @@ def test_a_fresh_main_leaves_all_its_runs_in_one_experiment_named_after_the_mode
     env = _provider_registered({**env, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}, tmp_path)
     # its own process group: on a timeout the steps `mlflow run` started are stopped with it
     proc = subprocess.Popen(
-        [MLFLOW, "run", str(ROOT), "-e", "main", "--env-manager", "local", "-P", "model_name=exp-check",
-         "-P", "max_epochs=1", "-P", "train_limit=48", "-P", "latency_runs=5", "-P", f"thresholds={thresholds}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            MLFLOW,
+            "run",
+            str(ROOT),
+            "-e",
+            "main",
+            "--env-manager",
+            "local",
+            "-P",
+            "model_name=exp-check",
+            "-P",
+            "max_epochs=1",
+            "-P",
+            "train_limit=48",
+            "-P",
+            "latency_runs=5",
+            "-P",
+            f"thresholds={thresholds}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=2400)

@@ -1,5 +1,6 @@
 """The gate's pure parts: threshold parsing, the decision, the bootstrap, host matching,
 champion choice, the plan and the description notes. No MLflow store is needed here."""
+
 from __future__ import annotations
 
 import math
@@ -9,28 +10,48 @@ import pandas as pd
 import pytest
 
 from evaluators.metrics import macro_f1, per_class_f1
-from registry_hooks.evidence import changed_files, consistency_problems, paired_metrics, run_problems, tag_problems
-from registry_hooks.gate import decide, explain_ranking, host_mismatches, rank_candidates
-from registry_hooks.lock import LockTimeout, default_lock_path, promotion_lock
-from registry_hooks.promote import choose_lock, plan
-from flows.description import split
-from registry_hooks.report import NOTE_MARK, append_note
-from registry_hooks.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
-from registry_hooks.thresholds import (
-    DEFAULT_THRESHOLDS, RULES, ThresholdError, Thresholds, load_thresholds, parse_thresholds,
+from flows.promote import choose_lock, plan
+from quantgate.description import split
+from registry_hooks.gate.decision import decide, explain_ranking, host_mismatches, rank_candidates
+from registry_hooks.gate.evidence import changed_files, consistency_problems, paired_metrics, run_problems, tag_problems
+from registry_hooks.gate.lock import LockTimeout, default_lock_path, promotion_lock
+from registry_hooks.gate.report import NOTE_MARK, append_note
+from registry_hooks.gate.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
+from registry_hooks.gate.thresholds import (
+    DEFAULT_THRESHOLDS,
+    RULES,
+    ThresholdError,
+    Thresholds,
+    load_thresholds,
+    parse_thresholds,
 )
 
 # Figures shaped like the bundled pipeline's INT8 version (FP32 parent macro F1 0.911).
 GOOD = {
-    "macro_f1": 0.916, "latency_p95_ms": 5.4, "size_mb": 22.9, "top1_agreement": 0.974,
-    "macro_f1_drop_points": -0.45, "macro_f1_drop_points_ci_low": -1.96, "macro_f1_drop_points_ci_high": 0.93,
-    "macro_f1_drop_points_ci_level": 0.95, "worst_class_f1_drop_points": 2.5,
-    "speedup_vs_parent": 4.2, "speedup_ci_low": 3.9, "speedup_ci_high": 4.5, "speedup_ci_level": 0.95,
+    "macro_f1": 0.916,
+    "latency_p95_ms": 5.4,
+    "size_mb": 22.9,
+    "top1_agreement": 0.974,
+    "macro_f1_drop_points": -0.45,
+    "macro_f1_drop_points_ci_low": -1.96,
+    "macro_f1_drop_points_ci_high": 0.93,
+    "macro_f1_drop_points_ci_level": 0.95,
+    "worst_class_f1_drop_points": 2.5,
+    "speedup_vs_parent": 4.2,
+    "speedup_ci_low": 3.9,
+    "speedup_ci_high": 4.5,
+    "speedup_ci_level": 0.95,
     "batch_invariance_agreement": 0.99,
 }
 LIMITS = Thresholds(
-    min_macro_f1=0.85, max_latency_p95_ms=50.0, max_size_mb=50.0, max_macro_f1_drop_points=2.0,
-    max_worst_class_f1_drop_points=5.0, min_top1_agreement=0.95, min_speedup=1.5, min_batch_invariance=0.95,
+    min_macro_f1=0.85,
+    max_latency_p95_ms=50.0,
+    max_size_mb=50.0,
+    max_macro_f1_drop_points=2.0,
+    max_worst_class_f1_drop_points=5.0,
+    min_top1_agreement=0.95,
+    min_speedup=1.5,
+    min_batch_invariance=0.95,
 )
 # For every limit: the metric the limit is compared with, a value just inside, one just outside.
 EDGES = {
@@ -67,10 +88,13 @@ def test_default_thresholds_pass_the_bundled_int8_figures():
 
 
 def test_a_target_section_overrides_the_default_and_can_require_a_host():
-    policy = parse_thresholds({
-        "min_macro_f1": 0.85, "max_latency_p95_ms": 50,
-        "gpu": {"max_latency_p95_ms": 5, "host": {"gpu": "H100", "isa": ["avx2", "avx512f"]}},
-    })
+    policy = parse_thresholds(
+        {
+            "min_macro_f1": 0.85,
+            "max_latency_p95_ms": 50,
+            "gpu": {"max_latency_p95_ms": 5, "host": {"gpu": "H100", "isa": ["avx2", "avx512f"]}},
+        }
+    )
     gpu = policy.for_target("gpu")
     assert (gpu.min_macro_f1, gpu.max_latency_p95_ms, gpu.target) == (0.85, 5, "gpu")
     assert gpu.host_requirements() == {"gpu": "H100", "isa": "avx2,avx512f"}
@@ -79,33 +103,39 @@ def test_a_target_section_overrides_the_default_and_can_require_a_host():
         policy.for_target("cpu")
 
 
-@pytest.mark.parametrize("raw,message", [
-    ({"min_macro_f1": 0.8, "min_f1": 0.9}, r"t.yaml: unknown key\(s\) \['min_f1'\]"),
-    ({"min_macro_f1": "high"}, "t.yaml: min_macro_f1: must be a number, got str"),
-    ({"min_macro_f1": True}, "min_macro_f1: must be a number, got bool"),
-    ({"min_macro_f1": None}, "min_macro_f1: no value given"),
-    ({"min_top1_agreement": float("nan")}, "min_top1_agreement: NaN is not a limit"),
-    ({"min_macro_f1": 1.5}, r"min_macro_f1: 1.5 is outside the possible range"),
-    ({"max_latency_p95_ms": -1}, r"max_latency_p95_ms: -1 is outside"),
-    ({"max_size_mb": 0}, r"max_size_mb: 0 is outside"),
-    ({"max_worst_class_f1_drop_points": 101}, r"max_worst_class_f1_drop_points: 101 is outside"),
-    ({"min_speedup": "2x"}, "min_speedup: must be a number"),
-    ({}, "no limits set"),
-    ({"confidence_level": 0.95}, "no limits set"),
-    ([0.8], "expected a mapping"),
-    ({"min_macro_f1": 0.8, "confidence_level": 1.0}, r"confidence_level: must be a number in \[0.5, 1\)"),
-    ({"min_macro_f1": 0.8, "bootstrap_resamples": 2000.5}, "bootstrap_resamples: must be a whole number"),
-    ({"min_macro_f1": 0.8, "bootstrap_seed": -1}, "bootstrap_seed: must be a whole number >= 0"),
-    ({"min_macro_f1": 0.8, "champion_order": ["latency_p95_ms fastest"]}, "champion_order: entries read"),
-    ({"min_macro_f1": 0.8, "champion_order": {"a": 1}}, "champion_order: must be a list"),
-    ({"min_macro_f1": 0.8, "host": {"os": "linux"}}, r"host.os: unknown host key"),
-    ({"min_macro_f1": 0.8, "host": "x86_64"}, "host: must be a non-empty mapping"),
-    ({"min_macro_f1": 0.8, "cpu": {"max_latency_p95_ms": "fast"}}, "t.yaml: cpu.max_latency_p95_ms: must be a number"),
-    ({"min_macro_f1": 0.8, "gpu": {"min_macro_f1": 2}}, r"t.yaml: gpu.min_macro_f1: 2 is outside"),
-    ({"min_macro_f1": 0.8, "cpu": {"gpu": {}}}, r"t.yaml: cpu: unknown key\(s\) \['gpu'\]"),
-    ({"min_macro_f1": 0.8, "cpu": [1]}, "t.yaml: cpu: must be a mapping of overrides"),
-    ({"min_macro_f1": 0.8, "cpu": {"host": {"machine": None}}}, "cpu.host.machine: must be a text or a number"),
-])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ({"min_macro_f1": 0.8, "min_f1": 0.9}, r"t.yaml: unknown key\(s\) \['min_f1'\]"),
+        ({"min_macro_f1": "high"}, "t.yaml: min_macro_f1: must be a number, got str"),
+        ({"min_macro_f1": True}, "min_macro_f1: must be a number, got bool"),
+        ({"min_macro_f1": None}, "min_macro_f1: no value given"),
+        ({"min_top1_agreement": float("nan")}, "min_top1_agreement: NaN is not a limit"),
+        ({"min_macro_f1": 1.5}, r"min_macro_f1: 1.5 is outside the possible range"),
+        ({"max_latency_p95_ms": -1}, r"max_latency_p95_ms: -1 is outside"),
+        ({"max_size_mb": 0}, r"max_size_mb: 0 is outside"),
+        ({"max_worst_class_f1_drop_points": 101}, r"max_worst_class_f1_drop_points: 101 is outside"),
+        ({"min_speedup": "2x"}, "min_speedup: must be a number"),
+        ({}, "no limits set"),
+        ({"confidence_level": 0.95}, "no limits set"),
+        ([0.8], "expected a mapping"),
+        ({"min_macro_f1": 0.8, "confidence_level": 1.0}, r"confidence_level: must be a number in \[0.5, 1\)"),
+        ({"min_macro_f1": 0.8, "bootstrap_resamples": 2000.5}, "bootstrap_resamples: must be a whole number"),
+        ({"min_macro_f1": 0.8, "bootstrap_seed": -1}, "bootstrap_seed: must be a whole number >= 0"),
+        ({"min_macro_f1": 0.8, "champion_order": ["latency_p95_ms fastest"]}, "champion_order: entries read"),
+        ({"min_macro_f1": 0.8, "champion_order": {"a": 1}}, "champion_order: must be a list"),
+        ({"min_macro_f1": 0.8, "host": {"os": "linux"}}, r"host.os: unknown host key"),
+        ({"min_macro_f1": 0.8, "host": "x86_64"}, "host: must be a non-empty mapping"),
+        (
+            {"min_macro_f1": 0.8, "cpu": {"max_latency_p95_ms": "fast"}},
+            "t.yaml: cpu.max_latency_p95_ms: must be a number",
+        ),
+        ({"min_macro_f1": 0.8, "gpu": {"min_macro_f1": 2}}, r"t.yaml: gpu.min_macro_f1: 2 is outside"),
+        ({"min_macro_f1": 0.8, "cpu": {"gpu": {}}}, r"t.yaml: cpu: unknown key\(s\) \['gpu'\]"),
+        ({"min_macro_f1": 0.8, "cpu": [1]}, "t.yaml: cpu: must be a mapping of overrides"),
+        ({"min_macro_f1": 0.8, "cpu": {"host": {"machine": None}}}, "cpu.host.machine: must be a text or a number"),
+    ],
+)
 def test_bad_thresholds_are_refused_naming_the_key(raw, message):
     with pytest.raises(ThresholdError, match=message):
         parse_thresholds(raw, "t.yaml")
@@ -119,9 +149,16 @@ def test_invalid_yaml_file_names_the_file(tmp_path):
 
 
 def test_thresholds_digest_changes_with_any_value():
-    assert LIMITS.digest() == Thresholds(**{**LIMITS.as_dict(), "champion_order": LIMITS.champion_order, "host": ()}).digest()
-    assert LIMITS.digest() != Thresholds(**{**LIMITS.as_dict(), "champion_order": LIMITS.champion_order, "host": (),
-                                            "confidence_level": 0.9}).digest()
+    assert (
+        LIMITS.digest()
+        == Thresholds(**{**LIMITS.as_dict(), "champion_order": LIMITS.champion_order, "host": ()}).digest()
+    )
+    assert (
+        LIMITS.digest()
+        != Thresholds(
+            **{**LIMITS.as_dict(), "champion_order": LIMITS.champion_order, "host": (), "confidence_level": 0.9}
+        ).digest()
+    )
 
 
 # ---------------------------------------------------------------- decide
@@ -173,8 +210,9 @@ def test_a_drop_without_its_interval_fails_even_when_the_point_is_fine():
 def test_interval_reasons_report_the_bound_point_interval_and_level():
     d = decide(GOOD, LIMITS)
     drop = next(r for r in d.reasons if r.key == "max_macro_f1_drop_points")
-    assert str(drop) == ("ok: macro_f1_drop_points upper 95% bound = 0.93 "
-                         "(point -0.45, 95% CI [-1.96, 0.93]; needs <= 2)")
+    assert str(drop) == (
+        "ok: macro_f1_drop_points upper 95% bound = 0.93 (point -0.45, 95% CI [-1.96, 0.93]; needs <= 2)"
+    )
     speed = next(r for r in d.reasons if r.key == "min_speedup")
     assert str(speed) == "ok: speedup_vs_parent lower 95% bound = 3.9 (point 4.2, 95% CI [3.9, 4.5]; needs >= 1.5)"
 
@@ -192,7 +230,9 @@ def test_the_speedup_is_judged_on_its_lower_bound_not_the_point():
 
 
 def test_limits_are_inclusive():
-    assert decide({**GOOD, "macro_f1": 0.85, "latency_p95_ms": 50.0, "macro_f1_drop_points_ci_high": 2.0}, LIMITS).passed
+    assert decide(
+        {**GOOD, "macro_f1": 0.85, "latency_p95_ms": 50.0, "macro_f1_drop_points_ci_high": 2.0}, LIMITS
+    ).passed
 
 
 def test_inactive_limits_are_not_checked():
@@ -213,7 +253,9 @@ def _predictions(n: int, variant_wrong: int, parent_wrong: int, n_classes: int =
     y = np.arange(n) % n_classes
     variant, parent = y.copy(), y.copy()
     variant[:variant_wrong] = (y[:variant_wrong] + 1) % n_classes
-    parent[variant_wrong:variant_wrong + parent_wrong] = (y[variant_wrong:variant_wrong + parent_wrong] + 1) % n_classes
+    parent[variant_wrong : variant_wrong + parent_wrong] = (
+        y[variant_wrong : variant_wrong + parent_wrong] + 1
+    ) % n_classes
     return y, variant, parent
 
 
@@ -221,8 +263,12 @@ def test_the_bootstrap_upper_bound_rejects_a_drop_whose_point_estimate_passes():
     y, variant, parent = _predictions(200, variant_wrong=5, parent_wrong=2)
     iv = paired_bootstrap_f1_drop(y, variant, parent, 3, level=0.95, resamples=2000, seed=0)
     assert 1.0 < iv.point < 2.0 < iv.high  # the point says "within 2 points"; the data cannot rule out more
-    metrics = {"macro_f1_drop_points": iv.point, "macro_f1_drop_points_ci_low": iv.low,
-               "macro_f1_drop_points_ci_high": iv.high, "macro_f1_drop_points_ci_level": iv.level}
+    metrics = {
+        "macro_f1_drop_points": iv.point,
+        "macro_f1_drop_points_ci_low": iv.low,
+        "macro_f1_drop_points_ci_high": iv.high,
+        "macro_f1_drop_points_ci_level": iv.level,
+    }
     limits = Thresholds(max_macro_f1_drop_points=2.0)
     assert not decide(metrics, limits).passed
     # judged on the point estimate alone, the same figures would have passed
@@ -261,11 +307,14 @@ def test_per_class_drop_matches_the_evaluators_per_class_f1():
     np.testing.assert_allclose(per_class_f1_drop_points(y, variant, parent, 3), expected)
 
 
-@pytest.mark.parametrize("args,message", [
-    (([0, 1], [0], [0, 1], 2), "one prediction per example"),
-    (([], [], [], 2), "no examples"),
-    (([0, 5], [0, 1], [0, 1], 2), r"label ids must lie in 0..1"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (([0, 1], [0], [0, 1], 2), "one prediction per example"),
+        (([], [], [], 2), "no examples"),
+        (([0, 5], [0, 1], [0, 1], 2), r"label ids must lie in 0..1"),
+    ],
+)
 def test_bootstrap_refuses_inconsistent_input(args, message):
     with pytest.raises(ValueError, match=message):
         paired_bootstrap_f1_drop(*args)
@@ -277,7 +326,11 @@ def test_paired_metrics_from_a_predictions_table():
     metrics, notes, problems = paired_metrics(table, 3, LIMITS)
     assert problems == []
     assert metrics["macro_f1_drop_points_ci_level"] == 0.95
-    assert metrics["macro_f1_drop_points_ci_low"] < metrics["macro_f1_drop_points_bootstrap_point"] < metrics["macro_f1_drop_points_ci_high"]
+    assert (
+        metrics["macro_f1_drop_points_ci_low"]
+        < metrics["macro_f1_drop_points_bootstrap_point"]
+        < metrics["macro_f1_drop_points_ci_high"]
+    )
     assert metrics["worst_class_f1_drop_points"] == pytest.approx(per_class_f1_drop_points(y, variant, parent, 3).max())
     assert any("the models disagree on 7 of them" in n for n in notes)
     assert any(n.startswith("worst class: c") for n in notes)
@@ -295,21 +348,31 @@ def test_a_predictions_table_that_disagrees_with_the_recorded_drop_is_a_problem(
 
 
 # ---------------------------------------------------------------- evidence preconditions (pure)
-FRESH = {"eval_status": "complete", "eval_run_id": "r1", "manifest_sha256": "a" * 64,
-         "eval_manifest_sha256": "a" * 64, "device": "cpu", "model_sha256": "m" * 64, "eval_model_sha256": "m" * 64,
-         "eval_metrics_sha256": "d" * 64}
+FRESH = {
+    "eval_status": "complete",
+    "eval_run_id": "r1",
+    "manifest_sha256": "a" * 64,
+    "eval_manifest_sha256": "a" * 64,
+    "device": "cpu",
+    "model_sha256": "m" * 64,
+    "eval_model_sha256": "m" * 64,
+    "eval_metrics_sha256": "d" * 64,
+}
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"eval_status": "failed: RuntimeError"}, "evaluation missing or incomplete"),
-    ({"eval_status": None}, "evaluation missing or incomplete"),
-    ({"eval_run_id": None}, "never evaluated"),
-    ({"eval_manifest_sha256": "b" * 64}, "stale evaluation"),
-    ({"manifest_sha256": None}, "never fingerprinted"),
-    ({"model_sha256": None}, "re-register it"),
-    ({"eval_model_sha256": "n" * 64}, "stale evaluation"),
-    ({"eval_metrics_sha256": None}, "evaluate it again"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"eval_status": "failed: RuntimeError"}, "evaluation missing or incomplete"),
+        ({"eval_status": None}, "evaluation missing or incomplete"),
+        ({"eval_run_id": None}, "never evaluated"),
+        ({"eval_manifest_sha256": "b" * 64}, "stale evaluation"),
+        ({"manifest_sha256": None}, "never fingerprinted"),
+        ({"model_sha256": None}, "re-register it"),
+        ({"eval_model_sha256": "n" * 64}, "stale evaluation"),
+        ({"eval_metrics_sha256": None}, "evaluate it again"),
+    ],
+)
 def test_tag_problems(change, message):
     tags = {k: v for k, v in {**FRESH, **change}.items() if v is not None}
     assert any(message in p for p in tag_problems(tags))
@@ -324,7 +387,10 @@ def test_a_version_for_another_device_is_refused_for_a_target():
 def test_the_eval_run_must_be_about_this_version_and_these_files():
     good = {"quantgate.evaluated_version": "3", "manifest_sha256": "a" * 64, "model_sha256": "m" * 64}
     assert run_problems("3", FRESH, "FINISHED", good) == []
-    assert "measured version '4', not version 3" in run_problems("3", FRESH, "FINISHED", {**good, "quantgate.evaluated_version": "4"})[0]
+    assert (
+        "measured version '4', not version 3"
+        in run_problems("3", FRESH, "FINISHED", {**good, "quantgate.evaluated_version": "4"})[0]
+    )
     assert "measured files with manifest" in run_problems("3", FRESH, "FINISHED", {**good, "manifest_sha256": "c"})[0]
     assert "is RUNNING, not FINISHED" in run_problems("3", FRESH, "RUNNING", good)[0]
     assert "is deleted, not active" in run_problems("3", FRESH, "FINISHED", good, "deleted")[0]
@@ -339,8 +405,13 @@ def test_changed_files_names_each_differing_file():
 
 
 # ---------------------------------------------------------------- host fingerprint
-HOST = {"host.cpu": "Intel Xeon", "host.isa": "avx2,avx512f,avx512_vnni", "host.cores": "2",
-        "host.machine": "x86_64", "threads": "2"}
+HOST = {
+    "host.cpu": "Intel Xeon",
+    "host.isa": "avx2,avx512f,avx512_vnni",
+    "host.cores": "2",
+    "host.machine": "x86_64",
+    "threads": "2",
+}
 
 
 def test_a_matching_host_passes_and_isa_order_does_not_matter():
@@ -376,8 +447,11 @@ def test_the_champion_is_the_lowest_p95_with_ties_broken_by_f1_then_newest():
 def test_plan_promotes_the_champion_and_keeps_or_releases_the_alias():
     champion, release, actions = plan({"2": True, "3": True, "4": False}, ["3", "2"], "9", "staging")
     assert (champion, release) == ("3", None)
-    assert actions == {"2": "passed, not champion: @staging -> v3", "3": "promoted: @staging -> v3",
-                       "4": "rejected: @staging stays with v3"}
+    assert actions == {
+        "2": "passed, not champion: @staging -> v3",
+        "3": "promoted: @staging -> v3",
+        "4": "rejected: @staging stays with v3",
+    }
     assert plan({"4": False}, [], "9", "staging")[:2] == (None, None)  # alias stays with v9
     assert plan({"4": False}, [], "9", "staging")[2]["4"] == "rejected: @staging stays with v9"
     champion, release, actions = plan({"4": False}, [], "4", "staging")  # the holder was rejected

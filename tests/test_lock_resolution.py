@@ -1,4 +1,5 @@
 """Which promotion lock a gate takes: the choice is pure and needs no server."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.errors import UserError
-from registry_hooks.lock import describe_lock, is_pg_uri, libpq_uri, resolve_lock
+from registry_hooks.gate.lock import describe_lock, is_pg_uri, libpq_uri, resolve_lock
 
 PG = "postgresql://quantgate:s3cret@127.0.0.1:5432/mlflow"
 

@@ -1,11 +1,21 @@
 """Metric maths, checked against scikit-learn and hand-worked cases."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from evaluators.metrics import accuracy, agreement, confusion, macro_f1, per_class_f1, percentiles_ms, prob_deltas, softmax
+from evaluators.metrics import (
+    accuracy,
+    agreement,
+    confusion,
+    macro_f1,
+    per_class_f1,
+    percentiles_ms,
+    prob_deltas,
+    softmax,
+)
 
 
 def test_macro_f1_matches_sklearn_on_random_labels():

@@ -1,6 +1,7 @@
 """The OpenVINO runtime on the tiny trained model of the `pipeline` fixture: openvino-fp32 and
 openvino-int8 (NNCF) register as tagged versions, are served by the same pyfunc, evaluated with
 batch invariance recorded, gated, reused on a second run; a permuted label order refuses to load."""
+
 from __future__ import annotations
 
 import json
@@ -16,23 +17,26 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import LENIENT, TEST_MODEL, resign
-from flows import quantise_openvino
+from flows import promote
 from flows.evaluate import evaluate
-from flows.recipes import OPENVINO_VARIANTS, build_recipe, recipe_from_json
-from registry_hooks import promote
+from flows.quantise import quantise
+from quantgate.recipes import OPENVINO_VARIANTS, build_recipe, recipe_from_json
+
+from conftest import LENIENT, TEST_MODEL, resign
 
 TEXTS = ["Striker signs for Lisbon club", "Ransomware hits city council", "Central bank holds rates"]
 
 
 def _recipes():
-    return [build_recipe(v, "auto", **({"calibration_size": 16} if v == "openvino-int8" else {})) for v in OPENVINO_VARIANTS]
+    return [
+        build_recipe(v, "auto", **({"calibration_size": 16} if v == "openvino-int8" else {})) for v in OPENVINO_VARIANTS
+    ]
 
 
 @pytest.fixture(scope="module")
 def ov_versions(pipeline):
     with mlflow.start_run(run_name="test-quantise-openvino"):
-        built = quantise_openvino.quantise_all(pipeline["fp32"], _recipes())
+        built = quantise(pipeline["fp32"], _recipes(), step="quantise_openvino")
     client = MlflowClient()
     return {v: client.get_model_version(TEST_MODEL, mv.version) for v, mv in built.items()}
 
@@ -68,13 +72,15 @@ def test_int8_is_smaller_than_fp32(ov_versions):
 
 def test_second_run_reuses_both(pipeline, ov_versions):
     with mlflow.start_run(run_name="test-quantise-openvino-again"):
-        again = quantise_openvino.quantise_all(pipeline["fp32"], _recipes())
+        again = quantise(pipeline["fp32"], _recipes(), step="quantise_openvino")
     assert {v: mv.version for v, mv in again.items()} == {v: mv.version for v, mv in ov_versions.items()}
 
 
 def test_permuted_rt_info_labels_refuse_to_load(ov_versions, tmp_path):
     local = tmp_path / "copy"
-    shutil.copytree(mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{ov_versions['openvino-fp32'].version}"), local)
+    shutil.copytree(
+        mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{ov_versions['openvino-fp32'].version}"), local
+    )
     xml = next(local.glob("artifacts/**/model.xml"))
     tree = ET.parse(xml)
     node = tree.getroot().find("rt_info/quantgate/labels")
@@ -96,6 +102,7 @@ def test_evaluated_with_batch_invariance_and_gated(ov_versions, tmp_path):
     assert run.data.tags["runtime.inference_precision_hint"] == "f32"
     path = tmp_path / "lenient.yaml"
     path.write_text(yaml.safe_dump(LENIENT))
-    result = CliRunner().invoke(promote.cli, ["--version", mv.version, "--model-name", TEST_MODEL,
-                                              "--thresholds", str(path), "--dry-run"])
+    result = CliRunner().invoke(
+        promote.cli, ["--version", mv.version, "--model-name", TEST_MODEL, "--thresholds", str(path), "--dry-run"]
+    )
     assert result.exit_code == 0 and "PASSED" in result.output, result.output

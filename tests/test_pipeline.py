@@ -1,4 +1,5 @@
 """train -> quantise_onnx -> evaluate -> promote on a real sqlite MLflow store."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,9 +12,10 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from flows import promote
+from quantgate.data import news9_labels
+
 from conftest import LENIENT, TEST_MODEL, swap_labels
-from flows.data import news9_labels
-from registry_hooks import promote
 
 LABELS = news9_labels()  # the test models are trained on news9
 
@@ -32,7 +34,15 @@ def test_evaluation_is_recorded_on_the_version(pipeline):
     assert int8.tags["eval_status"] == "complete"
     assert int8.tags["eval_manifest_sha256"] == int8.tags["manifest_sha256"]
     recorded = MlflowClient().get_run(int8.tags["eval_run_id"]).data.metrics
-    for key in ("macro_f1", "accuracy", "size_mb", "latency_p50_ms", "latency_p95_ms", "top1_agreement", "macro_f1_drop_points"):
+    for key in (
+        "macro_f1",
+        "accuracy",
+        "size_mb",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "top1_agreement",
+        "macro_f1_drop_points",
+    ):
         assert key in recorded, key
     assert 0.0 <= recorded["top1_agreement"] <= 1.0
     # INT8 with the embeddings quantised is far smaller than the FP32 safetensors

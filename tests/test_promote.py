@@ -3,6 +3,7 @@
 Each test gates under its own alias, so the session's `staging` (which serving tests use) is
 left alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,12 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from onnx import helper, numpy_helper
 
+from flows import promote
+from quantgate.tracking import logged_model_id
+from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS
+
 from conftest import TEST_MODEL
 from promote_helpers import derive_evaluation
-from flows.tracking import logged_model_id
-from registry_hooks import promote
-from registry_hooks.thresholds import DEFAULT_THRESHOLDS
 
 # Limits relative to the parent only: the tiny session model is far below the default absolute
 # limits, but its INT8 variant tracks its FP32 parent closely.
@@ -66,8 +68,8 @@ def permuted(pipeline, tmp_path_factory):
     predictions are INT8's with World and Sports swapped. The test checks that on the loaded
     model before relying on it.
     """
-    from flows.labels import load_label_map
-    from flows.packaging import log_variant
+    from quantgate.labels import load_label_map
+    from quantgate.packaging import log_variant
 
     int8, fp32 = pipeline["int8"], pipeline["fp32"]
     work = tmp_path_factory.mktemp("permuted")
@@ -79,15 +81,23 @@ def permuted(pipeline, tmp_path_factory):
     order = np.arange(model.graph.output[0].type.tensor_type.shape.dim[1].dim_value, dtype=np.int64)
     order[[0, 1]] = order[[1, 0]]  # World <-> Sports
     model.graph.initializer.append(numpy_helper.from_array(order, "label_permutation"))
-    model.graph.node.append(helper.make_node("Gather", [f"{logits}_in_training_order", "label_permutation"], [logits], axis=1))
+    model.graph.node.append(
+        helper.make_node("Gather", [f"{logits}_in_training_order", "label_permutation"], [logits], axis=1)
+    )
     path = work / "model.permuted.onnx"
     onnx.save(model, str(path))
     meta = json.loads((src / "artifacts" / "meta.json").read_text())
     with mlflow.start_run(run_name="test-permuted-variant"):
         mv = log_variant(
-            model_path=path, tokenizer_dir=src / "artifacts" / "tokenizer", runtime="onnxruntime",
-            variant="onnx-int8-permuted", precision="int8", registered_model_name=TEST_MODEL,
-            labels=load_label_map(src / "artifacts" / "label_map.json"), parent_version=fp32.version, max_length=meta.get("max_length", 128),
+            model_path=path,
+            tokenizer_dir=src / "artifacts" / "tokenizer",
+            runtime="onnxruntime",
+            variant="onnx-int8-permuted",
+            precision="int8",
+            registered_model_name=TEST_MODEL,
+            labels=load_label_map(src / "artifacts" / "label_map.json"),
+            parent_version=fp32.version,
+            max_length=meta.get("max_length", 128),
         )
     texts = ["Striker signs four-year deal", "Ransomware gang hits city council", "Central bank holds rates"]
     broken = mlflow.pyfunc.load_model(f"models:/{TEST_MODEL}/{mv.version}").unwrap_python_model().predict_proba(texts)
@@ -106,8 +116,9 @@ def test_a_changed_byte_in_the_registered_model_file_is_refused(pipeline, tmp_pa
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     try:
-        result = _promote("--version", int8.version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE),
-                          "--alias", "tamper-check")
+        result = _promote(
+            "--version", int8.version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE), "--alias", "tamper-check"
+        )
     finally:
         path.write_bytes(original)
     assert result.exit_code == 1, result.output
@@ -118,14 +129,17 @@ def test_a_changed_byte_in_the_registered_model_file_is_refused(pipeline, tmp_pa
     assert mv.tags["gate.decision"] == "rejected" and "files changed since evaluation" in mv.tags["gate.reasons"]
     assert _holder("tamper-check") is None
     # the restored file passes again: the refusal was about the byte, nothing else
-    again = _promote("--version", int8.version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE),
-                     "--alias", "tamper-check")
+    again = _promote(
+        "--version", int8.version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE), "--alias", "tamper-check"
+    )
     assert again.exit_code == 0, again.output
     assert _holder("tamper-check") == str(int8.version)
 
 
 def test_default_thresholds_reject_a_variant_with_permuted_labels(permuted):
-    result = _promote("--version", permuted.version, "--thresholds", str(DEFAULT_THRESHOLDS), "--alias", "permuted-check")
+    result = _promote(
+        "--version", permuted.version, "--thresholds", str(DEFAULT_THRESHOLDS), "--alias", "permuted-check"
+    )
     assert result.exit_code == 1, result.output
     mv = MlflowClient().get_model_version(TEST_MODEL, permuted.version)
     assert mv.tags["gate.decision"] == "rejected"
@@ -138,7 +152,9 @@ def test_default_thresholds_reject_a_variant_with_permuted_labels(permuted):
 
 
 def test_candidates_mode_promotes_the_champion_and_records_every_decision(pipeline, permuted, tmp_path):
-    result = _promote("--candidates", "--thresholds", _thresholds(tmp_path, "rel", RELATIVE), "--alias", "candidates-check")
+    result = _promote(
+        "--candidates", "--thresholds", _thresholds(tmp_path, "rel", RELATIVE), "--alias", "candidates-check"
+    )
     assert result.exit_code == 0, result.output
     client = MlflowClient()
     int8 = client.get_model_version(TEST_MODEL, pipeline["int8"].version)
@@ -157,12 +173,23 @@ def test_candidates_mode_promotes_the_champion_and_records_every_decision(pipeli
 def test_dry_run_decides_but_changes_nothing(pipeline, tmp_path):
     client = MlflowClient()
     before = client.get_model_version(TEST_MODEL, pipeline["int8"].version)
-    result = _promote("--version", pipeline["int8"].version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE),
-                      "--alias", "dry-check", "--dry-run")
+    result = _promote(
+        "--version",
+        pipeline["int8"].version,
+        "--thresholds",
+        _thresholds(tmp_path, "rel", RELATIVE),
+        "--alias",
+        "dry-check",
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
     assert "PASSED" in result.output and "dry run, registry unchanged; would be promoted: @dry-check" in result.output
     after = client.get_model_version(TEST_MODEL, pipeline["int8"].version)
-    assert (after.tags, after.description, after.current_stage) == (before.tags, before.description, before.current_stage)
+    assert (after.tags, after.description, after.current_stage) == (
+        before.tags,
+        before.description,
+        before.current_stage,
+    )
     assert _holder("dry-check") is None
 
 
@@ -184,17 +211,29 @@ def test_a_target_refuses_the_wrong_device_and_a_foreign_host(pipeline, tmp_path
     cpu = _promote("--version", version, "--thresholds", th, "--target", "cpu", "--alias", "host-check")
     assert cpu.exit_code == 1 and "evaluated on another host: host.machine = " in cpu.output
     assert "target needs 'riscv64'" in cpu.output
-    missing = _promote("--version", version, "--thresholds", _thresholds(tmp_path, "nogpu", RELATIVE), "--target", "gpu")
+    missing = _promote(
+        "--version", version, "--thresholds", _thresholds(tmp_path, "nogpu", RELATIVE), "--target", "gpu"
+    )
     assert missing.exit_code == 2 and "no `gpu:` section" in missing.output  # a user mistake: one line, exit 2
 
 
 def test_a_rejected_holder_loses_the_alias(pipeline, tmp_path):
     version = pipeline["int8"].version
-    assert _promote("--version", version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE),
-                    "--alias", "release-check").exit_code == 0
+    assert (
+        _promote(
+            "--version", version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE), "--alias", "release-check"
+        ).exit_code
+        == 0
+    )
     assert _holder("release-check") == str(version)
-    strict = _promote("--version", version, "--thresholds", _thresholds(tmp_path, "strict", {"min_macro_f1": 0.999}),
-                      "--alias", "release-check")
+    strict = _promote(
+        "--version",
+        version,
+        "--thresholds",
+        _thresholds(tmp_path, "strict", {"min_macro_f1": 0.999}),
+        "--alias",
+        "release-check",
+    )
     assert strict.exit_code == 1
     assert f"@release-check removed from v{version}, which held it" in strict.output
     assert _holder("release-check") is None
@@ -223,8 +262,15 @@ def test_a_gate_in_another_experiment_still_reads_the_evaluations_predictions(pi
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gate-elsewhere")
     mlflow.set_experiment("gate-elsewhere")
     try:
-        result = _promote("--version", pipeline["int8"].version, "--thresholds", _thresholds(tmp_path, "rel", RELATIVE),
-                          "--alias", "elsewhere-check", "--dry-run")
+        result = _promote(
+            "--version",
+            pipeline["int8"].version,
+            "--thresholds",
+            _thresholds(tmp_path, "rel", RELATIVE),
+            "--alias",
+            "elsewhere-check",
+            "--dry-run",
+        )
     finally:
         mlflow.set_experiment(experiment_id=before)
     assert result.exit_code == 0, result.output

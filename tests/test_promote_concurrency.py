@@ -7,6 +7,7 @@ every process must have reported the verdict its version deserves. (With the pro
 switched off, 6 rounds in 10 of this set-up ended with several versions in Staging, or the
 alias on a version outside it.)
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -18,9 +19,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from flows.promote import alias_holder, staged_versions
+from registry_hooks.gate.evidence import tag_problems
+
 from promote_helpers import gate_one, init_worker, log_trivial_model, register_evaluated_version
-from registry_hooks.evidence import tag_problems
-from registry_hooks.promote import alias_holder, staged_versions
 
 MODEL = "concurrency-test"
 ROUNDS = 20
@@ -55,7 +57,7 @@ def test_parallel_promotions_leave_exactly_one_evaluated_holder(own_store, tmp_p
     client = MlflowClient()
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["mlflow", "registry_hooks.promote", "promote_helpers"])
+    ctx.set_forkserver_preload(["mlflow", "flows.promote", "promote_helpers"])
     barrier = ctx.Barrier(len(versions))
     holders, started = [], time.monotonic()
     with ctx.Pool(len(versions), initializer=init_worker, initargs=(own_store, barrier)) as pool:
@@ -72,7 +74,8 @@ def test_parallel_promotions_leave_exactly_one_evaluated_holder(own_store, tmp_p
             mv = client.get_model_version(MODEL, holder)
             assert mv.tags["gate.decision"] == "passed" and tag_problems(mv.tags) == []
             holders.append(holder)
-    print(f"{ROUNDS} rounds x {len(versions)} parallel promotions in {time.monotonic() - started:.1f}s; "
-          f"holders {holders}")
+    print(
+        f"{ROUNDS} rounds x {len(versions)} parallel promotions in {time.monotonic() - started:.1f}s; holders {holders}"
+    )
     for v in failing:  # every rejection is on record too
         assert client.get_model_version(MODEL, v).tags["gate.decision"] == "rejected"

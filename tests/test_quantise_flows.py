@@ -1,6 +1,7 @@
 """quantise_onnx and quantise_torch on the tiny trained model of the `pipeline` fixture: every
 recipe registers a loadable, tagged version; a second run reuses it; TorchScript loads without
 pickle; a permuted label map refuses to load."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,13 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from flows import quantise_onnx
+from flows.quantise import quantise
+from quantgate.data import news9_labels
+from quantgate.packaging import QUANT_CONFIG_FILE
+from quantgate.recipes import ONNX_VARIANTS, build_recipe, recipe_from_json
+
 from conftest import TEST_MODEL, swap_labels
-from flows import quantise_onnx, quantise_torch
-from flows.data import news9_labels
-from flows.packaging import QUANT_CONFIG_FILE
-from flows.recipes import ONNX_VARIANTS, build_recipe, recipe_from_json
 
 LABELS = news9_labels()  # the test models are trained on news9
 
@@ -39,9 +42,9 @@ def variants(pipeline):
     """All five variants of the pipeline's FP32 version (onnx-int8-dynamic may be reused)."""
     fp32 = pipeline["fp32"]
     with mlflow.start_run(run_name="test-quantise-onnx-all") as run:
-        built = quantise_onnx.quantise_all(fp32, _recipes(ONNX_VARIANTS))
+        built = quantise(fp32, _recipes(ONNX_VARIANTS), step="quantise_onnx")
     with mlflow.start_run(run_name="test-quantise-torch"):
-        built["torch-int8-dynamic"] = quantise_torch.quantise_torch(fp32, build_recipe("torch-int8-dynamic", "auto"))
+        built.update(quantise(fp32, [build_recipe("torch-int8-dynamic", "auto")], step="quantise_torch"))
     client = MlflowClient()
     return {
         "fp32": fp32,
@@ -63,8 +66,10 @@ def test_each_recipe_registers_a_tagged_version_of_the_same_parent(variants):
     versions = variants["versions"]
     assert set(versions) == {*ONNX_VARIANTS, "torch-int8-dynamic"}
     expected = {
-        "onnx-fp32": ("fp32", "onnxruntime"), "onnx-int8-dynamic": ("int8", "onnxruntime"),
-        "onnx-int8-static": ("int8", "onnxruntime"), "onnx-fp16": ("fp16", "onnxruntime"),
+        "onnx-fp32": ("fp32", "onnxruntime"),
+        "onnx-int8-dynamic": ("int8", "onnxruntime"),
+        "onnx-int8-static": ("int8", "onnxruntime"),
+        "onnx-fp16": ("fp16", "onnxruntime"),
         "torch-int8-dynamic": ("int8", "torchscript"),
     }
     for variant, mv in versions.items():
@@ -104,8 +109,8 @@ def test_a_second_run_with_the_same_inputs_reuses_the_versions(variants):
     client = MlflowClient()
     before = len(client.search_model_versions(f"name='{TEST_MODEL}'"))
     with mlflow.start_run(run_name="test-quantise-again"):
-        again = quantise_onnx.quantise_all(variants["fp32"], _recipes(ONNX_VARIANTS))
-        again["torch-int8-dynamic"] = quantise_torch.quantise_torch(variants["fp32"], build_recipe("torch-int8-dynamic", "auto"))
+        again = quantise(variants["fp32"], _recipes(ONNX_VARIANTS), step="quantise_onnx")
+        again.update(quantise(variants["fp32"], [build_recipe("torch-int8-dynamic", "auto")], step="quantise_torch"))
     assert {v: mv.version for v, mv in again.items()} == {v: mv.version for v, mv in variants["versions"].items()}
     assert len(client.search_model_versions(f"name='{TEST_MODEL}'")) == before
 
@@ -117,8 +122,19 @@ def test_the_cli_reuses_and_refuses_a_bad_override(variants):
     )
     assert result.exit_code == 0, result.output
     assert f"reusing {TEST_MODEL} version {variants['versions']['onnx-fp32'].version}" in result.output
-    bad = CliRunner().invoke(quantise_onnx.cli, ["--source", fp32.version, "--model-name", TEST_MODEL,
-                                                 "--recipe", "onnx-int8-static", "--set", "onnx-int8-static.calibration_size=3"])
+    bad = CliRunner().invoke(
+        quantise_onnx.cli,
+        [
+            "--source",
+            fp32.version,
+            "--model-name",
+            TEST_MODEL,
+            "--recipe",
+            "onnx-int8-static",
+            "--set",
+            "onnx-int8-static.calibration_size=3",
+        ],
+    )
     assert bad.exit_code == 2 and "calibration_size" in bad.output
 
 

@@ -1,4 +1,5 @@
 """Recipe configs: presets, validation errors that name the field, identity hashing. No models."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,8 @@ import json
 import click
 import pytest
 
-from flows.quantise_common import parse_overrides
-from flows.recipes import (
+from flows.quantise import parse_overrides
+from quantgate.recipes import (
     ONNX_VARIANTS,
     PRESETS,
     RECIPE_CLASSES,
@@ -31,14 +32,26 @@ def test_the_five_variants_and_their_runtimes():
     assert {c.precision for c in RECIPE_CLASSES.values()} == {"fp32", "int8", "fp16"}
 
 
+CPU_VARIANTS = sorted(v for v, c in RECIPE_CLASSES.items() if c.device == "cpu")
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("variant", sorted(RECIPE_CLASSES))
+@pytest.mark.parametrize("variant", CPU_VARIANTS)
 def test_every_recipe_builds_for_every_preset(variant, preset):
     recipe = build_recipe(variant, preset)
     assert recipe.variant == variant and recipe.preset == preset
     resolved = recipe.resolved()
     assert json.loads(json.dumps(resolved)) == resolved  # plain JSON, as logged and stored
     assert all(key.startswith(f"{variant}.") for key in recipe.params())
+
+
+@pytest.mark.parametrize("variant", ["trt-fp16", "trt-int8"])
+def test_gpu_recipes_live_with_the_others_take_no_cpu_preset_and_rebuild_from_json(variant):
+    recipe = build_recipe(variant, "avx2", batch=(1, 4, 16))
+    assert recipe.preset == "gpu" and recipe.device == "gpu" and recipe.batch == (1, 4, 16)
+    assert recipe_from_json(json.dumps(recipe.resolved())) == recipe
+    with pytest.raises(RecipeError, match="batch"):
+        build_recipe(variant, batch=(4, 2, 1))
 
 
 def test_presets_choose_the_formats_their_cpus_need():
@@ -107,8 +120,14 @@ def test_quant_config_json_round_trips():
 
 
 def test_cli_overrides_parse_as_json_where_they_can():
-    parsed = parse_overrides(("onnx-int8-static.calibration_size=64", "onnx-int8-static.calibration_method=Percentile",
-                              "onnx-int8-dynamic.op_types=[\"MatMul\"]", "torch-int8-dynamic.freeze=false"))
+    parsed = parse_overrides(
+        (
+            "onnx-int8-static.calibration_size=64",
+            "onnx-int8-static.calibration_method=Percentile",
+            'onnx-int8-dynamic.op_types=["MatMul"]',
+            "torch-int8-dynamic.freeze=false",
+        )
+    )
     assert parsed == {
         "onnx-int8-static": {"calibration_size": 64, "calibration_method": "Percentile"},
         "onnx-int8-dynamic": {"op_types": ("MatMul",)},

@@ -1,4 +1,5 @@
 """Where `quantgate score` writes: checked before work starts, published in one step, no partial output."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.errors import UserError
-from flows.score_io import infer_format, merge_parts, plan_output, publish, remove_stale_partials, split_s3
+from quantgate.score_io import infer_format, merge_parts, plan_output, publish, remove_stale_partials, split_s3
 
 
 def test_formats_come_from_the_extension_or_default_to_parquet():
@@ -84,7 +85,7 @@ def _model_dir(tmp_path):
 
     import yaml
 
-    from flows.packaging import manifest, manifest_digest
+    from quantgate.packaging import manifest, manifest_digest
 
     root = tmp_path / "model"
     (root / "artifacts").mkdir(parents=True)
@@ -93,8 +94,9 @@ def _model_dir(tmp_path):
     arts = {"model": "artifacts/model.onnx", "label_map": "artifacts/label_map.json", "meta": "artifacts/meta.json"}
     man = manifest({k: str(root / v) for k, v in arts.items() if k != "meta"})
     (root / "artifacts" / "meta.json").write_text(json.dumps({"manifest": man}))
-    (root / "MLmodel").write_text(yaml.safe_dump(
-        {"flavors": {"python_function": {"artifacts": {k: {"path": v} for k, v in arts.items()}}}}))
+    (root / "MLmodel").write_text(
+        yaml.safe_dump({"flavors": {"python_function": {"artifacts": {k: {"path": v} for k, v in arts.items()}}}})
+    )
     return root, manifest_digest(man)
 
 

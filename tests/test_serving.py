@@ -1,4 +1,5 @@
 """A real `mlflow models serve` of @staging on 127.0.0.1: answers, bad input, integrity."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ import mlflow
 import pytest
 import requests
 
+from quantgate.data import news9_labels
+
 from conftest import TEST_MODEL, free_port
-from flows.data import news9_labels
 
 LABELS = news9_labels()  # the test models are trained on news9
 
@@ -28,10 +30,34 @@ def start_server(model_uri: str, log_path: Path, extra_env: dict | None = None, 
     port = free_port()
     log = open(log_path, "wb")
     if kind == "mlflow":
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
     else:
-        cmd = [sys.executable, "-m", "flows.cli", "serve", "--model", model_uri, "--port", str(port), "--max-batch", "64"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "--model",
+            model_uri,
+            "--port",
+            str(port),
+            "--max-batch",
+            "64",
+        ]
     proc = subprocess.Popen(cmd, env={**os.environ, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}", log
 
@@ -72,7 +98,9 @@ def stop(proc, log) -> None:
 def server(request, staged, store):
     assert staged.exit_code == 0, staged.output
     log_path = store / f"serve-{request.param}.log"
-    proc, base, log = start_server(f"models:/{TEST_MODEL}@staging", log_path, {"QUANTGATE_MAX_BATCH": "64"}, request.param)
+    proc, base, log = start_server(
+        f"models:/{TEST_MODEL}@staging", log_path, {"QUANTGATE_MAX_BATCH": "64"}, request.param
+    )
     if not wait_until_up(proc, base, log_path):
         pytest.fail(f"server exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
     url = Server(base)
@@ -86,7 +114,15 @@ def _post(base, payload, **kw):
 
 
 def test_two_headlines_get_labels_from_the_label_set(server):
-    r = _post(server, {"dataframe_records": [{"text": "Central bank holds rates"}, {"text": "Wildfire season lengthens as planet warms"}]})
+    r = _post(
+        server,
+        {
+            "dataframe_records": [
+                {"text": "Central bank holds rates"},
+                {"text": "Wildfire season lengthens as planet warms"},
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     rows = r.json()["predictions"]
     assert len(rows) == 2
@@ -153,6 +189,7 @@ def test_non_string_null_or_empty_text_is_refused_without_echo_or_trace(server, 
 
 def _bad_payloads(rng: random.Random):
     """(kind, body bytes, content type) for >= 15 kinds of bad request."""
+
     def js(obj):
         return json.dumps(obj).encode()
 
@@ -163,7 +200,7 @@ def _bad_payloads(rng: random.Random):
         "split-without-columns": lambda: js({"dataframe_split": {"data": [[word()]]}}),
         "unknown-key": lambda: js({"records": [{"text": word()}]}),
         "missing-text": lambda: js({"dataframe_records": [{"headline": word()}]}),
-        "number": lambda: js({"dataframe_records": [{"text": rng.randint(-10**9, 10**9)}]}),
+        "number": lambda: js({"dataframe_records": [{"text": rng.randint(-(10**9), 10**9)}]}),
         "float": lambda: js({"dataframe_records": [{"text": rng.random()}]}),
         "null": lambda: js({"dataframe_records": [{"text": None}]}),
         "nan": lambda: b'{"dataframe_records": [{"text": NaN}]}',
@@ -177,7 +214,9 @@ def _bad_payloads(rng: random.Random):
         "non-utf8": lambda: b'{"dataframe_records": [{"text": "\xff\xfe\xfa bad"}]}',
         "empty-body": lambda: b"",
         "empty-records": lambda: js({"dataframe_records": []}),
-        "bad-top-k": lambda: js({"dataframe_records": [{"text": word() + " y"}], "params": {"top_k": rng.choice([0, 10, -1, "three", 2.5])}}),
+        "bad-top-k": lambda: js(
+            {"dataframe_records": [{"text": word() + " y"}], "params": {"top_k": rng.choice([0, 10, -1, "three", 2.5])}}
+        ),
         "json-scalar": lambda: js(rng.choice([1, "text", None, True])),
         "deep-nesting": lambda: b'{"dataframe_records": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     }
@@ -188,7 +227,13 @@ def _bad_payloads(rng: random.Random):
             out.append((kind, make(), "application/json"))
     for kind, ctype in content_types.items():
         for _ in range(15):
-            out.append((kind, ("\u00e9\"," + word() + "\n,,\n").encode() if kind == "csv-garbage" else js({"text": word()}), ctype))
+            out.append(
+                (
+                    kind,
+                    ('\u00e9",' + word() + "\n,,\n").encode() if kind == "csv-garbage" else js({"text": word()}),
+                    ctype,
+                )
+            )
     return out
 
 
@@ -206,7 +251,17 @@ def test_hundreds_of_bad_payloads_get_no_5xx_and_the_server_survives(server):
     known_upstream = {"deep-nesting": {500: 22}} if server.kind == "mlflow" else {}
     assert server_errors == known_upstream, f"5xx answers: {server_errors}"
     # the refusals are refusals, not silent successes
-    for kind in ("missing-text", "number", "null", "nan", "empty-string", "too-many-rows", "non-utf8", "bad-top-k", "malformed-json"):
+    for kind in (
+        "missing-text",
+        "number",
+        "null",
+        "nan",
+        "empty-string",
+        "too-many-rows",
+        "non-utf8",
+        "bad-top-k",
+        "malformed-json",
+    ):
         assert all(400 <= code < 500 for code in statuses[kind]), (kind, dict(statuses[kind]))
     assert requests.get(f"{server}/ping", timeout=5).status_code == 200
     r = _post(server, {"dataframe_records": [{"text": "Parliament passes budget after all-night session"}]})
@@ -214,7 +269,11 @@ def test_hundreds_of_bad_payloads_get_no_5xx_and_the_server_survives(server):
 
 
 def test_a_flipped_byte_in_the_served_model_file_stops_the_server_loading(pipeline, store, tmp_path):
-    path = Path(shutil.copytree(mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline['int8'].version}"), tmp_path / "model"))
+    path = Path(
+        shutil.copytree(
+            mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline['int8'].version}"), tmp_path / "model"
+        )
+    )
     onnx_file = next(path.glob("artifacts/*.onnx"))
     data = bytearray(onnx_file.read_bytes())
     data[len(data) // 3] ^= 0xFF
@@ -231,6 +290,8 @@ def test_a_flipped_byte_in_the_served_model_file_stops_the_server_loading(pipeli
 def test_quantgate_serve_refuses_bodies_above_its_limit(server):
     if server.kind != "quantgate":
         pytest.skip("only quantgate serve has a body-size limit (MLflow's server has none)")
-    r = requests.post(f"{server}/invocations", data=b"x" * 9_000_000, headers={"Content-Type": "application/json"}, timeout=60)
+    r = requests.post(
+        f"{server}/invocations", data=b"x" * 9_000_000, headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert r.status_code == 413 and "above the limit" in r.json()["message"]
     assert requests.get(f"{server}/ping", timeout=5).status_code == 200

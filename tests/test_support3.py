@@ -1,5 +1,6 @@
 """Another task end to end: the bundled 3-label support3 dataset (with leaked test rows that
 --dedupe drops) through train -> onnx-int8-dynamic -> evaluate -> gate -> serve."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,14 @@ def _env(tmp_path) -> dict:
 
 
 def test_cross_split_duplicates_fail_in_one_line_with_exit_2(leaky, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flows.train", "--dataset", str(leaky), "--max-epochs", "1"],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.train", "--dataset", str(leaky), "--max-epochs", "1"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
@@ -50,17 +57,38 @@ def test_cross_split_duplicates_fail_in_one_line_with_exit_2(leaky, tmp_path):
     assert "--dedupe" in errors[0] and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args,problem", [
-    (["--text-column", "body"], r"train\.csv: missing column\(s\) \['body'\]"),
-    (["--labels", "billing,bug"], r"train\.csv, row \d+: label 'account' is not one of the 2 labels"),
-])
+@pytest.mark.parametrize(
+    "args,problem",
+    [
+        (["--text-column", "body"], r"train\.csv: missing column\(s\) \['body'\]"),
+        (["--labels", "billing,bug"], r"train\.csv, row \d+: label 'account' is not one of the 2 labels"),
+    ],
+)
 def test_bad_data_options_fail_in_one_line_from_mlflow_run(args, problem, tmp_path):
     import re
 
     params = [x for a, v in zip(args[::2], args[1::2]) for x in ("-P", f"{a[2:].replace('-', '_')}={v}")]
-    proc = subprocess.run(["mlflow", "run", str(SUPPORT3.parent.parent), "-e", "train", "--env-manager", "local",
-                           "-P", f"dataset={SUPPORT3}", "-P", "max_epochs=1", *params],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(SUPPORT3.parent.parent),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "-P",
+            f"dataset={SUPPORT3}",
+            "-P",
+            "max_epochs=1",
+            *params,
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and re.search(problem, errors[0]), proc.stderr
@@ -69,10 +97,11 @@ def test_bad_data_options_fail_in_one_line_from_mlflow_run(args, problem, tmp_pa
 
 @pytest.fixture(scope="module")
 def support_pipeline(store, leaky, tmp_path_factory):
+    from flows import promote
     from flows.evaluate import evaluate
-    from flows.quantise_onnx import DynamicInt8Recipe, quantise
+    from flows.quantise import quantise_one as quantise
     from flows.train import TrainConfig, train
-    from registry_hooks import promote
+    from quantgate.recipes import OnnxInt8DynamicRecipe as DynamicInt8Recipe
 
     cfg = TrainConfig(dataset=str(leaky), dedupe=True, max_epochs=2, batch_size=16, max_length=32, learning_rate=5e-3)
     with mlflow.start_run(run_name="support3-train") as run:
@@ -85,7 +114,9 @@ def support_pipeline(store, leaky, tmp_path_factory):
             metrics[mv.version] = evaluate(mv, dataset="auto", latency_runs=20)  # the data fp32 was trained on
     path = tmp_path_factory.mktemp("support3-thresholds") / "lenient.yaml"
     path.write_text(yaml.safe_dump(LENIENT))
-    gate = CliRunner().invoke(promote.cli, ["--version", int8.version, "--model-name", MODEL, "--thresholds", str(path)])
+    gate = CliRunner().invoke(
+        promote.cli, ["--version", int8.version, "--model-name", MODEL, "--thresholds", str(path)]
+    )
     return {"run_id": run.info.run_id, "fp32": fp32, "int8": int8, "metrics": metrics, "gate": gate}
 
 
@@ -112,7 +143,9 @@ def test_evaluation_scores_the_int8_variant_against_its_parent_on_support3(suppo
     int8 = support_pipeline["int8"]
     m = support_pipeline["metrics"][int8.version]
     assert 0.0 <= m["macro_f1"] <= 1.0 and 0.0 <= m["top1_agreement"] <= 1.0
-    params = MlflowClient().get_run(MlflowClient().get_model_version(MODEL, int8.version).tags["eval_run_id"]).data.params
+    params = (
+        MlflowClient().get_run(MlflowClient().get_model_version(MODEL, int8.version).tags["eval_run_id"]).data.params
+    )
     assert params["dataset_used"].endswith("support3-leaky0") and params["data.dedupe"] == "True"
 
 
@@ -122,8 +155,12 @@ def test_gate_promotes_and_the_served_model_answers_only_its_three_labels(suppor
     staged = MlflowClient().get_model_version_by_alias(MODEL, "staging")
     assert staged.version == support_pipeline["int8"].version
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@staging")
-    texts = ["I was charged twice this month", "The export button crashes the app",
-             "How do I reset my password?", "Striker signs for Lisbon club"]
+    texts = [
+        "I was charged twice this month",
+        "The export button crashes the app",
+        "How do I reset my password?",
+        "Striker signs for Lisbon club",
+    ]
     out = model.predict(pd.DataFrame({"text": texts}), params={"top_k": 3})
     assert set(out["label"]) <= set(LABELS)
     assert all(sorted(t["label"] for t in top) == sorted(LABELS) for top in out["top_k"])

@@ -5,6 +5,7 @@ Marked `team`: `python -m pytest -m team`. .ci/run starts the stack (deploy/stac
 $QUANTGATE_STACK_DIR; without it these tests start a stack of their own and stop it after.
 Sizes: $QUANTGATE_TEAM_ROWS (20000) rows scored, $QUANTGATE_TEAM_ROUNDS (20) promotion rounds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,33 +88,47 @@ def _bucket_keys(prefix: str = "") -> list[str]:
 def team_pipeline(stack):
     """train (a few steps) -> quantise -> evaluate -> promote, every step talking to the server."""
     from flows.evaluate import evaluate
-    from flows.quantise_onnx import DynamicInt8Recipe, quantise
+    from flows.promote import run_gate
+    from flows.quantise import quantise_one as quantise
     from flows.train import TrainConfig, train
-    from registry_hooks.promote import run_gate
+    from quantgate.recipes import OnnxInt8DynamicRecipe as DynamicInt8Recipe
 
     thresholds = stack["root"] / "lenient.yaml"
     thresholds.write_text(yaml.safe_dump(LENIENT))
     client = MlflowClient()
     if REUSE:
         int8 = client.get_model_version_by_alias(MODEL, "staging")
-        return {"code": None, "thresholds": thresholds, "int8": int8,
-                "fp32": client.get_model_version(MODEL, int8.tags["parent_version"])}
+        return {
+            "code": None,
+            "thresholds": thresholds,
+            "int8": int8,
+            "fp32": client.get_model_version(MODEL, int8.tags["parent_version"]),
+        }
     with mlflow.start_run(run_name="team-train"):
         fp32 = train(TrainConfig(max_epochs=1, train_limit=96, batch_size=16, max_length=32), MODEL)
     with mlflow.start_run(run_name="team-quantise"):
         int8 = quantise(fp32, DynamicInt8Recipe())
     with mlflow.start_run(run_name="team-evaluate"):
         evaluate(int8, latency_runs=20)
-    code = run_gate(version_ref=str(int8.version), candidates=False, model_name=MODEL,
-                    thresholds_path=str(thresholds), lock_uri=stack["QUANTGATE_LOCK_URI"])
-    return {"code": code, "thresholds": thresholds, "fp32": client.get_model_version(MODEL, fp32.version),
-            "int8": client.get_model_version(MODEL, int8.version)}
+    code = run_gate(
+        version_ref=str(int8.version),
+        candidates=False,
+        model_name=MODEL,
+        thresholds_path=str(thresholds),
+        lock_uri=stack["QUANTGATE_LOCK_URI"],
+    )
+    return {
+        "code": code,
+        "thresholds": thresholds,
+        "fp32": client.get_model_version(MODEL, fp32.version),
+        "int8": client.get_model_version(MODEL, int8.version),
+    }
 
 
 def test_the_pipeline_lands_in_postgresql_and_the_s3_bucket(stack, team_pipeline):
     import psycopg
 
-    from registry_hooks.lock import libpq_uri
+    from registry_hooks.gate.lock import libpq_uri
 
     if REUSE:
         pytest.skip("QUANTGATE_TEAM_REUSE_MODEL: no pipeline was run")
@@ -122,17 +137,23 @@ def test_the_pipeline_lands_in_postgresql_and_the_s3_bucket(stack, team_pipeline
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(MODEL, "staging").version) == str(int8.version)
     with psycopg.connect(libpq_uri(stack["QUANTGATE_LOCK_URI"])) as conn:
-        rows = conn.execute("SELECT version, current_stage FROM model_versions WHERE name = %s ORDER BY version",
-                            (MODEL,)).fetchall()
+        rows = conn.execute(
+            "SELECT version, current_stage FROM model_versions WHERE name = %s ORDER BY version", (MODEL,)
+        ).fetchall()
         assert rows == [(int(fp32.version), "None"), (int(int8.version), "Staging")]
-        tag = conn.execute("SELECT value FROM model_version_tags WHERE name = %s AND version = %s AND key = %s",
-                           (MODEL, int(int8.version), "manifest_sha256")).fetchone()
+        tag = conn.execute(
+            "SELECT value FROM model_version_tags WHERE name = %s AND version = %s AND key = %s",
+            (MODEL, int(int8.version), "manifest_sha256"),
+        ).fetchone()
         assert tag == (int8.tags["manifest_sha256"],)
-        metrics = dict(conn.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = %s",
-                                    (int8.tags["eval_run_id"],)).fetchall())
+        metrics = dict(
+            conn.execute(
+                "SELECT key, value FROM latest_metrics WHERE run_uuid = %s", (int8.tags["eval_run_id"],)
+            ).fetchall()
+        )
         assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["latency_p95_ms"] > 0
     # the artifacts went through the server into the bucket: the model's files and the evaluation's table
-    model_id = int8.source[len("models:/"):]
+    model_id = int8.source[len("models:/") :]
     keys = _bucket_keys("mlartifacts/")
     model_files = [k for k in keys if f"/models/{model_id}/artifacts/" in k]
     assert any(k.endswith("/MLmodel") for k in model_files) and any(k.endswith(".onnx") for k in model_files)
@@ -140,9 +161,10 @@ def test_the_pipeline_lands_in_postgresql_and_the_s3_bucket(stack, team_pipeline
 
 
 def test_concurrent_promotions_from_processes_leave_one_holder_every_round(stack):
+    from flows.promote import alias_holder, staged_versions
+    from registry_hooks.gate.evidence import tag_problems
+
     from promote_helpers import log_trivial_model, register_evaluated_version
-    from registry_hooks.evidence import tag_problems
-    from registry_hooks.promote import alias_holder, staged_versions
 
     name = f"team-concurrency-{RUN}"
     model_uri, digest = log_trivial_model(name)
@@ -158,11 +180,14 @@ def test_concurrent_promotions_from_processes_leave_one_holder_every_round(stack
     if client.get_experiment_by_name("quantgate") is None:  # created once here, not raced for by the workers
         client.create_experiment("quantgate")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["mlflow", "registry_hooks.promote", "promote_helpers", "team_helpers"])
+    ctx.set_forkserver_preload(["mlflow", "flows.promote", "promote_helpers", "team_helpers"])
     barrier = ctx.Barrier(len(versions))
     started, holders = time.monotonic(), []
-    with ctx.Pool(len(versions), initializer=init_team_worker,
-                  initargs=(stack["MLFLOW_TRACKING_URI"], stack["QUANTGATE_LOCK_URI"], barrier)) as pool:
+    with ctx.Pool(
+        len(versions),
+        initializer=init_team_worker,
+        initargs=(stack["MLFLOW_TRACKING_URI"], stack["QUANTGATE_LOCK_URI"], barrier),
+    ) as pool:
         for round_no in range(ROUNDS):
             results = pool.map(gate_one_locked, [(v, name, str(thresholds)) for v in versions], chunksize=1)
             errors = [f"v{v}: {err}" for v, code, err in results if code not in (0, 1)]
@@ -190,20 +215,42 @@ def _wait_http(url: str, proc, log: Path, timeout_s: float = 120) -> None:
 
 
 def test_a_webhook_from_the_server_has_a_version_evaluated_and_gated(stack, team_pipeline):
-    from registry_hooks.webhooks import REEVALUATE_TAG
+    from registry_hooks.webhooks.events import REEVALUATE_TAG
 
     int8 = team_pipeline["int8"]
     env = {**os.environ, "QUANTGATE_WEBHOOK_SECRET": SECRET}
     port, log = free_port(), stack["root"] / "hooks.log"
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(port), "--model-name", MODEL,
-         "--thresholds", str(team_pipeline["thresholds"]), "--latency-runs", "20"],
-        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=stack["root"])
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "hooks",
+            "serve",
+            "--port",
+            str(port),
+            "--model-name",
+            MODEL,
+            "--thresholds",
+            str(team_pipeline["thresholds"]),
+            "--latency-runs",
+            "20",
+        ],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=stack["root"],
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_http(f"{url}health", receiver, log)
-        reg = subprocess.run([sys.executable, "-m", "flows.cli", "hooks", "register", "--url", url, "--model-name", MODEL],
-                             env=env, capture_output=True, text=True, cwd=stack["root"])
+        reg = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "hooks", "register", "--url", url, "--model-name", MODEL],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=stack["root"],
+        )
         assert reg.returncode == 0, reg.stderr
         time.sleep(6)  # deploy/stack sets MLFLOW_WEBHOOK_CACHE_TTL=5 on the server
         client = MlflowClient()
@@ -231,7 +278,7 @@ def _reference(version, frame: pd.DataFrame, batch: int, monkeypatch) -> pd.Data
     monkeypatch.setenv("QUANTGATE_THREADS", "1")  # as each Spark task runs it
     monkeypatch.setenv("QUANTGATE_MAX_BATCH", str(max(batch, 256)))
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
-    parts = [model.predict(frame[["text"]].iloc[lo:lo + batch]) for lo in range(0, len(frame), batch)]
+    parts = [model.predict(frame[["text"]].iloc[lo : lo + batch]) for lo in range(0, len(frame), batch)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -248,8 +295,14 @@ def headlines(stack):
 def test_spark_scores_every_row_as_the_pyfunc_does_at_the_same_batch_size(stack, team_pipeline, headlines, monkeypatch):
     int8 = team_pipeline["int8"]
     out = stack["root"] / "scores.parquet"
-    run = subprocess.run(_score_cmd("--model", f"{MODEL}@staging", "--input", headlines["s3"], "--output", str(out),
-                                    "--batch-size", "64"), capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        _score_cmd(
+            "--model", f"{MODEL}@staging", "--input", headlines["s3"], "--output", str(out), "--batch-size", "64"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"wrote {ROWS} rows" in run.stderr
     scored = pd.read_parquet(out).sort_values("row").reset_index(drop=True)
@@ -264,14 +317,20 @@ def test_spark_scores_every_row_as_the_pyfunc_does_at_the_same_batch_size(stack,
     assert not list(out.parent.glob(".scores.parquet.partial-*"))
 
 
-def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(stack, team_pipeline, headlines, monkeypatch):
+def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(
+    stack, team_pipeline, headlines, monkeypatch
+):
     int8 = team_pipeline["int8"]
     small = stack["root"] / "small.csv"
     headlines["frame"].head(300).to_csv(small, index=False)
     bucket = os.environ["QUANTGATE_S3_BUCKET"]
     target = f"s3://{bucket}/team-{RUN}/out/small-scores.csv"
-    run = subprocess.run(_score_cmd("--model", f"{MODEL}/{int8.version}", "--input", str(small), "--output", target),
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        _score_cmd("--model", f"{MODEL}/{int8.version}", "--input", str(small), "--output", target),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert _bucket_keys(f"team-{RUN}/out/") == [f"team-{RUN}/out/small-scores.csv"]
     got = stack["root"] / "got.csv"
@@ -279,8 +338,12 @@ def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(sta
     scored = pd.read_csv(got)
     ref = _reference(int8.version, headlines["frame"].head(300), 64, monkeypatch)
     assert scored["row"].tolist() == list(range(300)) and scored["label"].tolist() == ref["label"].tolist()
-    again = subprocess.run(_score_cmd("--model", f"{MODEL}/{int8.version}", "--input", str(small), "--output", target),
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        _score_cmd("--model", f"{MODEL}/{int8.version}", "--input", str(small), "--output", target),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
 
     # a version whose files do not match its manifest_sha256 tag is refused before Spark starts
@@ -288,20 +351,28 @@ def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(sta
     bad = mlflow.register_model(int8.source, MODEL)  # the same files, registered again...
     client.set_model_version_tag(MODEL, bad.version, "manifest_sha256", "0" * 64)  # ...with a digest they do not have
     out = stack["root"] / "refused.parquet"
-    refused = subprocess.run(_score_cmd("--model", f"{MODEL}/{bad.version}", "--input", str(small), "--output", str(out)),
-                             capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        _score_cmd("--model", f"{MODEL}/{bad.version}", "--input", str(small), "--output", str(out)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert f"refusing version {bad.version}" in refused.stderr and "Traceback" not in refused.stderr
     assert not out.exists() and not list(out.parent.glob(".refused.parquet.partial-*"))
 
 
 def test_a_killed_score_leaves_no_partial_output(stack, team_pipeline, headlines):
-    from flows.score_io import remove_stale_partials
+    from quantgate.score_io import remove_stale_partials
 
     out = stack["root"] / "killed.parquet"
     log = stack["root"] / "killed.log"
-    proc = subprocess.Popen(_score_cmd("--model", f"{MODEL}@staging", "--input", str(headlines["local"]), "--output", str(out)),
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        _score_cmd("--model", f"{MODEL}@staging", "--input", str(headlines["local"]), "--output", str(out)),
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline, partials = time.monotonic() + 600, []
         while time.monotonic() < deadline and not partials:  # the scoring job has begun writing

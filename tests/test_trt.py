@@ -6,6 +6,7 @@ registry, and the CPU half (the FP16 and INT8 Q/DQ precision graphs).
 
 Tests marked ``gpu`` (``pytest -m gpu``) build, register, evaluate, load and serve real
 TensorRT engines; without an NVIDIA GPU and ``quantgate[gpu]`` they skip with the reason."""
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,15 @@ import mlflow
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TEST_MODEL
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from evaluators.metrics import prob_deltas, softmax
 from flows import quantise_trt
-from flows.data import news9_labels
-from flows.recipes import RecipeError
-from flows.trt_logic import (
+from quantgate.backends import tensorrt
+from quantgate.data import news9_labels
+from quantgate.recipes import TRT_VARIANTS, RecipeError, TrtFp16Recipe, TrtInt8Recipe
+from quantgate.trt_logic import (
     EXIT_NO_GPU,
     TOKEN_INPUTS,
     GpuInfo,
@@ -50,6 +52,9 @@ from flows.trt_logic import (
     require_gpu,
     specs_from_onnx,
 )
+from registry_hooks.gate import parity as gate_parity
+
+from conftest import TEST_MODEL
 
 LABELS = news9_labels()  # the test models are trained on news9
 
@@ -115,7 +120,10 @@ def test_the_engine_io_must_be_exactly_the_expected_names():
     with pytest.raises(TrtError, match=r"missing \['token_type_ids'\]"):
         check_io(SPECS[:1] + SPECS[2:], ["input_ids", "attention_mask", "token_type_ids"])
     with pytest.raises(TrtError, match=r"unexpected \['probs'\]"):
-        check_io([*SPECS, TensorSpec("probs", "output", "float32", (-1, 9))], ["input_ids", "attention_mask", "token_type_ids"])
+        check_io(
+            [*SPECS, TensorSpec("probs", "output", "float32", (-1, 9))],
+            ["input_ids", "attention_mask", "token_type_ids"],
+        )
     with pytest.raises(TrtError, match="mode"):
         TensorSpec("x", "inout", "int32", (-1,))
 
@@ -138,13 +146,20 @@ def test_shapes_are_checked_against_the_profile_and_each_other():
 # --------------------------------------------------------------------------- profiles
 def test_profiles_need_min_le_opt_le_max():
     assert parse_range("1, 8,32", "batch") == ShapeRange(1, 8, 32)
-    for bad, match in (("8,1,32", "min <= opt <= max"), ("1,64,32", "min <= opt <= max"), ("0,8,32", "positive"),
-                       ("1,8", "three values"), ("1,x,8", "integers")):
+    for bad, match in (
+        ("8,1,32", "min <= opt <= max"),
+        ("1,64,32", "min <= opt <= max"),
+        ("0,8,32", "positive"),
+        ("1,8", "three values"),
+        ("1,x,8", "integers"),
+    ):
         with pytest.raises(TrtError, match=match):
             parse_range(bad, "batch")
     with pytest.raises(TrtError, match="different optimisation profiles"):
         Profile.from_engine({"input_ids": ((1, 8), (8, 64), (32, 128)), "attention_mask": ((1, 8), (8, 64), (16, 128))})
-    got = Profile.from_engine({"input_ids": ((1, 8), (8, 64), (32, 128)), "attention_mask": ((1, 8), (8, 64), (32, 128))})
+    got = Profile.from_engine(
+        {"input_ids": ((1, 8), (8, 64), (32, 128)), "attention_mask": ((1, 8), (8, 64), (32, 128))}
+    )
     assert got == PROFILE and got.shapes() == ((1, 8), (8, 64), (32, 128))
     with pytest.raises(TrtError, match="below the model's max_length 128"):
         check_profile_fits(Profile(ShapeRange(1, 8, 32), ShapeRange(8, 64, 96)), 128)
@@ -158,7 +173,9 @@ def test_batches_are_split_and_padded_to_fit_the_profile_never_cut():
     assert first["input_ids"].shape == (32, 8)
     assert np.array_equal(first["input_ids"][:, :3], feed["input_ids"][:32])
     assert not first["attention_mask"][:, 3:].any() and not first["input_ids"][:, 3:].any()
-    rows = fit_to_profile(_feed(batch=1, seq=10), Profile(ShapeRange(4, 8, 32), ShapeRange(8, 64, 128)), pad_values_for(0))
+    rows = fit_to_profile(
+        _feed(batch=1, seq=10), Profile(ShapeRange(4, 8, 32), ShapeRange(8, 64, 128)), pad_values_for(0)
+    )
     assert rows[0][1] == 1 and rows[0][0]["input_ids"].shape == (4, 10) and not rows[0][0]["attention_mask"][1:].any()
     with pytest.raises(TrtError, match="above the engine's profile max 128"):
         fit_to_profile(_feed(seq=129), PROFILE, pad_values_for(0))
@@ -194,7 +211,9 @@ def test_logits_map_to_labels_by_index_and_the_width_is_checked():
 # --------------------------------------------------------------------------- compatibility, GPU
 def test_an_engine_from_another_gpu_or_tensorrt_is_refused_with_a_rebuild_hint():
     check_compatible(ENV, dict(ENV))
-    with pytest.raises(TrtError, match=r"compute capability 9.0 \(NVIDIA H100\), this GPU is 8.6 \(NVIDIA A10\).*rebuild"):
+    with pytest.raises(
+        TrtError, match=r"compute capability 9.0 \(NVIDIA H100\), this GPU is 8.6 \(NVIDIA A10\).*rebuild"
+    ):
         check_compatible(ENV, {**ENV, "compute_capability": "8.6", "gpu_name": "NVIDIA A10"})
     with pytest.raises(TrtError, match="built with TensorRT 11.0.0, this machine has 11.1.0.*quantise_trt"):
         check_compatible(ENV, {**ENV, "tensorrt_version": "11.1.0"})
@@ -203,14 +222,21 @@ def test_an_engine_from_another_gpu_or_tensorrt_is_refused_with_a_rebuild_hint()
 def test_gpu_detection_reads_nvidia_smi_and_cuda_visible_devices():
     assert gpu_from_probe(None, None, None, "") == "nvidia-smi is not installed (no NVIDIA driver)"
     assert "hides every GPU" in gpu_from_probe("", "/usr/bin/nvidia-smi", 0, "NVIDIA H200, 9.0, 560.1")
-    assert "nvidia-smi failed (NVIDIA-SMI has failed" in gpu_from_probe(None, "/x", 9, "NVIDIA-SMI has failed because it couldn't communicate")
+    assert "nvidia-smi failed (NVIDIA-SMI has failed" in gpu_from_probe(
+        None, "/x", 9, "NVIDIA-SMI has failed because it couldn't communicate"
+    )
     assert gpu_from_probe(None, "/x", 0, "") == "nvidia-smi lists no GPU"
-    assert gpu_from_probe("0", "/x", 0, "NVIDIA H200, 9.0, 560.35.03\nNVIDIA H200, 9.0, 560.35.03\n") == GpuInfo("NVIDIA H200", "9.0", "560.35.03")
+    assert gpu_from_probe("0", "/x", 0, "NVIDIA H200, 9.0, 560.35.03\nNVIDIA H200, 9.0, 560.35.03\n") == GpuInfo(
+        "NVIDIA H200", "9.0", "560.35.03"
+    )
     with pytest.raises(TrtError, match="^TensorRT engines need an NVIDIA GPU; none found: no driver. Run this flow"):
         require_gpu(probe=lambda: "no driver", find_spec=lambda m: object())
     with pytest.raises(TrtError, match=r"found NVIDIA H200 .* \['tensorrt', 'pycuda'\] not installed.*\[gpu\]"):
         require_gpu(probe=lambda: GpuInfo("NVIDIA H200", "9.0", "560"), find_spec=lambda m: None)
-    assert require_gpu(probe=lambda: GpuInfo("NVIDIA H200", "9.0", "560"), find_spec=lambda m: object()).name == "NVIDIA H200"
+    assert (
+        require_gpu(probe=lambda: GpuInfo("NVIDIA H200", "9.0", "560"), find_spec=lambda m: object()).name
+        == "NVIDIA H200"
+    )
 
 
 # --------------------------------------------------------------------------- recipes
@@ -218,22 +244,26 @@ def test_trt_recipes_are_validated_and_the_profile_is_part_of_their_identity():
     fp16, int8 = quantise_trt.recipes_for("all", batch="1,8,32", seq_len="8,64,128", calibration_size=64)
     assert (fp16.variant, fp16.precision, fp16.runtime) == ("trt-fp16", "fp16", "tensorrt")
     assert int8.calibration_size == 64 and int8.batch == (1, 8, 32) and int8.profile() == PROFILE
-    assert fp16.sha256("x") != quantise_trt.TrtFp16Recipe(batch=(1, 8, 64)).sha256("x")
+    assert fp16.sha256("x") != TrtFp16Recipe(batch=(1, 8, 64)).sha256("x")
     for bad, match in (({"batch": "4,2,8"}, "batch"), ({"seq_len": "8,64"}, "seq_len"), ({"preset": "avx2"}, "preset")):
         with pytest.raises(RecipeError, match=match):
-            quantise_trt.TrtFp16Recipe(**bad)
+            TrtFp16Recipe(**bad)
     with pytest.raises(RecipeError, match="LayerNormalization and Softmax"):
-        quantise_trt.TrtFp16Recipe(keep_fp32_ops=("Softmax",))
+        TrtFp16Recipe(keep_fp32_ops=("Softmax",))
     with pytest.raises(RecipeError, match="calibration_size"):
-        quantise_trt.TrtInt8Recipe(calibration_size=2)
+        TrtInt8Recipe(calibration_size=2)
     # Q/DQ on the weight layers' inputs only, the residual stream in float, the head INT8 too
     assert (int8.qdq_matmul_outputs, int8.float_residual, int8.op_types) == (False, True, ("MatMul", "Gemm"))
-    assert int8.sha256("x") != quantise_trt.TrtInt8Recipe(calibration_size=64, float_residual=False).sha256("x")
-    for bad, match in (({"qdq_matmul_outputs": "no"}, "qdq_matmul_outputs"), ({"float_residual": 1}, "float_residual"),
-                       ({"op_types": ("Gemm",)}, "op_types"), ({"op_types": ["MatMul"]}, "op_types"),
-                       ({"op_types": ("MatMul", "Conv")}, "op_types")):
+    assert int8.sha256("x") != TrtInt8Recipe(calibration_size=64, float_residual=False).sha256("x")
+    for bad, match in (
+        ({"qdq_matmul_outputs": "no"}, "qdq_matmul_outputs"),
+        ({"float_residual": 1}, "float_residual"),
+        ({"op_types": ("Gemm",)}, "op_types"),
+        ({"op_types": ["MatMul"]}, "op_types"),
+        ({"op_types": ("MatMul", "Conv")}, "op_types"),
+    ):
         with pytest.raises(RecipeError, match=match):
-            quantise_trt.TrtInt8Recipe(**bad)
+            TrtInt8Recipe(**bad)
 
 
 def test_an_asymmetric_qdq_graph_is_refused(tmp_path):
@@ -242,13 +272,18 @@ def test_an_asymmetric_qdq_graph_is_refused(tmp_path):
     scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s")
     zp = numpy_helper.from_array(np.array(3, dtype=np.uint8), "zp")
     graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q0"),
-         helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq0")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[scale, zp])
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q0"),
+            helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq0"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[scale, zp],
+    )
     save(helper.make_model(graph), str(tmp_path / "asym.onnx"))
     with pytest.raises(TrtError, match="TensorRT needs symmetric INT8"):
-        quantise_trt.check_trt_qdq(tmp_path / "asym.onnx")
+        tensorrt.check_trt_qdq(tmp_path / "asym.onnx")
 
 
 def test_readers_other_than_the_matmuls_get_the_float_tensor_back():
@@ -258,17 +293,22 @@ def test_readers_other_than_the_matmuls_get_the_float_tensor_back():
     zp = numpy_helper.from_array(np.array(0, dtype=np.int8), "zp")
     w = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="qx"),
-         helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dqx"),
-         helper.make_node("MatMul", ["xd", "w"], ["m"], name="mm"),
-         helper.make_node("Add", ["m", "xd"], ["r"], name="residual"),  # reads x, not its INT8 copy
-         helper.make_node("QuantizeLinear", ["r", "s", "zp"], ["rq"], name="qr"),
-         helper.make_node("DequantizeLinear", ["rq", "s", "zp"], ["rd"], name="dqr"),
-         helper.make_node("Relu", ["rd"], ["y"], name="only_reader")],  # no MatMul: pair dropped
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], initializer=[s, zp, w])
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="qx"),
+            helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"], name="dqx"),
+            helper.make_node("MatMul", ["xd", "w"], ["m"], name="mm"),
+            helper.make_node("Add", ["m", "xd"], ["r"], name="residual"),  # reads x, not its INT8 copy
+            helper.make_node("QuantizeLinear", ["r", "s", "zp"], ["rq"], name="qr"),
+            helper.make_node("DequantizeLinear", ["rq", "s", "zp"], ["rd"], name="dqr"),
+            helper.make_node("Relu", ["rd"], ["y"], name="only_reader"),
+        ],  # no MatMul: pair dropped
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[s, zp, w],
+    )
     model = helper.make_model(graph)
-    assert quantise_trt.float_readers(model) == 2
+    assert tensorrt.float_readers(model) == 2
     nodes = {n.name: n for n in model.graph.node}
     assert list(nodes["residual"].input) == ["m", "x"] and list(nodes["mm"].input) == ["xd", "w"]
     assert list(nodes["only_reader"].input) == ["r"] and not {"qr", "dqr"} & set(nodes)
@@ -290,7 +330,11 @@ def _env_for(uri: str) -> dict[str, str]:
     """This process's environment pointed at ``uri``, minus the experiment/run that earlier
     in-process tests selected (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID, which
     names an experiment the empty store does not have)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+    }
     return {**env, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
 
 
@@ -303,8 +347,15 @@ def test_without_a_gpu_the_flow_stops_at_once_and_registers_nothing(tmp_path, hi
     if hide:
         env["CUDA_VISIBLE_DEVICES"] = ""
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "flows.quantise_trt", "--model-name", TEST_MODEL],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.quantise_trt", "--model-name", TEST_MODEL],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     took = time.monotonic() - t0
     assert done.returncode == EXIT_NO_GPU, done.stderr
     assert "TensorRT engines need an NVIDIA GPU; none found: " in done.stderr
@@ -312,15 +363,39 @@ def test_without_a_gpu_the_flow_stops_at_once_and_registers_nothing(tmp_path, hi
     assert "Traceback" not in done.stderr
     assert took < 30, took
     assert _registry_is_empty(uri)
-    assert MlflowClient(tracking_uri=uri).search_runs([e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()]) == []
+    assert (
+        MlflowClient(tracking_uri=uri).search_runs(
+            [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()]
+        )
+        == []
+    )
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
 def test_mlflow_run_of_the_entry_point_fails_without_a_gpu(tmp_path):
     uri = _empty_store(tmp_path)
     env = _env_for(uri)
-    done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "quantise_trt", "--env-manager", "local",
-                           "-P", f"model_name={TEST_MODEL}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "quantise_trt",
+            "--env-manager",
+            "local",
+            "-P",
+            f"model_name={TEST_MODEL}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode != 0
     assert "TensorRT engines need an NVIDIA GPU; none found" in done.stdout + done.stderr
     assert _registry_is_empty(uri)
@@ -351,17 +426,33 @@ def test_precision_graph_only_logs_fp16_and_symmetric_int8_graphs_and_registers_
 
     client = MlflowClient()
     before = len(client.search_model_versions(f"name='{TEST_MODEL}'"))
-    result = CliRunner().invoke(quantise_trt.cli, [
-        "--source", pipeline["fp32"].version, "--model-name", TEST_MODEL, "--precision-graph-only",
-        "--calibration-size", "16", "--check-size", "16", "--seq-len", "8,32,64",
-    ])
+    result = CliRunner().invoke(
+        quantise_trt.cli,
+        [
+            "--source",
+            pipeline["fp32"].version,
+            "--model-name",
+            TEST_MODEL,
+            "--precision-graph-only",
+            "--calibration-size",
+            "16",
+            "--check-size",
+            "16",
+            "--seq-len",
+            "8,32,64",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(client.search_model_versions(f"name='{TEST_MODEL}'")) == before
     run = mlflow.last_active_run()
     assert run.data.tags["quantgate.precision_graph_only"] == "true"
     names = {a.path for a in client.list_artifacts(run.info.run_id, "precision_graphs")}
     assert {"precision_graphs/trt-fp16.onnx", "precision_graphs/trt-int8.onnx"} <= names
-    local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="precision_graphs", dst_path=str(tmp_path)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="precision_graphs", dst_path=str(tmp_path)
+        )
+    )
 
     fp16 = onnx.load(str(local / "trt-fp16.onnx"))
     types = {i.name: i.type.tensor_type.elem_type for i in (*fp16.graph.input, *fp16.graph.output)}
@@ -380,7 +471,7 @@ def test_precision_graph_only_logs_fp16_and_symmetric_int8_graphs_and_registers_
     assert json.loads(next(p.value for p in fp16.metadata_props if p.key == "quantgate.labels")) == list(LABELS)
 
     int8 = onnx.load(str(local / "trt-int8.onnx"))
-    assert quantise_trt.check_trt_qdq(local / "trt-int8.onnx") > 0
+    assert tensorrt.check_trt_qdq(local / "trt-int8.onnx") > 0
     ops = {n.op_type for n in int8.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul"}  # no ORT-only integer ops
@@ -398,23 +489,23 @@ def test_precision_graph_only_logs_fp16_and_symmetric_int8_graphs_and_registers_
 
 
 def test_parity_is_judged_by_the_gates_limits_on_the_f1_drops_upper_bound():
-    from registry_hooks.thresholds import Thresholds
+    from registry_hooks.gate.thresholds import Thresholds
 
     rng = np.random.default_rng(0)
     y = list(rng.integers(0, 9, size=400))
     parent = np.eye(9)[y] * 5 + rng.normal(0, 1, size=(400, 9))  # a parent that is mostly right
     limits = Thresholds(min_top1_agreement=0.95, max_macro_f1_drop_points=2.0)
-    same = quantise_trt.parity(parent, parent + 1e-4, y, limits)
+    same = gate_parity.parity(parent, parent + 1e-4, y, limits)
     assert same["agreement"] == 1.0 and same["f1_drop_points"] == 0.0 and same["within_gate_limits"] == 1.0
     swapped = parent.copy()
     swapped[:, [0, 1]] = swapped[:, [1, 0]]  # two labels' logits exchanged: a mislabelling graph
-    bad = quantise_trt.parity(parent, swapped, y, limits)
+    bad = gate_parity.parity(parent, swapped, y, limits)
     assert bad["agreement"] < 0.95 and bad["f1_drop_points"] > 2.0 and bad["within_gate_limits"] == 0.0
     # a small drop whose interval still reaches past the limit fails on the upper bound
     noisy = parent.copy()
     flip = rng.choice(400, size=8, replace=False)
     noisy[flip] = np.roll(noisy[flip], 1, axis=1)
-    near = quantise_trt.parity(parent, noisy, y, Thresholds(min_top1_agreement=0.9, max_macro_f1_drop_points=2.5))
+    near = gate_parity.parity(parent, noisy, y, Thresholds(min_top1_agreement=0.9, max_macro_f1_drop_points=2.5))
     assert near["f1_drop_points"] < 2.5 < near["f1_drop_ci_high"] and near["within_gate_limits"] == 0.0
 
 
@@ -422,8 +513,12 @@ def test_parity_is_judged_by_the_gates_limits_on_the_f1_drops_upper_bound():
 # The engine is built from these graphs, so its I/O description is theirs (TensorRT may take the
 # token ids as int32): bind_inputs, check_io and check_label_map are run here against it, and the
 # bound arrays through ONNX Runtime on the graph itself, as TrtClassifier.logits runs the engine.
-GRAPH_IO = [("input_ids", "input", "int64", (-1, -1)), ("attention_mask", "input", "int64", (-1, -1)),
-            ("token_type_ids", "input", "int64", (-1, -1)), ("logits", "output", "float32", (-1, len(LABELS)))]
+GRAPH_IO = [
+    ("input_ids", "input", "int64", (-1, -1)),
+    ("attention_mask", "input", "int64", (-1, -1)),
+    ("token_type_ids", "input", "int64", (-1, -1)),
+    ("logits", "output", "float32", (-1, len(LABELS))),
+]
 FP16_LOGITS_ATOL = 1e-3  # FP16 graph (LayerNorm/Softmax FP32) vs the torch FP32 parent: ~7e-5 seen
 
 
@@ -444,7 +539,9 @@ def _int32_input_graph(path: Path, out: Path) -> Path:
                 if name == value.name:
                     node.input[i] = inner
         value.type.tensor_type.elem_type = TensorProto.INT32
-        casts.append(helper.make_node("Cast", [value.name], [inner], name=f"{value.name}_to_int64", to=TensorProto.INT64))
+        casts.append(
+            helper.make_node("Cast", [value.name], [inner], name=f"{value.name}_to_int64", to=TensorProto.INT64)
+        )
     for cast in reversed(casts):
         model.graph.node.insert(0, cast)
     onnx.save(model, str(out))
@@ -479,21 +576,29 @@ def _engine_logits(session, specs, encoded, profile, labels, pad_id, binder=bind
 @pytest.fixture(scope="module")
 def real_graphs(pipeline, tmp_path_factory):
     """The registered FP32 parent of the `pipeline` fixture and the FP16 / INT8 precision graphs
-    quantise_trt's own PrecisionGraphs builds from it (exported, converted, label order stamped)."""
+    the TensorRT backend's precision_graph builds from it (exported, converted, label order stamped)."""
     import onnx
 
-    from flows.data import load_dataset
-    from flows.quantise_common import load_parent
+    from flows.quantise import load_parent
+    from quantgate.data import load_dataset
 
     workdir = tmp_path_factory.mktemp("trt-graphs")
     parent = load_parent(pipeline["fp32"])
-    graphs = quantise_trt.PrecisionGraphs(parent, workdir)
     fp16, int8 = quantise_trt.recipes_for("all", calibration_size=16)
-    paths = {"trt-fp16": graphs.build(fp16), "trt-int8": graphs.build(int8)}
+    paths = {
+        "trt-fp16": tensorrt.precision_graph(fp16, parent, workdir),
+        "trt-int8": tensorrt.precision_graph(int8, parent, workdir),
+    }
     texts = load_dataset("news9", ("test",))["test"].texts[:40]
     texts = [*texts, "Rates"]  # 41 rows: two engine calls (batch max 32)
-    return {"parent": parent, "paths": paths, "profile": fp16.profile(), "texts": texts,
-            "models": {v: onnx.load(str(p)) for v, p in paths.items()}, "workdir": workdir}
+    return {
+        "parent": parent,
+        "paths": paths,
+        "profile": fp16.profile(),
+        "texts": texts,
+        "models": {v: onnx.load(str(p)) for v, p in paths.items()},
+        "workdir": workdir,
+    }
 
 
 def test_specs_are_read_from_the_real_fp16_and_int8_graphs(real_graphs):
@@ -520,7 +625,7 @@ def test_int8_qdq_sits_on_the_weight_layers_inputs_only(real_graphs):
     weights = {i.name for i in plain.graph.initializer}
     weight_layers = [n for n in plain.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
     assert len(weight_layers) >= 8  # Q, K, V, attention out, FFN in/out, pooler, classifier
-    assert quantise_trt.int8_weight_matmuls(path) == (len(weight_layers), 0)
+    assert tensorrt.int8_weight_matmuls(path) == (len(weight_layers), 0)
     producer = {o: n for n in model.graph.node for o in n.output}
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     for n in model.graph.node:
@@ -549,8 +654,12 @@ def test_int64_ids_bind_to_int64_and_int32_engines_and_give_the_parents_logits(r
     assert got.shape == reference.shape
     np.testing.assert_allclose(got, reference, atol=FP16_LOGITS_ATOL, rtol=0)
     short = parent.encode(["Rates", "Oil"])  # 3 tokens: padded to seq_len.min 8 (mask 0) to fit the profile
-    np.testing.assert_allclose(_engine_logits(_session(fp16), specs64, short, profile, parent.labels, parent.tokenizer.pad_token_id),
-                               parent.infer(short), atol=FP16_LOGITS_ATOL, rtol=0)
+    np.testing.assert_allclose(
+        _engine_logits(_session(fp16), specs64, short, profile, parent.labels, parent.tokenizer.pad_token_id),
+        parent.infer(short),
+        atol=FP16_LOGITS_ATOL,
+        rtol=0,
+    )
 
     # int32 engine: the override describes exactly the graph that takes int32 ids ...
     fp16_int32 = _int32_input_graph(fp16, real_graphs["workdir"] / "trt-fp16.int32-inputs.onnx")
@@ -561,18 +670,27 @@ def test_int64_ids_bind_to_int64_and_int32_engines_and_give_the_parents_logits(r
     for name in TOKEN_INPUTS:  # the bytes the engine reads as int32 are the ids, not halves of int64s
         assert np.array_equal(np.frombuffer(bound[name].tobytes(), np.int32).reshape(head[name].shape), head[name])
         if head[name].any():  # (all-zero token types read the same either way)
-            assert not np.array_equal(np.frombuffer(head[name].tobytes(), np.int32)[: head[name].size], head[name].ravel())
+            assert not np.array_equal(
+                np.frombuffer(head[name].tobytes(), np.int32)[: head[name].size], head[name].ravel()
+            )
     # ... it refuses the tokenizer's int64 arrays unbound, and gives the same logits once bound
     session32 = _session(fp16_int32)
     with pytest.raises(Exception, match=r"tensor\(int64\).*tensor\(int32\)"):
         session32.run(None, {n: encoded[n] for n in TOKEN_INPUTS})
     np.testing.assert_array_equal(
-        _engine_logits(session32, specs32, encoded, profile, parent.labels, parent.tokenizer.pad_token_id), got)
+        _engine_logits(session32, specs32, encoded, profile, parent.labels, parent.tokenizer.pad_token_id), got
+    )
 
     # the INT8 Q/DQ graph binds the same way and stays close to the parent
-    int8 = _engine_logits(_session(real_graphs["paths"]["trt-int8"]), specs_from_onnx(real_graphs["models"]["trt-int8"]),
-                          encoded, profile, parent.labels, parent.tokenizer.pad_token_id)
-    assert quantise_trt.agreement(reference, int8)["max_abs_prob_diff"] < 0.2
+    int8 = _engine_logits(
+        _session(real_graphs["paths"]["trt-int8"]),
+        specs_from_onnx(real_graphs["models"]["trt-int8"]),
+        encoded,
+        profile,
+        parent.labels,
+        parent.tokenizer.pad_token_id,
+    )
+    assert prob_deltas(softmax(reference), softmax(int8))[0] < 0.2
 
 
 def _clear_rows(reference: np.ndarray, atol: float) -> np.ndarray:
@@ -597,7 +715,12 @@ def test_a_permuted_feed_binds_by_name_where_a_positional_binder_mislabels(real_
 
     head = {n: a[: profile.batch.max] for n, a in in_engine_order.items()}  # one engine call's worth
     canonical = bind_inputs(specs, head, profile)
-    for feed, engine in ((encoded, specs), (reversed_feed, specs), (in_engine_order, specs[::-1]), (reversed_feed, specs[::-1])):
+    for feed, engine in (
+        (encoded, specs),
+        (reversed_feed, specs),
+        (in_engine_order, specs[::-1]),
+        (reversed_feed, specs[::-1]),
+    ):
         bound = bind_inputs(engine, {n: a[: profile.batch.max] for n, a in feed.items()}, profile)
         assert all(np.array_equal(bound[n], canonical[n]) for n in canonical)
         logits = _engine_logits(session, engine, feed, profile, parent.labels, pad_id)
@@ -615,7 +738,7 @@ def test_a_permuted_feed_binds_by_name_where_a_positional_binder_mislabels(real_
 
 
 def test_a_swapped_or_misfitting_label_map_is_refused_against_the_registered_parent(real_graphs):
-    from flows.serving_model import read_label_map
+    from quantgate.serving_model import read_label_map
 
     parent = real_graphs["parent"]
     labels = read_label_map(parent.artifact_paths["label_map"])  # label_map.json of the registered FP32 version
@@ -635,7 +758,9 @@ def test_a_swapped_or_misfitting_label_map_is_refused_against_the_registered_par
     # and the logits the graph really gives are refused against a label map of the wrong width
     encoded = parent.encode(real_graphs["texts"][:4])
     session = _session(real_graphs["paths"]["trt-fp16"])
-    outputs = {"logits": session.run(["logits"], bind_inputs(specs_from_onnx(real_graphs["models"]["trt-fp16"]), encoded))[0]}
+    outputs = {
+        "logits": session.run(["logits"], bind_inputs(specs_from_onnx(real_graphs["models"]["trt-fp16"]), encoded))[0]
+    }
     assert read_logits(outputs, 4, labels).shape == (4, len(labels))
     with pytest.raises(TrtError, match=rf"expected \(4, {len(labels) - 1}\)"):
         read_logits(outputs, 4, labels[:-1])
@@ -658,8 +783,15 @@ def gpu() -> GpuInfo:
 
 def _flow(args: list[str], cwd: Path, timeout: int = GPU_FLOW_TIMEOUT_S) -> subprocess.CompletedProcess:
     """A flow as its own process against the session's store (MLFLOW_TRACKING_URI is set by `store`)."""
-    done = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done
 
@@ -672,15 +804,29 @@ def _trt_version(variant: str):
 @pytest.fixture(scope="module")
 def trt_versions(gpu, pipeline, store):
     """`python -m flows.quantise_trt` for real on the pipeline's FP32 version: {variant: version}."""
-    done = _flow(["flows.quantise_trt", "--source", str(pipeline["fp32"].version), "--model-name", TEST_MODEL,
-                  "--precision", "all", "--calibration-size", "64", "--check-size", "64"], store)
-    found = {v: _trt_version(v) for v in quantise_trt.TRT_VARIANTS}
+    done = _flow(
+        [
+            "flows.quantise_trt",
+            "--source",
+            str(pipeline["fp32"].version),
+            "--model-name",
+            TEST_MODEL,
+            "--precision",
+            "all",
+            "--calibration-size",
+            "64",
+            "--check-size",
+            "64",
+        ],
+        store,
+    )
+    found = {v: _trt_version(v) for v in TRT_VARIANTS}
     assert all(found.values()), f"not registered: {found}\n{done.stdout[-3000:]}"
     return found
 
 
 def _headlines(n: int) -> list[str]:
-    from flows.data import load_dataset
+    from quantgate.data import load_dataset
 
     return load_dataset("news9", ("test",))["test"].texts[:n]
 
@@ -695,7 +841,12 @@ def test_gpu_quantise_trt_registers_fp16_and_int8_engines_for_this_gpu(gpu, trt_
     for variant, precision in (("trt-fp16", "fp16"), ("trt-int8", "int8")):
         mv = trt_versions[variant]
         tags = mv.tags
-        assert (tags["variant"], tags["precision"], tags["runtime"], tags["device"]) == (variant, precision, "tensorrt", "gpu")
+        assert (tags["variant"], tags["precision"], tags["runtime"], tags["device"]) == (
+            variant,
+            precision,
+            "tensorrt",
+            "gpu",
+        )
         assert tags["parent_version"] == str(fp32.version)
         assert tags["gpu_name"] == gpu.name and tags["compute_capability"] == gpu.compute_capability
         assert tags["tensorrt_version"] == tensorrt.__version__
@@ -703,7 +854,9 @@ def test_gpu_quantise_trt_registers_fp16_and_int8_engines_for_this_gpu(gpu, trt_
         assert json.loads(tags["profile"]) == {"batch": [1, 8, 32], "seq_len": [8, 64, 128]}
         assert len(tags["recipe_sha256"]) == 64 and len(tags["manifest_sha256"]) == 64
         # engine_meta.json inside the artifact: read back from the engine itself
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{mv.version}", dst_path=str(tmp_path / variant)))
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{mv.version}", dst_path=str(tmp_path / variant))
+        )
         meta = json.loads(next(local.glob("artifacts/*/engine_meta.json")).read_text())
         assert next(local.glob("artifacts/*/model.plan")).stat().st_size > 0
         assert meta["labels"] == list(LABELS) and meta["variant"] == variant
@@ -713,9 +866,14 @@ def test_gpu_quantise_trt_registers_fp16_and_int8_engines_for_this_gpu(gpu, trt_
         check_io(engine_specs, TOKEN_INPUTS)
         assert logits_width(engine_specs) == len(LABELS)
         # the engine's I/O is the precision graph's, the ids as int64 or int32
-        graph_dir = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="precision_graphs",
-                                                             dst_path=str(tmp_path / f"{variant}-graph")))
-        graph = {s.name: s for s in specs_from_onnx(onnx.load(str(graph_dir / f"{variant}.onnx"), load_external_data=False))}
+        graph_dir = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path="precision_graphs", dst_path=str(tmp_path / f"{variant}-graph")
+            )
+        )
+        graph = {
+            s.name: s for s in specs_from_onnx(onnx.load(str(graph_dir / f"{variant}.onnx"), load_external_data=False))
+        }
         assert set(graph) == {s.name for s in engine_specs}
         for spec in engine_specs:
             assert spec.dtype == graph[spec.name].dtype or (spec.mode == "input" and spec.dtype == "int32"), spec
@@ -726,8 +884,20 @@ def test_gpu_quantise_trt_registers_fp16_and_int8_engines_for_this_gpu(gpu, trt_
         assert metrics[f"{variant}.engine_max_abs_prob_diff"] < (0.05 if variant == "trt-fp16" else 0.2)
     # a second run on the same GPU reuses both versions instead of registering them again
     before = len(client.search_model_versions(f"name='{TEST_MODEL}'"))
-    again = _flow(["flows.quantise_trt", "--source", str(fp32.version), "--model-name", TEST_MODEL,
-                   "--calibration-size", "64", "--check-size", "64"], store)
+    again = _flow(
+        [
+            "flows.quantise_trt",
+            "--source",
+            str(fp32.version),
+            "--model-name",
+            TEST_MODEL,
+            "--calibration-size",
+            "64",
+            "--check-size",
+            "64",
+        ],
+        store,
+    )
     assert again.stdout.count("reusing ") == 2, again.stdout
     assert len(client.search_model_versions(f"name='{TEST_MODEL}'")) == before
 
@@ -776,12 +946,18 @@ def test_gpu_a_trt_version_is_served_by_mlflow_models_serve(gpu, trt_versions, s
     log_path = store / "serve-trt.log"
     proc, base, log = start_server(f"models:/{TEST_MODEL}/{mv.version}", log_path)
     try:
-        assert wait_until_up(proc, base, log_path), f"server exited with {proc.returncode}: {log_path.read_text()[-3000:]}"
-        r = requests.post(f"{base}/invocations", json={"dataframe_records": [{"text": t} for t in headlines]}, timeout=120)
+        assert wait_until_up(proc, base, log_path), (
+            f"server exited with {proc.returncode}: {log_path.read_text()[-3000:]}"
+        )
+        r = requests.post(
+            f"{base}/invocations", json={"dataframe_records": [{"text": t} for t in headlines]}, timeout=120
+        )
         assert r.status_code == 200, r.text
         rows = r.json()["predictions"]
         assert len(rows) == 2 and all(row["label"] in LABELS and 0.0 <= row["probability"] <= 1.0 for row in rows)
-        local = mlflow.pyfunc.load_model(f"models:/{TEST_MODEL}/{mv.version}").predict(pd.DataFrame({"text": headlines}))
+        local = mlflow.pyfunc.load_model(f"models:/{TEST_MODEL}/{mv.version}").predict(
+            pd.DataFrame({"text": headlines})
+        )
         assert [row["label"] for row in rows] == local["label"].tolist()
     finally:
         stop(proc, log)

@@ -2,19 +2,22 @@
 on the test store: the experiment's logged models carry their variant names, a version page
 shows its variant and headline figures, and the registry's comparison of two versions shows
 the evaluation's metrics side by side."""
+
 from __future__ import annotations
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TEST_MODEL
 from flows.compare import compare_url
+
+from conftest import TEST_MODEL
 from ui_pages import find_chromium, missing, mlflow_ui, rendered_text, row_starts, values_after
 
 BROWSER = find_chromium()
 pytestmark = pytest.mark.skipif(
-    BROWSER is None, reason="headless Chromium not found (Debian: apt-get install chromium); the UI check needs a browser"
+    BROWSER is None,
+    reason="headless Chromium not found (Debian: apt-get install chromium); the UI check needs a browser",
 )
 
 
@@ -25,7 +28,7 @@ def ui(pipeline):
 
 
 def test_logged_models_list_names_every_variant(ui, pipeline):
-    fp32, int8 = pipeline["fp32"], pipeline["int8"]
+    int8 = pipeline["int8"]
     experiment = MlflowClient().get_run(int8.run_id).info.experiment_id
     expected = ["fp32", "onnx-int8-dynamic"]
     text = rendered_text(BROWSER, f"{ui}/#/experiments/{experiment}/models", wait_for=("Ready",))
@@ -45,8 +48,10 @@ def test_comparing_two_versions_shows_the_evaluation_metrics(ui, pipeline):
     fp32, int8 = pipeline["fp32"], pipeline["int8"]
     client = MlflowClient()
     # each version's latest evaluation: other tests in the session may have evaluated it again
-    metrics = {mv.version: client.get_run(client.get_model_version(TEST_MODEL, mv.version).tags["eval_run_id"]).data.metrics
-               for mv in (fp32, int8)}
+    metrics = {
+        mv.version: client.get_run(client.get_model_version(TEST_MODEL, mv.version).tags["eval_run_id"]).data.metrics
+        for mv in (fp32, int8)
+    }
     url = compare_url(ui, TEST_MODEL, {fp32.version: fp32.run_id, int8.version: int8.run_id})
     figures = ["macro_f1", "latency_p95_ms", "size_mb"]
     expected = ["Comparing 2 Versions", "onnx-int8-dynamic", *figures]

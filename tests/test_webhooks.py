@@ -1,4 +1,5 @@
 """Registry webhooks: signature checks, idempotency, and a real MLflow server driving the gate."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,11 +18,12 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
+from quantgate.data import news9_labels
+from quantgate.packaging import SERVING_MODEL_FILE, SIGNATURE, manifest
+from registry_hooks.webhooks.events import REEVALUATE_TAG, SeenDeliveries, delivery_problem, is_candidate, plan, sign
+from registry_hooks.webhooks.receiver import Receiver
+
 from conftest import LENIENT, TEST_MODEL, free_port
-from flows.data import news9_labels
-from flows.packaging import SERVING_MODEL_FILE, SIGNATURE, manifest
-from registry_hooks.receiver import Receiver
-from registry_hooks.webhooks import REEVALUATE_TAG, SeenDeliveries, delivery_problem, is_candidate, plan, sign
 
 LABELS = news9_labels()  # the test models are trained on news9
 
@@ -33,8 +35,12 @@ def delivery(kind: str, data: dict, *, secret: str = SECRET, age_s: float = 0, d
     entity, action = kind.split(".")
     body = json.dumps({"entity": entity, "action": action, "timestamp": "2026-01-01T00:00:00Z", "data": data}).encode()
     did, ts = delivery_id or str(uuid.uuid4()), str(int(time.time() - age_s))
-    headers = {"X-MLflow-Delivery-Id": did, "X-MLflow-Timestamp": ts, "X-MLflow-Signature": sign(secret, did, ts, body),
-               "Content-Type": "application/json"}
+    headers = {
+        "X-MLflow-Delivery-Id": did,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": sign(secret, did, ts, body),
+        "Content-Type": "application/json",
+    }
     return headers, body
 
 
@@ -45,7 +51,9 @@ def test_authentic_fresh_delivery_passes():
 
 
 def test_forged_unsigned_stale_and_tampered_deliveries_are_refused():
-    headers, body = delivery("model_version.created", {"name": WATCHED, "version": "2"}, secret="another-secret-xxxxxxxx")
+    headers, body = delivery(
+        "model_version.created", {"name": WATCHED, "version": "2"}, secret="another-secret-xxxxxxxx"
+    )
     assert delivery_problem(headers, body, SECRET, time.time()) == "bad signature"
     headers, body = delivery("model_version.created", {"name": WATCHED, "version": "2"})
     assert delivery_problem(headers, body.replace(b'"2"', b'"3"'), SECRET, time.time()) == "bad signature"
@@ -59,9 +67,17 @@ def test_plan_reads_events():
     body = lambda kind, data: delivery(kind, data)[1]  # noqa: E731
     job, _ = plan(body("model_version.created", {"name": WATCHED, "version": "4"}), WATCHED)
     assert (job.name, job.version) == (WATCHED, "4")
-    job, _ = plan(body("model_version_tag.set", {"name": WATCHED, "version": "4", "key": REEVALUATE_TAG, "value": "1"}), WATCHED)
+    job, _ = plan(
+        body("model_version_tag.set", {"name": WATCHED, "version": "4", "key": REEVALUATE_TAG, "value": "1"}), WATCHED
+    )
     assert job is not None and job.version == "4"
-    assert plan(body("model_version_tag.set", {"name": WATCHED, "version": "4", "key": "gate.decision", "value": "x"}), WATCHED)[0] is None
+    assert (
+        plan(
+            body("model_version_tag.set", {"name": WATCHED, "version": "4", "key": "gate.decision", "value": "x"}),
+            WATCHED,
+        )[0]
+        is None
+    )
     assert plan(body("model_version.created", {"name": "other", "version": "1"}), WATCHED)[0] is None
     with pytest.raises(ValueError, match="not an MLflow webhook payload"):
         plan(b'{"hello": 1}', WATCHED)
@@ -129,31 +145,87 @@ def hooked(tmp_path_factory, pipeline):
     server_url = f"http://127.0.0.1:{mlflow_port}"
     from cryptography.fernet import Fernet
 
-    env = {**os.environ, "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-           # without a fixed key each server worker encrypts webhook secrets with its own random key
-           "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-           "MLFLOW_WEBHOOK_CACHE_TTL": "1", "MLFLOW_TRACKING_URI": server_url, "QUANTGATE_WEBHOOK_SECRET": SECRET}
+    env = {
+        **os.environ,
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        # without a fixed key each server worker encrypts webhook secrets with its own random key
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        "MLFLOW_TRACKING_URI": server_url,
+        "QUANTGATE_WEBHOOK_SECRET": SECRET,
+    }
     procs = []
     logs = {n: root / f"{n}.log" for n in ("mlflow", "hooks")}
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--workers", "1"],
-        env=env, stdout=open(logs["mlflow"], "wb"), stderr=subprocess.STDOUT, cwd=root))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'server.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=open(logs["mlflow"], "wb"),
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    )
     _wait_http(f"{server_url}/health", procs[0], logs["mlflow"])
     thresholds = root / "lenient.yaml"
     thresholds.write_text(yaml.safe_dump(LENIENT))
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(hook_port), "--model-name", WATCHED,
-         "--thresholds", str(thresholds), "--latency-runs", "20", "--lock-file", str(root / "promote.lock")],
-        env=env, stdout=open(logs["hooks"], "wb"), stderr=subprocess.STDOUT, cwd=root))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "hooks",
+                "serve",
+                "--port",
+                str(hook_port),
+                "--model-name",
+                WATCHED,
+                "--thresholds",
+                str(thresholds),
+                "--latency-runs",
+                "20",
+                "--lock-file",
+                str(root / "promote.lock"),
+            ],
+            env=env,
+            stdout=open(logs["hooks"], "wb"),
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    )
     hook_url = f"http://127.0.0.1:{hook_port}/"
     _wait_http(f"{hook_url}health", procs[1], logs["hooks"])
-    registered = subprocess.run([sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url,
-                                 "--model-name", WATCHED], env=env, capture_output=True, text=True, cwd=root)
+    registered = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url, "--model-name", WATCHED],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert registered.returncode == 0, registered.stderr
-    again = subprocess.run([sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url,
-                            "--model-name", WATCHED], env=env, capture_output=True, text=True, cwd=root)
+    again = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url, "--model-name", WATCHED],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert "updated webhook" in again.stdout  # idempotent
     time.sleep(1.5)  # MLflow caches the webhook list for MLFLOW_WEBHOOK_CACHE_TTL seconds
     yield {"server": server_url, "hook": hook_url, "root": root, "logs": logs}
@@ -168,7 +240,7 @@ def _log_plainly(src: Path, *, tags: dict, labels: list[str] | None = None) -> s
     flavor = yaml.safe_load((src / "MLmodel").read_text())["flavors"]["python_function"]
     paths = {key: str(src / spec["path"]) for key, spec in flavor["artifacts"].items()}
     if labels is not None:  # a deliberately broken variant: permuted labels, self-consistent
-        from flows.quantise_onnx import stamp_labels
+        from quantgate.onnx_graph import stamp_labels
 
         Path(paths["label_map"]).write_text(json.dumps({str(i): n for i, n in enumerate(labels)}))
         stamp_labels(Path(paths["model"]), labels)
@@ -178,9 +250,14 @@ def _log_plainly(src: Path, *, tags: dict, labels: list[str] | None = None) -> s
     client = MlflowClient()
     exp = client.get_experiment_by_name("notebook")
     with mlflow.start_run(experiment_id=exp.experiment_id if exp else client.create_experiment("notebook")):
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(SERVING_MODEL_FILE), artifacts=paths,
-                                       registered_model_name=WATCHED, pip_requirements=["mlflow"],
-                                       signature=SIGNATURE)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVING_MODEL_FILE),
+            artifacts=paths,
+            registered_model_name=WATCHED,
+            pip_requirements=["mlflow"],
+            signature=SIGNATURE,
+        )
     version = str(info.registered_model_version)
     for k, v in tags.items():
         client.set_model_version_tag(WATCHED, version, k, v)
@@ -200,14 +277,23 @@ def _wait_for_status(version: str, timeout_s: float = 300) -> str:
 def test_new_variant_is_evaluated_and_promoted_and_a_broken_one_is_rejected(hooked, pipeline, tmp_path):
     srcs = {}
     for key in ("fp32", "int8"):
-        srcs[key] = Path(shutil.copytree(
-            mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline[key].version}"), tmp_path / key))
+        srcs[key] = Path(
+            shutil.copytree(
+                mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline[key].version}"), tmp_path / key
+            )
+        )
     broken_src = Path(shutil.copytree(srcs["int8"], tmp_path / "broken"))
     with tracking(hooked["server"]):
         parent = _log_plainly(srcs["fp32"], tags={"variant": "fp32", "precision": "fp32", "runtime": "torch"})
         assert _wait_for_status(parent).startswith("skipped")
-        good = _log_plainly(srcs["int8"], tags={"variant": "onnx-int8-dynamic", "parent_version": parent,
-                                                  "manifest_sha256": pipeline["int8"].tags["manifest_sha256"]})
+        good = _log_plainly(
+            srcs["int8"],
+            tags={
+                "variant": "onnx-int8-dynamic",
+                "parent_version": parent,
+                "manifest_sha256": pipeline["int8"].tags["manifest_sha256"],
+            },
+        )
         status = _wait_for_status(good)
         client = MlflowClient()
         assert status.startswith("evaluated; gate passed"), status
@@ -234,8 +320,11 @@ def test_forged_and_replayed_deliveries_change_nothing(hooked):
     with tracking(hooked["server"]):
         client = MlflowClient()
         before = _registry_state(client)
-    headers, body = delivery("model_version_tag.set", {"name": WATCHED, "version": "1", "key": REEVALUATE_TAG, "value": "1"},
-                             secret="forged-secret-xxxxxxxxxx")
+    headers, body = delivery(
+        "model_version_tag.set",
+        {"name": WATCHED, "version": "1", "key": REEVALUATE_TAG, "value": "1"},
+        secret="forged-secret-xxxxxxxxxx",
+    )
     r = requests.post(hooked["hook"], data=body, headers=headers, timeout=10)
     assert r.status_code == 401
     headers, body = delivery("model_version_tag.set", {"name": WATCHED, "version": "99", "key": "note", "value": "x"})

@@ -1,4 +1,5 @@
 """A trivial pyfunc "model from code" for registry tests that need many cheap, real versions."""
+
 import mlflow
 
 

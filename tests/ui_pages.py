@@ -1,5 +1,6 @@
 """Drive the MLflow UI as a person sees it: `mlflow server` on a store, headless Chromium
 (Debian's `chromium`) rendering a page. Shared by tests/test_ui.py and tests/ui_screenshot.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,17 @@ from pathlib import Path
 
 import requests
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def find_chromium() -> str | None:
@@ -36,9 +45,22 @@ def mlflow_ui(store_uri: str, port: int | None = None, startup_s: float = 240):
     base = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + startup_s
@@ -50,7 +72,9 @@ def mlflow_ui(store_uri: str, port: int | None = None, startup_s: float = 240):
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
-                raise RuntimeError(f"mlflow server did not start on {base}: {log.read()[-2000:].decode(errors='replace')}")
+                raise RuntimeError(
+                    f"mlflow server did not start on {base}: {log.read()[-2000:].decode(errors='replace')}"
+                )
             time.sleep(1)
         yield base
     finally:
@@ -90,32 +114,58 @@ def page_text(html: str) -> str:
     return "\n".join(parser.parts)
 
 
-def _chromium(browser: str, url: str, extra: list[str], budget_ms: int, timeout_s: float) -> subprocess.CompletedProcess:
+def _chromium(
+    browser: str, url: str, extra: list[str], budget_ms: int, timeout_s: float
+) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="quantgate-chromium-", ignore_cleanup_errors=True) as profile:
         return subprocess.run(
-            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-             *(extra if any(e.startswith("--window-size") for e in extra) else ["--window-size=1500,1100", *extra]), url],
-            capture_output=True, timeout=timeout_s, check=True,
+            [
+                browser,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--virtual-time-budget={budget_ms}",
+                *(extra if any(e.startswith("--window-size") for e in extra) else ["--window-size=1500,1100", *extra]),
+                url,
+            ],
+            capture_output=True,
+            timeout=timeout_s,
+            check=True,
         )
 
 
-def rendered_text(browser: str, url: str, *, wait_for: tuple[str, ...] = (), tries: int = 3,
-                  budget_ms: int = 30000, timeout_s: float = 400) -> str:
+def rendered_text(
+    browser: str,
+    url: str,
+    *,
+    wait_for: tuple[str, ...] = (),
+    tries: int = 3,
+    budget_ms: int = 30000,
+    timeout_s: float = 400,
+) -> str:
     """The page's text after the single-page app rendered it. A slow server can leave the page
     half-loaded at the end of the virtual time budget, so it is loaded again (longer budget)
     until every ``wait_for`` string is there or ``tries`` runs out; the last text is returned."""
     text = ""
     for attempt in range(tries):
-        html = _chromium(browser, url, ["--dump-dom"], budget_ms * (attempt + 1), timeout_s).stdout.decode("utf-8", "replace")
+        html = _chromium(browser, url, ["--dump-dom"], budget_ms * (attempt + 1), timeout_s).stdout.decode(
+            "utf-8", "replace"
+        )
         text = page_text(html)
         if all(w in text for w in wait_for):
             break
     return text
 
 
-def screenshot(browser: str, url: str, out: Path, *, height: int = 1100, budget_ms: int = 15000, timeout_s: float = 400) -> Path:
-    _chromium(browser, url, [f"--screenshot={out}", f"--window-size=1500,{height}", "--run-all-compositor-stages-before-draw"],
-              budget_ms, timeout_s)
+def screenshot(
+    browser: str, url: str, out: Path, *, height: int = 1100, budget_ms: int = 15000, timeout_s: float = 400
+) -> Path:
+    _chromium(
+        browser,
+        url,
+        [f"--screenshot={out}", f"--window-size=1500,{height}", "--run-all-compositor-stages-before-draw"],
+        budget_ms,
+        timeout_s,
+    )
     if not out.exists() or out.stat().st_size < 10_000:
         raise RuntimeError(f"no usable screenshot at {out}")
     return out
@@ -133,7 +183,7 @@ def values_after(text: str, label: str, count: int) -> list[float | None]:
     lines = text.splitlines()
     if label not in lines:
         return []
-    cells = lines[lines.index(label) + 1: lines.index(label) + 1 + count]
+    cells = lines[lines.index(label) + 1 : lines.index(label) + 1 + count]
     return [None if c == "-" else float(c) for c in cells]
 
 

@@ -10,6 +10,7 @@ Starts `mlflow server` on the store at 127.0.0.1, then headless Chromium (Debian
   compare.png        the registry's comparison of the two versions (the evaluation's metrics)
 and stops the server. Open the PNGs to check the figures are visible.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flows.compare import compare_url  # noqa: E402
-from flows.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI  # noqa: E402
+from quantgate.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI  # noqa: E402
+
 from ui_pages import find_chromium, mlflow_ui, screenshot  # noqa: E402
 
 
@@ -54,7 +56,7 @@ def main() -> int:
     mv, other = (client.get_model_version(args.name, v) for v in (args.version, args.against))
     experiment_id = client.get_run(mv.run_id).info.experiment_id
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with (contextlib.nullcontext(args.ui.rstrip("/")) if args.ui else mlflow_ui(store, port=args.port)) as base:
+    with contextlib.nullcontext(args.ui.rstrip("/")) if args.ui else mlflow_ui(store, port=args.port) as base:
         pages = {  # file: (url, window height: the comparison's metrics sit below its parameters)
             "logged-models.png": (f"{base}/#/experiments/{experiment_id}/models", 700),
             "version.png": (f"{base}/#/models/{args.name}/versions/{mv.version}", 2000),

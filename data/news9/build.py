@@ -6,6 +6,7 @@
 The sources (``source/*.csv``, columns ``text,label,hard``) are the edited files; the
 splits are derived, deterministic (hash of the normalised text) and stratified 70/10/20.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,15 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run as a script from anywhere in the repo
 
-from flows.data import (  # noqa: E402
+from quantgate.data import (  # noqa: E402
     SPLITS,
     DataError,
     duplicate_groups,
     near_duplicates,
+    news9_labels,  # noqa: E402
     stratified_split,
     validate_split,
 )
-from flows.data import news9_labels  # noqa: E402
 
 LABELS = list(news9_labels())  # news9's own label list: data/news9/labels.txt
 
@@ -60,8 +61,7 @@ def check_sources(frame: pd.DataFrame) -> list[str]:
         problems.append("duplicate: " + " = ".join(frame["origin"][i] for i in group))
     for i, j, score in near_duplicates(texts, NEAR_DUPLICATE_JACCARD):
         problems.append(
-            f"near-duplicate (Jaccard {score}): {frame['origin'][i]} {texts[i]!r} ~ "
-            f"{frame['origin'][j]} {texts[j]!r}"
+            f"near-duplicate (Jaccard {score}): {frame['origin'][i]} {texts[i]!r} ~ {frame['origin'][j]} {texts[j]!r}"
         )
     return problems
 

@@ -1,0 +1,391 @@
+"""quantise: build variants of a registered FP32 version with one runtime's backend, check each
+against its parent, and register each as a version of the same registered model.
+
+Reads: ``--runtime`` (onnxruntime, torchscript, openvino, tensorrt, or a plugin's), ``--recipe``
+(one variant of that runtime, or ``all``), ``--preset`` (the CPU family; ``auto`` reads the
+host), ``--set VARIANT.FIELD=VALUE`` overrides, and ``--source`` (a registered FP32 version;
+default the newest ``variant=fp32``).
+
+Hands on: per recipe, a version tagged ``variant``, ``runtime``, ``precision``,
+``parent_version``, ``recipe``, ``recipe_sha256`` and ``preset``, with ``quant_config.json`` in
+its artifact, and the run tag ``quantgate.version.<variant>``. A version built before from the
+same recipe, parent, code, libraries and data is reused, not registered again.
+
+``--check-size N`` (default -1: off; 0: the whole test split) runs each new version through its
+serving loader on the parent's test split and reports its parity with the parent, judged by
+the gate's own parity rules from ``--thresholds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import tempfile
+from pathlib import Path
+
+import click
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from quantgate.backends import Backend, Built, backend_for, runtimes
+from quantgate.code_identity import code_identity
+from quantgate.contract import RECIPE_SHA_TAG, RECIPE_TAG, version_run_tag
+from quantgate.errors import UserError
+from quantgate.packaging import log_variant
+from quantgate.recipes import PRESET_CHOICES, Recipe, RecipeError, build_recipe, variants_for
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version, version_uri
+from registry_hooks.gate.parity import describe, parity
+from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
+
+LATEST = "latest-fp32"
+# Libraries every build depends on (the parent is loaded and exported with them).
+LIBRARIES = ("torch", "onnx", "onnxruntime", "transformers")
+
+
+# --------------------------------------------------------------------------- the parent
+def latest_fp32_version(model_name: str) -> ModelVersion:
+    found = MlflowClient().search_model_versions(f"name='{model_name}' and tags.variant='fp32'")
+    if not found:
+        raise UserError(f"no version of {model_name!r} is tagged variant=fp32: run `quantgate train` first")
+    return max(found, key=lambda mv: int(mv.version))
+
+
+def resolve_source(source: str, model_name: str) -> ModelVersion:
+    """``latest-fp32`` (or empty) means the newest variant=fp32 version; anything else is a
+    version reference (number, name@alias, models:/ URI)."""
+    if source in ("", LATEST):
+        return latest_fp32_version(model_name)
+    return resolve_version(source, model_name)
+
+
+def load_parent(source: ModelVersion):
+    """The FP32 parent's pyfunc (manifest-verified on load); quantising needs its torch model.
+    ``parent.registered`` says which registry version it is (a backend may record it)."""
+    parent = mlflow.pyfunc.load_model(version_uri(source)).unwrap_python_model()
+    if parent.meta["runtime"] != "torch":
+        raise UserError(
+            f"version {source.version} is a {parent.meta['runtime']} model; quantising needs the FP32 torch parent"
+        )
+    parent.registered = {"name": source.name, "version": str(source.version)}
+    return parent
+
+
+# --------------------------------------------------------------------------- reuse
+def build_digest(source: ModelVersion, backend: Backend, data: str = "") -> str:
+    """SHA-256 of everything besides the recipe that decides the built files: the parent and its
+    files, the code the backend runs, the libraries, and what the backend adds (``data``)."""
+    h = hashlib.sha256()
+    h.update(f"{source.name}/{source.version}/{source.tags.get('manifest_sha256', '')}".encode())
+    h.update(code_identity(backend.build.__module__).encode())
+    h.update(code_identity("quantgate.packaging").encode())  # the pyfunc and the packaging around the files
+    for lib in LIBRARIES:
+        try:
+            h.update(f"{lib}=={md.version(lib)}".encode())
+        except md.PackageNotFoundError:
+            h.update(f"{lib} missing".encode())
+    h.update(data.encode())
+    return h.hexdigest()
+
+
+def recipe_identity(recipe: Recipe, source: ModelVersion) -> str:
+    """The version tag ``recipe_sha256``: the recipe plus its build digest."""
+    backend = backend_for(recipe.runtime)
+    return recipe.sha256(build_digest(source, backend, backend.identity(recipe)))
+
+
+def find_existing(source: ModelVersion, recipe_sha256: str) -> ModelVersion | None:
+    """The newest version of the source's model that was built with this exact identity."""
+    found = MlflowClient().search_model_versions(f"name='{source.name}' and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'")
+    return max(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def reuse(mv: ModelVersion, recipe: Recipe) -> ModelVersion:
+    """Hand on an existing version as if just built: same run tag that `main` reads."""
+    mlflow.set_tag(version_run_tag(recipe.variant), mv.version)
+    click.echo(f"reusing {mv.name} version {mv.version} ({recipe.variant}: same recipe, parent, code and libraries)")
+    return mv
+
+
+def split_reusable(
+    source: ModelVersion, recipes: list[Recipe]
+) -> tuple[list[tuple[Recipe, str]], dict[str, ModelVersion]]:
+    """Log each recipe's params; hand on the version an identical earlier build registered,
+    and return the rest, with their identities, still to build."""
+    todo, done = [], {}
+    for recipe in recipes:
+        mlflow.log_params(recipe.params())
+        sha = recipe_identity(recipe, source)
+        existing = find_existing(source, sha)
+        if existing:
+            done[recipe.variant] = reuse(existing, recipe)
+        else:
+            todo.append((recipe, sha))
+    return todo, done
+
+
+# --------------------------------------------------------------------------- build, check, register
+def quantise(
+    source: ModelVersion, recipes: list[Recipe], *, step: str = "quantise", check=None
+) -> dict[str, ModelVersion]:
+    """Inside the active run: reuse what an identical earlier build registered, build the rest
+    with their backends, register each, and (``check``: a :class:`ParityCheck`) check it."""
+    mlflow.set_tags({"quantgate.step": step, "quantgate.source_version": source.version})
+    mlflow.log_params({"source_version": source.version})
+    for runtime in sorted({r.runtime for r in recipes}):
+        backend_for(runtime).preflight()  # before the parent is loaded: say early what this machine lacks
+    todo, done = split_reusable(source, recipes)
+    if not todo:
+        return done
+    parent = load_parent(source)
+    with tempfile.TemporaryDirectory(prefix=f"quantgate-{step}-") as tmp:
+        for recipe, sha in todo:
+            built = backend_for(recipe.runtime).build(recipe, parent, Path(tmp))
+            for note in built.notes:
+                click.echo(note)
+            if built.metrics:
+                mlflow.log_metrics(dict(built.metrics))
+            mv = register(recipe, built, parent=parent, source=source, recipe_sha256=sha)
+            if check is not None:
+                check.run(recipe, mv, parent)
+            done[recipe.variant] = mv
+    return done
+
+
+def quantise_one(source: ModelVersion, recipe: Recipe) -> ModelVersion:
+    """One recipe, inside the active run; returns its version."""
+    return quantise(source, [recipe], step=f"quantise_{recipe.runtime}")[recipe.variant]
+
+
+def register(recipe: Recipe, built: Built, *, parent, source: ModelVersion, recipe_sha256: str) -> ModelVersion:
+    """Log the built files as a pyfunc version of the parent's registered model, with the
+    resolved recipe inside the artifact (quant_config.json) and on the version's tags.
+
+    Each variant is logged from a child run of its own, named after it, holding only its
+    recipe: the logged model's params are that recipe (MLflow copies the logging run's params
+    onto the model), and the version's source run - what the UI's "Compare" of versions puts
+    side by side - is this variant's alone, so evaluate can record its figures there."""
+    config = recipe.resolved()
+    params = {"source_version": source.version, **{k: v for k, v in config.items() if k != "variant"}}
+    backend = backend_for(recipe.runtime)
+    step_run = mlflow.active_run()
+    with mlflow.start_run(
+        run_name=recipe.variant,
+        nested=step_run is not None,
+        experiment_id=step_run.info.experiment_id if step_run else None,
+    ):
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        mlflow.set_tags({"quantgate.step": "register", "quantgate.variant": recipe.variant})
+        mv = log_variant(
+            model_path=built.path,
+            tokenizer_dir=parent.artifact_paths["tokenizer"],
+            runtime=recipe.runtime,
+            variant=recipe.variant,
+            precision=recipe.precision,
+            registered_model_name=source.name,
+            labels=parent.labels,
+            parent_version=source.version,
+            max_length=parent.max_length,
+            device=backend.device,
+            quant_config=config,
+            params=params,
+            loader=backend.loader,
+            packages=backend.packages,
+            extra_tags={
+                RECIPE_TAG: json.dumps(config, sort_keys=True),
+                RECIPE_SHA_TAG: recipe_sha256,
+                "preset": recipe.preset,
+                **built.tags,
+            },
+        )
+    if step_run is not None:  # how `main` finds what the quantise step handed on
+        mlflow.set_tag(version_run_tag(recipe.variant), mv.version)
+    click.echo(f"registered {mv.name} version {mv.version} ({recipe.variant}, parent {source.version})")
+    return mv
+
+
+class ParityCheck:
+    """Runs a registered variant through its own serving loader on the parent's test split and
+    logs its parity with the parent, judged by the gate's parity rules (``thresholds``)."""
+
+    def __init__(self, source: ModelVersion, size: int, thresholds, prefix: str = "check"):
+        self.source, self.size, self.thresholds, self.prefix = source, size, thresholds, prefix
+        self._split = None
+
+    def split(self, labels: list[str]) -> tuple[list[str], list[int]]:
+        if self._split is None:
+            self._split = check_split(self.size, labels, *trained_on(self.source))
+        return self._split
+
+    def run(self, recipe: Recipe, mv: ModelVersion, parent) -> dict[str, float] | None:
+        texts, y_true = self.split(parent.labels)
+        if not texts:
+            return None
+        model = mlflow.pyfunc.load_model(version_uri(mv)).unwrap_python_model()
+        ref = np.concatenate([parent.infer(parent.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
+        got = np.concatenate([model.infer(model.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
+        result = parity(ref, got, y_true, self.thresholds)
+        mlflow.log_metrics({f"{recipe.variant}.{self.prefix}_{k}": v for k, v in result.items()})
+        click.echo(describe(recipe.variant, f"{recipe.runtime}, {len(texts)} test texts", result, self.thresholds))
+        return result
+
+
+def check_split(
+    size: int, labels: list[str], dataset: str = "news9", options: dict | None = None
+) -> tuple[list[str], list[int]]:
+    """The texts and label ids a build is checked on: the test split of the dataset the parent
+    was trained on (the one the evaluator and the gate use; never used for calibration), all
+    of it when ``size`` is 0, none when it is negative. Ids index ``labels``, the parent's order."""
+    if size < 0:
+        return [], []
+    from quantgate.data import DataError, load_dataset
+
+    test = load_dataset(dataset, ("train", "test"), **(options or {}))["test"]
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted(set(test.frame["label"]) - set(index))
+    if unknown:
+        raise DataError(f"{test.origin}: label(s) {unknown} are not in the model's label map {labels}")
+    texts, ids = list(test.texts), [index[name] for name in test.frame["label"]]
+    return (texts, ids) if size == 0 else (texts[:size], ids[:size])
+
+
+def trained_on(source: ModelVersion) -> tuple[str, dict]:
+    """The dataset (and its loading options) the FP32 version was trained on, from its tags."""
+    options = json.loads(source.tags.get("dataset_options") or "{}")
+    return source.tags.get("dataset", "news9"), options
+
+
+# --------------------------------------------------------------------------- the command line
+def parse_overrides(items: tuple[str, ...]) -> dict[str, dict]:
+    """``--set onnx-int8-static.calibration_method=Percentile`` -> {variant: {field: value}}.
+    Values are read as JSON where they parse (true, 128, 99.99, ["MatMul"]), else as text."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        variant, dot, name = key.strip().rpartition(".")
+        if not sep or not dot or not name:
+            raise click.BadParameter(f"{item!r}: expected VARIANT.FIELD=VALUE", param_hint="--set")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(variant, {})[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def recipes_for(runtime: str, choice: str, preset: str, overrides: dict[str, dict]) -> list[Recipe]:
+    """``all`` or one variant of ``runtime``, with the preset's formats and the overrides."""
+    known = variants_for(runtime)
+    if not known:
+        backend_for(runtime)  # a plugin registers its recipes when its backend is imported
+        known = variants_for(runtime)
+    if choice != "all" and choice not in known:
+        raise RecipeError(f"--recipe: {choice!r} is not a {runtime} variant ({list(known)})")
+    variants = list(known) if choice == "all" else [choice]
+    stray = sorted(set(overrides) - set(variants))
+    if stray:
+        raise RecipeError(f"--set: overrides for {stray}, which this run does not build ({variants})")
+    return [build_recipe(v, preset, **overrides.get(v, {})) for v in variants]
+
+
+def parity_check(
+    source: ModelVersion, check_size: int, thresholds_path: str, target: str | None = None, prefix: str = "check"
+):
+    """The check a build gets, or None when ``check_size`` is negative."""
+    if check_size < 0:
+        return None
+    policy = load_thresholds(thresholds_path)
+    return ParityCheck(source, check_size, policy.targets.get(target, policy.base) if target else policy.base, prefix)
+
+
+def run_step(
+    step: str,
+    runtime: str,
+    *,
+    source: str,
+    model_name: str,
+    recipe_choice: str,
+    preset: str,
+    overrides: tuple[str, ...],
+    check_size: int = -1,
+    thresholds_path: str = str(DEFAULT_THRESHOLDS),
+) -> dict[str, ModelVersion]:
+    """What every quantise command does: check the request, then one run of ``quantise``."""
+    recipes = recipes_for(runtime, recipe_choice, preset, parse_overrides(overrides))
+    backend = backend_for(runtime)
+    backend.preflight()  # before the registry is touched
+    configure_tracking(model_name=model_name)
+    src = resolve_source(source, model_name)
+    target = "gpu" if backend.device == "gpu" else None
+    check = parity_check(src, check_size, thresholds_path, target, "engine" if runtime == "tensorrt" else "check")
+    with mlflow.start_run(run_name=step):
+        return quantise(src, recipes, step=step, check=check)
+
+
+def source_option(func):
+    return click.option(
+        "--source",
+        default=LATEST,
+        show_default=True,
+        help=f"FP32 version to quantise: 3, name@alias, models:/… or {LATEST} for the newest variant=fp32 version.",
+    )(func)
+
+
+def common_options(func):
+    """--model-name, --preset and --set: the options every quantise command shares."""
+    func = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="VARIANT.FIELD=VALUE",
+        help="Override one recipe field, e.g. onnx-int8-static.calibration_method=Percentile (repeatable).",
+    )(func)
+    func = click.option(
+        "--preset",
+        type=click.Choice(PRESET_CHOICES),
+        default="auto",
+        show_default=True,
+        help="CPU family the INT8 number formats suit; auto reads the host's CPU flags.",
+    )(func)
+    return click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)(source_option(func))
+
+
+@click.command("quantise", help=__doc__)
+@click.option("--runtime", required=True, help=f"The backend that builds the variants: {', '.join(runtimes())}.")
+@click.option("--recipe", "recipe_choice", default="all", show_default=True, help="One variant of the runtime, or all.")
+@common_options
+@click.option(
+    "--check-size",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Test texts each new version is checked on against its parent (0: all of them; -1: skip).",
+)
+@click.option(
+    "--thresholds",
+    "thresholds_path",
+    type=click.Path(dir_okay=False),
+    default=str(DEFAULT_THRESHOLDS),
+    show_default=True,
+    help="Gate thresholds whose parity limits the check reports against.",
+)
+def cli(runtime, recipe_choice, source, model_name, preset, overrides, check_size, thresholds_path):
+    run_step(
+        f"quantise_{runtime}",
+        runtime,
+        source=source,
+        model_name=model_name,
+        recipe_choice=recipe_choice,
+        preset=preset,
+        overrides=overrides,
+        check_size=check_size,
+        thresholds_path=thresholds_path,
+    )
+
+
+if __name__ == "__main__":
+    from flows.errors import run
+
+    run(cli)

@@ -1,0 +1,99 @@
+"""The OpenVINO backend: openvino-fp32 (the ONNX export read by OpenVINO) and openvino-int8
+(NNCF post-training INT8, calibrated on the training data), as an IR folder (``model.xml``/
+``model.bin``) with the label order in its ``rt_info``.
+
+Why OpenVINO: on x86 CPUs its INT8 kernels also cover what ONNX Runtime leaves in FP32
+(LayerNorm, attention, GELU around the INT8 MatMuls), which is where a dynamically quantised
+ONNX graph spends most of its time at 64 tokens. It reads the plain ONNX export;
+ONNX Runtime's fused contrib ops (QAttention, SkipLayerNormalization) have no OpenVINO rule.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from quantgate.backends import Backend, Built, library_versions, register_backend
+from quantgate.contract import OPENVINO_LABELS_KEY
+from quantgate.onnx_graph import calibration_texts, encoded_items, export_onnx
+from quantgate.recipes import OpenVinoFp32Recipe, OpenVinoInt8Recipe, Recipe, RecipeError
+
+PACKAGES = ("mlflow", "openvino", "transformers", "tokenizers", "numpy", "pandas")
+IR_FILE = "model.xml"
+
+
+def stamp_labels(model, labels: list[str]) -> None:
+    """Write the label order into the IR's rt_info; the pyfunc checks it at load."""
+    model.set_rt_info(json.dumps(list(labels)), [*OPENVINO_LABELS_KEY])
+
+
+def _nncf_preset(name: str):
+    import nncf
+
+    return {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}[name]
+
+
+def quantise_int8(model, recipe: OpenVinoInt8Recipe, parent, input_names: list[str]):
+    """NNCF PTQ (optionally with accuracy control against the FP32 model on the validation split)."""
+    import nncf
+
+    calibration = nncf.Dataset(
+        encoded_items(calibration_texts(recipe), parent.tokenizer, input_names, parent.max_length)
+    )
+    common = dict(
+        preset=_nncf_preset(recipe.nncf_preset),
+        subset_size=recipe.calibration_size,
+        fast_bias_correction=recipe.fast_bias_correction,
+        model_type=nncf.ModelType.TRANSFORMER,
+    )
+    if not recipe.accuracy_control:
+        return nncf.quantize(model, calibration, **common)
+    from quantgate.data import load_dataset
+
+    texts = load_dataset(recipe.calibration_dataset, ("train", "validation"))["validation"].texts
+    items = encoded_items(texts, parent.tokenizer, input_names, parent.max_length)
+    reference = [int(parent.infer(item).argmax()) for item in items]
+
+    def agreement_with_fp32(compiled, data) -> float:
+        output = compiled.output(0)
+        preds = [int(np.asarray(compiled(item)[output]).argmax()) for item in data]
+        return float(np.mean(np.asarray(preds) == np.asarray(reference[: len(preds)])))
+
+    return nncf.quantize_with_accuracy_control(
+        model, calibration, nncf.Dataset(items), agreement_with_fp32, max_drop=recipe.max_drop, **common
+    )
+
+
+def build(recipe: Recipe, parent, workdir: Path) -> Built:
+    """A folder holding the recipe's OpenVINO IR (model.xml + model.bin), labels stamped in."""
+    import openvino as ov
+
+    onnx_path = workdir / f"model.opset{recipe.opset}.onnx"
+    if not onnx_path.exists():
+        export_onnx(parent.model, parent.tokenizer, onnx_path, recipe.opset)
+    model = ov.convert_model(str(onnx_path))
+    if not isinstance(recipe, OpenVinoFp32Recipe):
+        raise RecipeError(f"variant: {recipe.variant!r} is not an OpenVINO recipe")
+    if isinstance(recipe, OpenVinoInt8Recipe):
+        model = quantise_int8(model, recipe, parent, [i.get_any_name() for i in model.inputs])
+    stamp_labels(model, parent.labels)
+    out = workdir / recipe.variant
+    out.mkdir()
+    ov.save_model(model, str(out / IR_FILE), compress_to_fp16=False)  # FP16 storage is a precision choice, not ours
+    return Built(out)
+
+
+def identity(recipe: Recipe) -> str:
+    """OpenVINO's and NNCF's versions and, for INT8, the calibration data."""
+    data = library_versions("openvino", "nncf")
+    if isinstance(recipe, OpenVinoInt8Recipe):
+        from quantgate.data import dataset_digest, load_dataset
+
+        splits = ("train", "validation") if recipe.accuracy_control else ("train",)
+        data += dataset_digest(load_dataset(recipe.calibration_dataset, splits))
+    return data
+
+
+BACKEND = register_backend(Backend(runtime="openvino", packages=PACKAGES, build=build, identity=identity))

@@ -1,0 +1,478 @@
+"""The data layer: load, validate and split labelled text-classification datasets.
+
+Sources, in the order they are tried:
+
+* ``news9`` (default): the bundled, hand-written dataset in ``data/news9/``;
+* a local path: a CSV / JSONL / Parquet file, or a folder holding ``train``,
+  ``validation`` and ``test`` files in one of those formats. A single file is split
+  70/10/20 the same deterministic, stratified way news9 was;
+* anything else is taken as a Hugging Face dataset id (``hf:`` prefix optional), loaded
+  with the ``datasets`` library - this needs the network or a warm local cache.
+
+Columns are ``text`` and ``label`` unless ``text_column`` / ``label_column`` say otherwise.
+The label set belongs to the dataset (:func:`quantgate.labels.resolve_labels`): ``labels=`` (``a,b,c``
+or a names file), else a ``labels.txt`` beside the data, else the training split's labels,
+sorted. Labels may be names or integer ids into that list. Every problem is a
+:class:`DataError` naming the file and the row. Texts repeated across splits are refused,
+or with ``dedupe=True`` dropped from the later split (train, then validation, then test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from quantgate import labels as labelsets
+from quantgate.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+NEWS9_DIR = Path(__file__).resolve().parent.parent / "data" / "news9"
+_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+
+
+def news9_labels() -> tuple[str, ...]:
+    """news9's nine labels in logit order, from its own ``data/news9/labels.txt``."""
+    return tuple(labelsets.read_names_file(NEWS9_DIR / labelsets.LABEL_NAMES_FILE))
+
+
+class DataError(UserError):
+    """A dataset that cannot be used; the message names the file and the row."""
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    frame: pd.DataFrame  # columns: text (str), label (str), label_id (int), row (1-based, in origin)
+    origin: str  # the file (or dataset id) it came from, for messages
+
+    @property
+    def texts(self) -> list[str]:
+        return self.frame["text"].tolist()
+
+    @property
+    def label_ids(self) -> list[int]:
+        return self.frame["label_id"].tolist()
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    source: str
+    splits: dict[str, Split]
+    labels: tuple[str, ...] = ()  # logit i means labels[i]
+    dropped: dict[str, int] = field(default_factory=dict)  # per split: texts --dedupe removed
+
+    def __getitem__(self, name: str) -> Split:
+        return self.splits[name]
+
+    def counts(self) -> pd.DataFrame:
+        """Items per label (rows, in label order) and split (columns), with totals."""
+        table = (
+            pd.DataFrame({name: split.frame["label"].value_counts() for name, split in self.splits.items()})
+            .reindex(list(self.labels))
+            .fillna(0)
+            .astype(int)
+        )
+        table["total"] = table.sum(axis=1)
+        return table
+
+
+# --------------------------------------------------------------------------- text maths
+def normalise(text: str) -> str:
+    """Lower-case, drop punctuation and symbols, collapse whitespace (the duplicate key)."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"['\u2019]", "", text)  # "bank's" -> "banks", not "bank s"
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def duplicate_groups(texts: list[str]) -> list[list[int]]:
+    """Indexes of texts that are equal after :func:`normalise`, one list per duplicate group."""
+    seen: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        seen.setdefault(normalise(text), []).append(i)
+    return [idx for idx in seen.values() if len(idx) > 1]
+
+
+def near_duplicates(texts: list[str], threshold: float = 0.8) -> list[tuple[int, int, float]]:
+    """Pairs whose word sets have Jaccard similarity >= threshold (exact duplicates included)."""
+    words = [frozenset(normalise(t).split()) for t in texts]
+    # An inverted index keeps this near-linear: only pairs sharing a rare-ish word are compared.
+    index: dict[str, list[int]] = {}
+    for i, ws in enumerate(words):
+        for w in ws:
+            index.setdefault(w, []).append(i)
+    pairs: list[tuple[int, int, float]] = []
+    for i, ws in enumerate(words):
+        candidates = set()
+        for w in ws:
+            posting = index[w]
+            if len(posting) <= 200:  # very common words say nothing about near-duplication
+                candidates.update(j for j in posting if j > i)
+        for j in candidates:
+            union = len(ws | words[j])
+            score = len(ws & words[j]) / union if union else 1.0
+            if score >= threshold:
+                pairs.append((i, j, round(score, 3)))
+    return pairs
+
+
+def stable_key(text: str) -> str:
+    return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
+
+
+def stratified_split(frame: pd.DataFrame, fractions=SPLIT_FRACTIONS, labels=None) -> dict[str, pd.DataFrame]:
+    """Deterministic stratified split: within each label, order by a hash of the normalised
+    text and cut at the fractions. Independent of row order; adding an item moves no other.
+    Rows come out in ``labels`` order (default: sorted), then by hash."""
+    if abs(sum(fractions) - 1.0) > 1e-9 or len(fractions) != len(SPLITS):
+        raise ValueError(f"fractions must be three numbers summing to 1, got {fractions}")
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in SPLITS}
+    for _, group in frame.groupby("label", sort=False):
+        group = group.assign(_key=group["text"].map(stable_key)).sort_values("_key")
+        n = len(group)
+        n_train = round(n * fractions[0])
+        n_val = round(n * fractions[1])
+        cuts = (0, n_train, n_train + n_val, n)
+        for name, lo, hi in zip(SPLITS, cuts, cuts[1:]):
+            parts[name].append(group.iloc[lo:hi].drop(columns="_key"))
+    order = {label: i for i, label in enumerate(labels if labels is not None else sorted(frame["label"].unique()))}
+    out = {}
+    for name, frames in parts.items():
+        df = pd.concat(frames) if frames else frame.iloc[0:0]
+        df = df.assign(_o=df["label"].map(order).fillna(len(order)), _k=df["text"].map(stable_key))
+        out[name] = df.sort_values(["_o", "_k"]).drop(columns=["_o", "_k"]).reset_index(drop=True)
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def validate_texts(
+    frame: pd.DataFrame, origin: str, *, text_column: str = "text", label_column: str = "label", first_row: int = 1
+) -> pd.DataFrame:
+    """Check the columns and every text; return ``text``, raw ``label`` and ``row`` columns.
+
+    ``first_row`` is the 1-based row number of the frame's first data row in ``origin``
+    (rows are counted after any header), so messages point at the right place.
+    """
+    wanted = [text_column, label_column]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{origin}: missing column(s) {missing}; found {list(map(str, frame.columns))}. "
+            f"Name the text and label columns with --text-column / --label-column "
+            f"(now {text_column!r} / {label_column!r})"
+        )
+    if text_column == label_column:
+        raise DataError(f"{origin}: the text and the label column are both {text_column!r}")
+    if frame.empty:
+        raise DataError(f"{origin}: no rows")
+    frame = frame.reset_index(drop=True)
+    for i, text in enumerate(frame[text_column]):
+        row = i + first_row
+        if _is_missing(text):
+            raise DataError(f"{origin}, row {row}: text is missing (null)")
+        if not isinstance(text, str):
+            raise DataError(f"{origin}, row {row}: text must be a string, got {type(text).__name__} {text!r}")
+        if not text.strip():
+            raise DataError(f"{origin}, row {row}: text is empty")
+    return pd.DataFrame(
+        {
+            "text": frame[text_column].str.strip(),
+            "label": frame[label_column].tolist(),
+            "row": range(first_row, first_row + len(frame)),
+        }
+    )
+
+
+def name_labels(frame: pd.DataFrame, origin: str, names: list[str] | None) -> pd.DataFrame:
+    """Turn every raw label into its name: a name of ``names``, or an integer id into it.
+    Without ``names`` a label is its own name (integers become "0", "1", ...)."""
+    out = []
+    for value, row in zip(frame["label"], frame["row"]):
+        try:
+            out.append(labelsets.label_name(value, names))
+        except ValueError as exc:
+            raise DataError(f"{origin}, row {row}: {exc}") from None
+    return frame.assign(label=out)
+
+
+def check_labels(frame: pd.DataFrame, origin: str, labels: list[str], where: str) -> None:
+    known = set(labels)
+    for label, row in zip(frame["label"], frame["row"]):
+        if label not in known:
+            shown = labels if len(labels) <= 20 else labels[:20] + ["..."]
+            raise DataError(
+                f"{origin}, row {row}: label {label!r} is not one of the {len(labels)} labels {shown} ({where})"
+            )
+
+
+def validate_split(
+    frame: pd.DataFrame, origin: str, labels: list[str] | None = None, *, first_row: int = 1
+) -> pd.DataFrame:
+    """One frame with ``text`` and ``label`` columns, checked row by row; with ``labels``,
+    every label must be one of them and ``label_id`` is added."""
+    clean = name_labels(validate_texts(frame, origin, first_row=first_row), origin, labels)
+    if labels is not None:
+        check_labels(clean, origin, list(labels), "the dataset's label list")
+        index = {name: i for i, name in enumerate(labels)}
+        clean["label_id"] = clean["label"].map(index).astype(int)
+    return clean
+
+
+def _overlap(splits: dict[str, Split], name: str, earlier: str) -> list[tuple[int, int]]:
+    """(row index in ``name``, row index in ``earlier``) of texts equal after normalising."""
+    keys: dict[str, int] = {}
+    for j, t in enumerate(splits[earlier].texts):
+        keys.setdefault(normalise(t), j)
+    return [(i, keys[normalise(t)]) for i, t in enumerate(splits[name].texts) if normalise(t) in keys]
+
+
+# Which split keeps a text that two splits share: the earlier one in this order.
+_PRECEDENCE = ("train", "validation", "test")
+
+
+def check_no_overlap(splits: dict[str, Split]) -> None:
+    """Refuse a split that shares a text with an earlier one (train, then validation), after
+    normalisation. The message names both files and rows and how to drop them instead."""
+    for k, name in enumerate(_PRECEDENCE):
+        for earlier in _PRECEDENCE[:k]:
+            if name not in splits or earlier not in splits:
+                continue
+            hits = _overlap(splits, name, earlier)
+            if hits:
+                i, j = hits[0]
+                a, b = splits[name], splits[earlier]
+                raise DataError(
+                    f"{name} split overlaps {earlier} in {len(hits)} text(s); first: {a.texts[i]!r} "
+                    f"({a.origin}, row {a.frame['row'].iloc[i]} = {b.origin}, row {b.frame['row'].iloc[j]}). "
+                    f"Pass --dedupe (mlflow run: -P dedupe=true) to drop them, keeping the {earlier} copy"
+                )
+
+
+def drop_overlap(splits: dict[str, Split]) -> tuple[dict[str, Split], dict[str, int]]:
+    """``--dedupe``: drop from each split the texts an earlier split already holds (train
+    keeps its copy). Returns the new splits and how many rows each lost."""
+    out, dropped = dict(splits), {}
+    for k, name in enumerate(_PRECEDENCE):
+        if name not in out:
+            continue
+        drop: set[int] = set()
+        for earlier in _PRECEDENCE[:k]:
+            if earlier in out:
+                drop.update(i for i, _ in _overlap(out, name, earlier))
+        split = out[name]
+        keep = [i for i in range(len(split)) if i not in drop]
+        if drop and not keep:
+            raise DataError(f"{split.origin}: every row of the {name} split also occurs in an earlier split")
+        out[name] = Split(name, split.frame.iloc[keep].reset_index(drop=True), split.origin)
+        dropped[name] = len(drop)
+    return out, dropped
+
+
+# --------------------------------------------------------------------------- readers
+def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
+    """The file's rows and the 1-based number of its first data row (CSV: after the header)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            # keep_default_na=False: an empty cell stays "" (reported as empty text), not NaN.
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8"), 1
+        if suffix in (".jsonl", ".json"):
+            return pd.read_json(path, lines=suffix == ".jsonl", dtype=False), 1
+        if suffix == ".parquet":
+            return pd.read_parquet(path), 1
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {first}") from exc
+    except Exception as exc:  # pyarrow and friends raise their own types for a corrupt file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {first}") from exc
+    raise DataError(f"{path}: unsupported format {suffix!r}; use one of {list(_FORMATS)}")
+
+
+def _find_split_file(folder: Path, name: str) -> Path | None:
+    found = [folder / f"{name}{ext}" for ext in _FORMATS if (folder / f"{name}{ext}").is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder}: several files for split {name!r}: {[p.name for p in found]}")
+    return found[0] if found else None
+
+
+def _read_texts(file: Path, cols: dict) -> pd.DataFrame:
+    frame, first_row = _read_file(file)
+    return validate_texts(frame, str(file), first_row=first_row, **cols)
+
+
+def _raw_local(path: Path, splits: tuple[str, ...], cols: dict) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Checked text and raw labels per split: ``(frame, origin)``. A single file comes back as
+    one ``"all"`` entry, split once the label list is known."""
+    if not path.is_dir():
+        return {"all": (_read_texts(path, cols), str(path))}
+    out = {}
+    for name in splits:
+        file = _find_split_file(path, name)
+        if file is None:
+            raise DataError(f"{path}: no file for split {name!r} (expected {name}.csv, {name}.jsonl or {name}.parquet)")
+        out[name] = (_read_texts(file, cols), str(file))
+    return out
+
+
+def _raw_hub(dataset_id: str, splits: tuple[str, ...], cols: dict):
+    try:
+        import datasets  # imported here: only this source needs it
+    except ImportError as exc:  # pragma: no cover - datasets is a dependency
+        raise DataError("loading a Hugging Face dataset needs the 'datasets' package") from exc
+    try:
+        ds = datasets.load_dataset(dataset_id)
+    except Exception as exc:  # the hub raises many types; the user needs the message
+        raise DataError(
+            f"{dataset_id!r} is not a local file or folder, and loading it as a Hugging Face "
+            f"dataset failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "Offline machines can only use local files or 'news9'."
+        ) from exc
+    out, names = {}, None
+    for name in splits:
+        if name not in ds:
+            raise DataError(f"Hugging Face dataset {dataset_id!r} has no split {name!r}: {list(ds)}")
+        part = ds[name]
+        feature = part.features.get(cols["label_column"])
+        if feature is not None and hasattr(feature, "names"):  # ClassLabel ints -> names
+            names = list(feature.names)
+        origin = f"hf:{dataset_id}[{name}]"
+        out[name] = (validate_texts(part.to_pandas(), origin, **cols), origin)
+    return out, names
+
+
+def _names_beside(source: str, path: Path | None) -> tuple[list[str] | None, str]:
+    """A ``labels.txt`` beside the data (in the folder, or beside the single file)."""
+    if path is None:
+        return None, ""
+    folder = path if path.is_dir() else path.parent
+    file = folder / labelsets.LABEL_NAMES_FILE
+    if file.is_file():
+        try:
+            return labelsets.read_names_file(file), str(file)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    return None, ""
+
+
+def load_dataset(
+    source: str = "news9",
+    splits: tuple[str, ...] = SPLITS,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    labels: str = "",
+    dedupe: bool = False,
+) -> Dataset:
+    """Load and validate ``splits`` of a dataset (see the module docstring for sources).
+
+    ``labels``: ``"a,b,c"`` or the path of a names file (one label a line) fixing the label
+    list and its order; empty: a ``labels.txt`` beside the data, else the sorted labels of
+    the training split. ``dedupe``: drop texts an earlier split holds instead of refusing.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DataError(f"unknown split(s) {unknown}; splits are {list(SPLITS)}")
+    for what, col in (("text", text_column), ("label", label_column)):
+        if not isinstance(col, str) or not col.strip():
+            raise DataError(f"--{what}-column must name a column, got {col!r}")
+    cols = {"text_column": text_column, "label_column": label_column}
+    wanted = tuple(dict.fromkeys(("train", *splits)))  # train always: the label list needs it
+    path, hub_names = None, None
+    if source == "news9":
+        path = NEWS9_DIR
+    elif source.startswith("hf:"):
+        source_id = source[3:]
+    elif Path(source).expanduser().exists():
+        path = Path(source).expanduser()
+    elif source.startswith((".", "/", "~")) or Path(source).suffix.lower() in _FORMATS:
+        raise DataError(f"{source}: no such file or folder")
+    else:
+        source_id = source
+    if path is not None:
+        raw = _raw_local(path, wanted, cols)
+    else:
+        raw, hub_names = _raw_hub(source_id, wanted, cols)
+
+    try:
+        explicit, explicit_from = labelsets.parse_labels_option(labels)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    beside, beside_from = _names_beside(source, path)
+    names, names_from = (
+        (explicit, explicit_from)
+        if explicit
+        else (beside, beside_from)
+        if beside
+        else (hub_names, "the dataset's ClassLabel feature")
+    )
+    named = {k: (name_labels(frame, origin, names), origin) for k, (frame, origin) in raw.items()}
+
+    if "all" in named:  # one file: the label list comes from all of it, then it is split
+        frame, origin = named["all"]
+        label_list = list(names) if names else labelsets.labels_from(frame["label"])
+        check_labels(frame, origin, label_list, f"from {names_from}")
+        parts = stratified_split(frame, labels=label_list)
+        empty = [n for n in SPLITS if parts[n].empty]
+        if empty:
+            raise DataError(
+                f"{origin}: {len(frame)} row(s) are too few to split 70/10/20 into train, validation and "
+                f"test (the {' and '.join(empty)} part would be empty); give more rows per label, or a "
+                "folder with train/validation/test files"
+            )
+        loaded = {n: Split(n, parts[n], f"{origin} [{n} part]") for n in wanted}
+    else:
+        train_frame, train_origin = named["train"]
+        label_list = list(names) if names else labelsets.labels_from(train_frame["label"])
+        where = f"from {names_from}" if names else f"the labels of the training split {train_origin}"
+        loaded = {}
+        for n in wanted:
+            frame, origin = named[n]
+            check_labels(frame, origin, label_list, where)
+            loaded[n] = Split(n, frame, origin)
+    if len(label_list) < 2:
+        raise DataError(f"{loaded['train'].origin}: a classifier needs at least 2 labels; found {label_list}")
+    if names:
+        seen = set(loaded["train"].frame["label"])
+        absent = [x for x in label_list if x not in seen]
+        if absent:
+            raise DataError(
+                f"{loaded['train'].origin}: label(s) {absent} "
+                f"({where if 'all' not in named else 'from ' + names_from}) "
+                "have no training rows; a model cannot learn them"
+            )
+    index = {name: i for i, name in enumerate(label_list)}
+    loaded = {
+        n: Split(n, s.frame.assign(label_id=s.frame["label"].map(index).astype(int)), s.origin)
+        for n, s in loaded.items()
+    }
+    dropped: dict[str, int] = {}
+    if dedupe:
+        loaded, dropped = drop_overlap(loaded)
+    else:
+        check_no_overlap(loaded)
+    return Dataset(source, {n: loaded[n] for n in splits}, tuple(label_list), dropped)
+
+
+def dataset_digest(dataset: Dataset) -> str:
+    """SHA-256 over every split's texts and labels: identifies the data a step consumed."""
+    h = hashlib.sha256()
+    h.update(("labels\t" + "\t".join(dataset.labels) + "\n").encode("utf-8"))  # the model contract
+    for name in sorted(dataset.splits):
+        for text, label in zip(dataset[name].texts, dataset[name].frame["label"]):
+            h.update(f"{name}\t{label}\t{text}\n".encode("utf-8"))
+    return h.hexdigest()

@@ -1,0 +1,86 @@
+"""A version description that people and quantgate share: quantgate owns one delimited block.
+
+The block holds the model card (written by ``evaluate``) and the gate's verdict notes (one per
+decision, oldest first). Everything outside it - above or below - is a person's text and is
+kept whole, character for character. When the description would exceed the store's limit,
+only quantgate's own block shrinks: oldest notes first, then the card, then the end of the
+newest note; the full verdicts stay in each promote run's ``decision.json`` and the figures in
+the evaluation run. Pure text functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# MLflow's SQL schema declares model_versions.description as VARCHAR(5000): PostgreSQL and
+# MySQL enforce it (SQLite does not), so quantgate stays within it on every store.
+DESCRIPTION_LIMIT = 5000
+BEGIN = (
+    "<!-- quantgate:begin (model card and gate verdicts, rewritten by quantgate; text outside this block is kept) -->"
+)
+END = "<!-- quantgate:end -->"
+NOTE_MARK = "\n\n### Gate "  # every gate note starts with this
+LEGACY_CARD_END = "<!-- end quantgate model card -->"  # the card's last line, also before blocks existed
+SEP = "\n\n"  # between a person's text and the block
+
+
+@dataclass
+class Parts:
+    above: str = ""  # a person's text before the block
+    card: str = ""
+    notes: list[str] = field(default_factory=list)
+    below: str = ""  # a person's text after the block
+
+
+def split(description: str | None) -> Parts:
+    """Separate a description into a person's text and quantgate's block."""
+    text = description or ""
+    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
+        above, rest = text.split(BEGIN, 1)
+        block, below = rest.split(END, 1)
+        block = block.removeprefix("\n").removesuffix("\n")
+        above, below = above.removesuffix(SEP), below.removeprefix(SEP)  # the separators join() puts
+    else:
+        # No block yet. A model card written before blocks existed stood at the very start and
+        # is quantgate's; everything else (including older gate notes) is kept as it is.
+        above, block, below = "", "", text
+        if text.startswith("## ") and LEGACY_CARD_END in text:
+            block, below = text.split(LEGACY_CARD_END, 1)
+            block += LEGACY_CARD_END
+            below = below.removeprefix(SEP)
+    card, *notes = block.split(NOTE_MARK)
+    return Parts(above, card, [NOTE_MARK + n for n in notes], below)
+
+
+def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The description with the block fitted into what the person's text leaves of ``limit``."""
+    above = parts.above + SEP if parts.above else ""
+    below = SEP + parts.below if parts.below else ""
+    room = limit - len(above) - len(below) - len(BEGIN) - len(END) - 2
+    card, notes = parts.card, list(parts.notes)
+    while len(notes) > 1 and len(card) + sum(map(len, notes)) > room:
+        notes.pop(0)
+    if card and len(card) + sum(map(len, notes)) > room:
+        card = ""
+    if notes and sum(map(len, notes)) > room:
+        notes = [notes[-1][: max(room, 0)]]
+    block = card + "".join(notes)
+    if not block or room <= 0:
+        return parts.above + (SEP if parts.above and parts.below else "") + parts.below  # the person's text alone
+    return f"{above}{BEGIN}\n{block}\n{END}{below}"
+
+
+def with_card(description: str | None, card: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """Put (or replace) the model card in quantgate's block; keep its notes and everything else."""
+    parts = split(description)
+    parts.card = card
+    return join(parts, limit)
+
+
+def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """Add a gate note at the end of quantgate's block; keep everything a person wrote."""
+    parts = split(description)
+    if parts.card == "" and not parts.notes and not parts.above:  # no block yet: notes go after the text
+        parts.above, parts.below = parts.below, ""
+    parts.notes.append(note)
+    return join(parts, limit)

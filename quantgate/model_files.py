@@ -1,0 +1,93 @@
+"""The whole-model digest: SHA-256 of every file of a logged model, kept outside the model.
+
+``meta.json``'s manifest inside the model covers only its artifacts, and it can be rewritten
+along with the files it describes. This digest covers every file MLflow stores for the model -
+``MLmodel``, the pyfunc code (``serving_model.py``), requirements and environment files, input
+examples and every artifact including ``meta.json`` - and is recorded *outside* it:
+
+* the full manifest as a JSON artifact of the run that logged the model
+  (``quantgate/model_manifest_v<N>.json``);
+* its digest as the version tag ``model_sha256``; evaluation copies it into its run
+  (tag ``model_sha256``) and onto the version (``eval_model_sha256``).
+
+The gate and ``quantgate serve`` download the version, hash every file again and compare with
+the registry's tag, never with a file inside the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+
+from quantgate.contract import (  # noqa: F401  (re-exported: the digest tags belong with the digest)
+    EVAL_METRICS_DIGEST_TAG,
+    EVAL_MODEL_DIGEST_TAG,
+    METRICS_DIGEST_TAG,
+    MODEL_DIGEST_TAG,
+)
+from quantgate.errors import UserError
+from quantgate.serving_model import sha256_file
+
+# Written by MLflow into the download folder of a models:/ URI; never stored with the model.
+DOWNLOAD_ONLY = frozenset({"registered_model_meta"})
+
+
+class ModelIntegrityError(UserError):
+    """The files in the artifact store are not the files the registry recorded."""
+
+
+def model_manifest(root: str | Path) -> dict[str, str]:
+    """``relative/path -> sha256`` for every file under a downloaded model folder."""
+    root = Path(root)
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() not in DOWNLOAD_ONLY
+    }
+
+
+def size_bytes(path: str | Path) -> int:
+    """Bytes on disk of a file, or of every file under a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def digest(manifest: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def differing(actual: dict[str, str], recorded: dict[str, str]) -> list[str]:
+    """Files whose digest differs, or that exist on one side only."""
+    return sorted(name for name in set(actual) | set(recorded) if actual.get(name) != recorded.get(name))
+
+
+def download(model_uri: str, dst: str | Path) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+
+
+def digest_problem(local: Path, tags: dict[str, str], what: str = "version") -> str | None:
+    """Why the downloaded files at ``local`` are not the files the registry recorded (None: they are)."""
+    recorded = tags.get(MODEL_DIGEST_TAG)
+    if not recorded:
+        return (
+            f"no {MODEL_DIGEST_TAG} tag: the {what}'s files (MLmodel, code, artifacts) were never fingerprinted; "
+            "re-register it with a current quantgate and evaluate it again"
+        )
+    actual = digest(model_manifest(local))
+    if actual != recorded:
+        return (
+            f"model files changed since registration: SHA-256 of all files is {actual[:16]}…, "
+            f"the registry recorded {recorded[:16]}…"
+        )
+    return None
+
+
+def metrics_digest(metrics: dict[str, float]) -> str:
+    """SHA-256 of a run's latest metric values, taken when the evaluation finished: a metric
+    re-logged, added or removed afterwards changes it."""
+    return hashlib.sha256(json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True).encode()).hexdigest()

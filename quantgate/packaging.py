@@ -1,0 +1,169 @@
+"""Log a variant as a pyfunc that carries its model file, tokenizer and label map, and
+register it as a tagged version of the registered model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+
+from quantgate.labels import save_label_map
+from quantgate.model_files import MODEL_DIGEST_TAG, digest, download, model_manifest
+from quantgate.serving_model import DEFAULT_TOP_K, files_of, sha256_file
+
+SERVING_MODEL_FILE = Path(__file__).resolve().parent / "serving_model.py"
+SIGNATURE = ModelSignature(
+    # `text` is declared optional on purpose: MLflow's own schema check answers a missing
+    # column with the payload echoed back; the pyfunc refuses it itself with a short 400.
+    inputs=Schema([ColSpec("string", "text", required=False)]),
+    outputs=Schema(
+        [
+            ColSpec("string", "label"),
+            ColSpec("double", "probability"),
+            ColSpec(Array(Object([Property("label", "string"), Property("probability", "double")])), "top_k"),
+            ColSpec("boolean", "truncated"),
+        ]
+    ),
+    params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]),
+)
+INPUT_EXAMPLE = pd.DataFrame(
+    {"text": ["Central bank holds rates as inflation cools", "Ransomware gang hits city council"]}
+)
+# What a served FP32 (torch) variant imports; a quantised one's come from its backend. Versions
+# are pinned to what built it.
+FP32_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas")
+QUANT_CONFIG_FILE = "quant_config.json"
+
+
+def pip_requirements(packages: Sequence[str]) -> list[str]:
+    reqs = []
+    for pkg in packages:
+        try:
+            v = version(pkg).split("+")[0]  # torch's "+cpu" is a local label pip cannot resolve
+            reqs.append(f"{pkg}=={v}")
+        except PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def manifest(artifacts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """SHA-256 of every file of every artifact, keyed by artifact and relative path."""
+    out = {}
+    for key, path in artifacts.items():
+        root = Path(path)
+        out[key] = {
+            (p.relative_to(root).as_posix() if root.is_dir() else p.name): sha256_file(p) for p in files_of(root)
+        }
+    return out
+
+
+def manifest_digest(man: dict) -> str:
+    return hashlib.sha256(json.dumps(man, sort_keys=True).encode()).hexdigest()
+
+
+def record_model_manifest(model_uri: str, version: str) -> str:
+    """Hash every file of the logged model as stored (MLmodel, pyfunc code, requirements, every
+    artifact incl. meta.json); log the manifest as an artifact of the active run, outside the
+    model, and return its digest (the version's ``model_sha256`` tag)."""
+    with tempfile.TemporaryDirectory(prefix="quantgate-digest-") as tmp:
+        files = model_manifest(download(model_uri, tmp))
+    mlflow.log_dict(
+        {"model_uri": model_uri, "version": version, "files": files, "sha256": digest(files)},
+        f"quantgate/model_manifest_v{version}.json",
+    )
+    return digest(files)
+
+
+def log_variant(
+    *,
+    model_path: str | Path,
+    tokenizer_dir: str | Path,
+    runtime: str,
+    variant: str,
+    precision: str,
+    registered_model_name: str,
+    labels: Sequence[str],
+    device: str = "cpu",
+    parent_version: str | None = None,
+    max_length: int = 128,
+    extra_tags: dict[str, str] | None = None,
+    description: str | None = None,
+    quant_config: Mapping | None = None,
+    params: Mapping[str, object] | None = None,
+    packages: Sequence[str] = FP32_PACKAGES,
+    loader: Path | None = None,
+) -> ModelVersion:
+    """Log the variant into the active run, register it and tag the new version.
+
+    The logged model is named after the variant (``fp32``, ``onnx-int8-static``, …: the
+    experiment's Models list shows that name) and carries ``params``, its own recipe; MLflow
+    adds the active run's params to them, so a run that builds several variants logs each in
+    a run of its own (``quantise_common.register``).
+    ``quant_config`` (a quantised variant's resolved recipe) travels inside the artifact as
+    ``quant_config.json``, covered by the SHA-256 manifest like every other file.
+    ``labels`` (logit order) becomes the variant's ``label_map.json``: a quantised variant
+    passes its parent's, the FP32 model the dataset's.
+    ``packages`` are what serving it imports (a backend's ``packages``); ``loader``, a plugin
+    runtime's serving loader module, travels in the model's code and is named in ``meta.json``.
+    """
+    with tempfile.TemporaryDirectory(prefix="quantgate-pkg-") as tmp:
+        artifacts = {
+            "model": str(model_path),
+            "tokenizer": str(tokenizer_dir),
+            "label_map": str(save_label_map(Path(tmp) / "label_map.json", labels)),
+        }
+        if quant_config is not None:
+            config_path = Path(tmp) / QUANT_CONFIG_FILE
+            config_path.write_text(json.dumps(dict(quant_config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            artifacts["quant_config"] = str(config_path)
+        man = manifest(artifacts)
+        meta = {
+            "runtime": runtime,
+            "variant": variant,
+            "precision": precision,
+            "max_length": max_length,
+            "manifest": man,
+            **({"loader": Path(loader).stem} if loader else {}),
+        }
+        meta_path = Path(tmp) / "meta.json"
+        meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tags = {
+            "variant": variant,
+            "precision": precision,
+            "runtime": runtime,
+            "device": device,
+            "manifest_sha256": manifest_digest(man),
+            **({"parent_version": str(parent_version)} if parent_version else {}),
+            **(extra_tags or {}),
+        }
+        info = mlflow.pyfunc.log_model(
+            name=variant,
+            params={k: str(v) for k, v in (params or {}).items()},
+            python_model=str(SERVING_MODEL_FILE),
+            artifacts={**artifacts, "meta": str(meta_path)},
+            signature=SIGNATURE,
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=pip_requirements(packages),
+            code_paths=[str(loader)] if loader else None,
+            registered_model_name=registered_model_name,
+            tags=tags,
+        )
+    client = MlflowClient()
+    mv_number = str(info.registered_model_version)
+    tags[MODEL_DIGEST_TAG] = record_model_manifest(info.model_uri, mv_number)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model_name, mv_number, key, value)
+    if description:
+        client.update_model_version(registered_model_name, mv_number, description=description)
+    mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
+    return client.get_model_version(registered_model_name, mv_number)

@@ -1,0 +1,103 @@
+"""Where runs and models live, and small registry look-ups shared by every step."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from quantgate.errors import UserError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_MODEL_NAME = "news-classifier"
+AFTER_MODEL = "<registered model name>"  # the default experiment: one per registered model
+
+
+def experiment_name(model_name: str = DEFAULT_MODEL_NAME, experiment: str | None = AFTER_MODEL) -> str:
+    """The experiment every step logs to: ``experiment`` when the user chose one (``--experiment``
+    or ``$MLFLOW_EXPERIMENT_NAME``), else the registered model's name."""
+    if experiment and experiment != AFTER_MODEL:
+        return experiment
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or model_name
+
+
+def configure_tracking(experiment: str | None = AFTER_MODEL, *, model_name: str = DEFAULT_MODEL_NAME) -> str:
+    """Use ``$MLFLOW_TRACKING_URI`` when set, else the SQL store ``sqlite:///mlflow.db`` in the
+    working directory (registry and webhooks need a database-backed store), and select the
+    experiment named after the registered model (``experiment=None``: select none).
+
+    Inside ``mlflow run`` (``$MLFLOW_RUN_ID``) the run, and so its experiment, exists already:
+    ``mlflow run`` picks the experiment named after the model through the default-experiment
+    provider in ``flows.experiment_provider``. ``$MLFLOW_EXPERIMENT_ID`` is MLflow's own choice
+    and is kept as well."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    if experiment and not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_name(model_name, experiment))
+    return mlflow.get_tracking_uri()
+
+
+def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:
+    """Accept ``models:/name/3``, ``models:/name@staging``, ``name/3`` or just ``3``; return a
+    ``models:/`` URI."""
+    ref = str(ref).strip()
+    if ref.startswith("models:/"):
+        return ref
+    if ref.isdigit():
+        return f"models:/{default_name}/{ref}"
+    if "/" in ref or "@" in ref:
+        return f"models:/{ref}"
+    raise UserError(
+        f"cannot read {ref!r} as a model version: give a version number, 'name/3', 'name@alias' or a models:/ URI"
+    )
+
+
+def resolve_version(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> ModelVersion:
+    """The registry entry behind a version reference (alias or number)."""
+    uri = parse_model_ref(ref, default_name)
+    body = uri[len("models:/") :]
+    client = MlflowClient()
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        what, fetch = f"alias @{alias} of model {name!r}", lambda: client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, version = body.rpartition("/")
+        if not name or not version.isdigit():
+            raise UserError(f"{uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+        what, fetch = f"version {version} of model {name!r}", lambda: client.get_model_version(name, version)
+    try:
+        return fetch()
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise UserError(f"no {what} in {mlflow.get_tracking_uri()}") from None
+        raise
+
+
+def version_uri(mv: ModelVersion) -> str:
+    return f"models:/{mv.name}/{mv.version}"
+
+
+def logged_model_id(mv: ModelVersion) -> str | None:
+    """The MLflow 3 LoggedModel behind a version (``m-…``): where the UI shows per-model metrics.
+    MLflow 3.17 leaves ``ModelVersion.model_id`` empty for versions registered by
+    ``log_model(registered_model_name=...)``; their ``source`` is ``models:/m-…`` instead."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = mv.source or ""
+    return source[len("models:/") :] if source.startswith("models:/m-") else None
+
+
+def log_params_once(params: dict) -> dict:
+    """Log params into the active run, skipping keys it already holds: `mlflow run` logs the
+    entry point's parameters first, in its own string form (``''`` for an empty string,
+    ``false`` for a bool), and MLflow refuses to change a logged value."""
+    import mlflow
+
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: v for k, v in params.items() if k not in held}
+    if new:
+        mlflow.log_params(new)
+    return new

@@ -1,0 +1,1 @@
+"""What reacts to registry events: the webhook plan (pure) and the receiver (HTTP server)."""
