@@ -55,6 +55,7 @@ def synthetic_headlines(n: int, seed: int = 0) -> list[str]:
 
 
 def pyfunc_loop(model_uri: str, texts: pd.DataFrame, batch: int) -> tuple[pd.DataFrame, float]:
+    """``model.predict`` on consecutive chunks of ``batch`` rows after one warm-up: the output and its seconds."""
     import mlflow
 
     model = mlflow.pyfunc.load_model(model_uri)
@@ -67,6 +68,7 @@ def pyfunc_loop(model_uri: str, texts: pd.DataFrame, batch: int) -> tuple[pd.Dat
 
 
 def batch1_labels(model_uri: str, texts: list[str]) -> list[str]:
+    """The label of each text predicted alone (batch 1)."""
     import mlflow
 
     model = mlflow.pyfunc.load_model(model_uri)
@@ -74,6 +76,7 @@ def batch1_labels(model_uri: str, texts: list[str]) -> list[str]:
 
 
 def spark_run(model_uri: str, source: Path, out: Path, master: str, batch: int) -> dict:
+    """``quantgate score --master MASTER`` in its own process: rows/s of the scoring job, wall time, the output."""
     t0 = time.perf_counter()
     run = subprocess.run(
         [
@@ -110,63 +113,45 @@ def spark_run(model_uri: str, source: Path, out: Path, master: str, batch: int) 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: the version, how many rows, the batch size, the batch-1 sample and --out."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="models:/news-classifier@staging")
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batch1-sample", type=int, default=20_000, help="rows compared with batch-1 predictions")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = p.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["QUANTGATE_THREADS"] = "1"
-    os.environ["QUANTGATE_MAX_BATCH"] = str(max(args.batch_size, 256))
-    from quantgate.tracking import configure_tracking, parse_model_ref, resolve_version
+    return p.parse_args(argv)
 
-    configure_tracking(experiment=None)
-    mv = resolve_version(args.model)
-    uri = parse_model_ref(f"{mv.name}/{mv.version}")
-    load_before = os.getloadavg()
-    frame = pd.DataFrame({"id": np.arange(args.rows), "text": synthetic_headlines(args.rows)})
+
+def score_every_way(uri: str, frame: pd.DataFrame, batch: int) -> tuple[pd.DataFrame, float, list[dict]]:
+    """The pyfunc loop's output and seconds, then ``quantgate score`` on local[1] and local[2], on one Parquet file."""
     with tempfile.TemporaryDirectory(prefix="quantgate-bench-") as tmp:
         source = Path(tmp) / "headlines.parquet"
         frame.to_parquet(source, index=False)
-        ref, loop_s = pyfunc_loop(uri, frame[["text"]], args.batch_size)
-        runs = [
-            spark_run(uri, source, Path(tmp) / f"out-{m[6]}.parquet", m, args.batch_size)
-            for m in ("local[1]", "local[2]")
-        ]
-    sample = np.random.default_rng(1).choice(args.rows, min(args.batch1_sample, args.rows), replace=False)
-    b1 = batch1_labels(uri, frame["text"].iloc[sample].tolist())
-    load_after = os.getloadavg()
-    result = {
-        "model": uri,
-        "variant": mv.tags.get("variant"),
-        "rows": args.rows,
-        "batch_size": args.batch_size,
-        "host": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
-        "pyfunc_loop": {"seconds": round(loop_s, 1), "rows_per_s": round(args.rows / loop_s, 1)},
-    }
-    for r in runs:
-        scored = r.pop("scored")
-        r["identical_to_pyfunc"] = bool(
-            (scored["label"].to_numpy() == ref["label"].to_numpy()).all()
-            and np.array_equal(scored["probability"].to_numpy(), ref["probability"].to_numpy())
-        )
-        r["label_mismatches_vs_pyfunc"] = int((scored["label"].to_numpy() != ref["label"].to_numpy()).sum())
-        r["rows_per_s"] = round(r["rows_per_s"], 1)
-        result[r["master"]] = r
-    result["scaling_local2_over_local1"] = round(result["local[2]"]["rows_per_s"] / result["local[1]"]["rows_per_s"], 2)
-    result["batch1_agreement"] = {
-        "sample": len(sample),
-        "agreement": float(np.mean(ref["label"].to_numpy()[sample] == np.array(b1))),
-    }
+        ref, loop_s = pyfunc_loop(uri, frame[["text"]], batch)
+        runs = [spark_run(uri, source, Path(tmp) / f"out-{m[6]}.parquet", m, batch) for m in ("local[1]", "local[2]")]
+    return ref, loop_s, runs
+
+
+def compared_with_pyfunc(run: dict, ref: pd.DataFrame) -> dict:
+    """A Spark run's figures, its scored rows replaced by whether they equal the pyfunc loop's."""
+    scored = run.pop("scored")
+    run["identical_to_pyfunc"] = bool(
+        (scored["label"].to_numpy() == ref["label"].to_numpy()).all()
+        and np.array_equal(scored["probability"].to_numpy(), ref["probability"].to_numpy())
+    )
+    run["label_mismatches_vs_pyfunc"] = int((scored["label"].to_numpy() != ref["label"].to_numpy()).sum())
+    run["rows_per_s"] = round(run["rows_per_s"], 1)
+    return run
+
+
+def print_report(result: dict) -> None:
+    """The figures as a markdown table, with the host's load, the scaling ratio and the batch-1 agreement."""
+    load_before, load_after = result["loadavg_before"], result["loadavg_after"]
     print(
-        f"{uri} ({result['variant']}), {args.rows} rows, batch {args.batch_size}, {result['cpus']} CPUs, "
-        f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after"
+        f"{result['model']} ({result['variant']}), {result['rows']} rows, batch {result['batch_size']}, "
+        f"{result['cpus']} CPUs, load average {load_before[0]:.1f} before / {load_after[0]:.1f} after"
     )
     print("| path | rows/s | scoring s | wall s | identical to pyfunc |\n|---|---|---|---|---|")
     print(
@@ -181,8 +166,45 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"scaling local[2] / local[1]: {result['scaling_local2_over_local1']}x; agreement with batch-1 labels on "
-        f"{len(sample)} rows: {result['batch1_agreement']['agreement']:.4f}"
+        f"{result['batch1_agreement']['sample']} rows: {result['batch1_agreement']['agreement']:.4f}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score the same headlines every way, compare the outputs, print the figures (and write them with --out)."""
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["QUANTGATE_THREADS"] = "1"
+    os.environ["QUANTGATE_MAX_BATCH"] = str(max(args.batch_size, 256))
+    from quantgate.tracking import configure_tracking, parse_model_ref, resolve_version
+
+    configure_tracking(experiment=None)
+    mv = resolve_version(args.model)
+    uri = parse_model_ref(f"{mv.name}/{mv.version}")
+    load_before = os.getloadavg()
+    frame = pd.DataFrame({"id": np.arange(args.rows), "text": synthetic_headlines(args.rows)})
+    ref, loop_s, runs = score_every_way(uri, frame, args.batch_size)
+    sample = np.random.default_rng(1).choice(args.rows, min(args.batch1_sample, args.rows), replace=False)
+    b1 = batch1_labels(uri, frame["text"].iloc[sample].tolist())
+    result = {
+        "model": uri,
+        "variant": mv.tags.get("variant"),
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "host": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "pyfunc_loop": {"seconds": round(loop_s, 1), "rows_per_s": round(args.rows / loop_s, 1)},
+    }
+    for r in runs:
+        result[r["master"]] = compared_with_pyfunc(r, ref)
+    result["scaling_local2_over_local1"] = round(result["local[2]"]["rows_per_s"] / result["local[1]"]["rows_per_s"], 2)
+    result["batch1_agreement"] = {
+        "sample": len(sample),
+        "agreement": float(np.mean(ref["label"].to_numpy()[sample] == np.array(b1))),
+    }
+    print_report(result)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
