@@ -25,7 +25,8 @@ from flows.quantise import LATEST, ParityCheck, check_split, load_parent, quanti
 from quantgate.backends.tensorrt import BACKEND, int8_weight_matmuls, precision_graph
 from quantgate.recipes import CALIBRATION_METHODS, RECIPE_CLASSES, TRT_VARIANTS, TrtInt8Recipe, TrtRecipe, build_recipe
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
-from quantgate.trt_logic import EXIT_NO_GPU, TrtError
+from quantgate.trt_checks import EXIT_NO_GPU
+from quantgate.trt_shapes import TrtError
 from registry_hooks.gate.parity import describe, parity
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 

@@ -20,7 +20,6 @@ or with ``dedupe=True`` dropped from the later split (train, then validation, th
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -29,21 +28,17 @@ from pathlib import Path
 import pandas as pd
 
 from quantgate import labels as labelsets
-from quantgate.errors import UserError
+from quantgate.data_checks import DataError, check_labels, name_labels
+from quantgate.data_files import FORMATS, names_beside, read_hub, read_local
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 NEWS9_DIR = Path(__file__).resolve().parent.parent / "data" / "news9"
-_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
 
 def news9_labels() -> tuple[str, ...]:
     """news9's nine labels in logit order, from its own ``data/news9/labels.txt``."""
     return tuple(labelsets.read_names_file(NEWS9_DIR / labelsets.LABEL_NAMES_FILE))
-
-
-class DataError(UserError):
-    """A dataset that cannot be used; the message names the file and the row."""
 
 
 @dataclass(frozen=True)
@@ -154,84 +149,7 @@ def stratified_split(frame: pd.DataFrame, fractions=SPLIT_FRACTIONS, labels=None
     return out
 
 
-# --------------------------------------------------------------------------- validation
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def validate_texts(
-    frame: pd.DataFrame, origin: str, *, text_column: str = "text", label_column: str = "label", first_row: int = 1
-) -> pd.DataFrame:
-    """Check the columns and every text; return ``text``, raw ``label`` and ``row`` columns.
-
-    ``first_row`` is the 1-based row number of the frame's first data row in ``origin``
-    (rows are counted after any header), so messages point at the right place.
-    """
-    wanted = [text_column, label_column]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{origin}: missing column(s) {missing}; found {list(map(str, frame.columns))}. "
-            f"Name the text and label columns with --text-column / --label-column "
-            f"(now {text_column!r} / {label_column!r})"
-        )
-    if text_column == label_column:
-        raise DataError(f"{origin}: the text and the label column are both {text_column!r}")
-    if frame.empty:
-        raise DataError(f"{origin}: no rows")
-    frame = frame.reset_index(drop=True)
-    for i, text in enumerate(frame[text_column]):
-        row = i + first_row
-        if _is_missing(text):
-            raise DataError(f"{origin}, row {row}: text is missing (null)")
-        if not isinstance(text, str):
-            raise DataError(f"{origin}, row {row}: text must be a string, got {type(text).__name__} {text!r}")
-        if not text.strip():
-            raise DataError(f"{origin}, row {row}: text is empty")
-    return pd.DataFrame(
-        {
-            "text": frame[text_column].str.strip(),
-            "label": frame[label_column].tolist(),
-            "row": range(first_row, first_row + len(frame)),
-        }
-    )
-
-
-def name_labels(frame: pd.DataFrame, origin: str, names: list[str] | None) -> pd.DataFrame:
-    """Turn every raw label into its name: a name of ``names``, or an integer id into it.
-    Without ``names`` a label is its own name (integers become "0", "1", ...)."""
-    out = []
-    for value, row in zip(frame["label"], frame["row"]):
-        try:
-            out.append(labelsets.label_name(value, names))
-        except ValueError as exc:
-            raise DataError(f"{origin}, row {row}: {exc}") from None
-    return frame.assign(label=out)
-
-
-def check_labels(frame: pd.DataFrame, origin: str, labels: list[str], where: str) -> None:
-    known = set(labels)
-    for label, row in zip(frame["label"], frame["row"]):
-        if label not in known:
-            shown = labels if len(labels) <= 20 else labels[:20] + ["..."]
-            raise DataError(
-                f"{origin}, row {row}: label {label!r} is not one of the {len(labels)} labels {shown} ({where})"
-            )
-
-
-def validate_split(
-    frame: pd.DataFrame, origin: str, labels: list[str] | None = None, *, first_row: int = 1
-) -> pd.DataFrame:
-    """One frame with ``text`` and ``label`` columns, checked row by row; with ``labels``,
-    every label must be one of them and ``label_id`` is added."""
-    clean = name_labels(validate_texts(frame, origin, first_row=first_row), origin, labels)
-    if labels is not None:
-        check_labels(clean, origin, list(labels), "the dataset's label list")
-        index = {name: i for i, name in enumerate(labels)}
-        clean["label_id"] = clean["label"].map(index).astype(int)
-    return clean
-
-
+# --------------------------------------------------------------------------- texts shared by splits
 def _overlap(splits: dict[str, Split], name: str, earlier: str) -> list[tuple[int, int]]:
     """(row index in ``name``, row index in ``earlier``) of texts equal after normalising."""
     keys: dict[str, int] = {}
@@ -282,93 +200,7 @@ def drop_overlap(splits: dict[str, Split]) -> tuple[dict[str, Split], dict[str, 
     return out, dropped
 
 
-# --------------------------------------------------------------------------- readers
-def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
-    """The file's rows and the 1-based number of its first data row (CSV: after the header)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            # keep_default_na=False: an empty cell stays "" (reported as empty text), not NaN.
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8"), 1
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl", dtype=False), 1
-        if suffix == ".parquet":
-            return pd.read_parquet(path), 1
-    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {first}") from exc
-    except Exception as exc:  # pyarrow and friends raise their own types for a corrupt file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {first}") from exc
-    raise DataError(f"{path}: unsupported format {suffix!r}; use one of {list(_FORMATS)}")
-
-
-def _find_split_file(folder: Path, name: str) -> Path | None:
-    found = [folder / f"{name}{ext}" for ext in _FORMATS if (folder / f"{name}{ext}").is_file()]
-    if len(found) > 1:
-        raise DataError(f"{folder}: several files for split {name!r}: {[p.name for p in found]}")
-    return found[0] if found else None
-
-
-def _read_texts(file: Path, cols: dict) -> pd.DataFrame:
-    frame, first_row = _read_file(file)
-    return validate_texts(frame, str(file), first_row=first_row, **cols)
-
-
-def _raw_local(path: Path, splits: tuple[str, ...], cols: dict) -> dict[str, tuple[pd.DataFrame, str]]:
-    """Checked text and raw labels per split: ``(frame, origin)``. A single file comes back as
-    one ``"all"`` entry, split once the label list is known."""
-    if not path.is_dir():
-        return {"all": (_read_texts(path, cols), str(path))}
-    out = {}
-    for name in splits:
-        file = _find_split_file(path, name)
-        if file is None:
-            raise DataError(f"{path}: no file for split {name!r} (expected {name}.csv, {name}.jsonl or {name}.parquet)")
-        out[name] = (_read_texts(file, cols), str(file))
-    return out
-
-
-def _raw_hub(dataset_id: str, splits: tuple[str, ...], cols: dict):
-    try:
-        import datasets  # imported here: only this source needs it
-    except ImportError as exc:  # pragma: no cover - datasets is a dependency
-        raise DataError("loading a Hugging Face dataset needs the 'datasets' package") from exc
-    try:
-        ds = datasets.load_dataset(dataset_id)
-    except Exception as exc:  # the hub raises many types; the user needs the message
-        raise DataError(
-            f"{dataset_id!r} is not a local file or folder, and loading it as a Hugging Face "
-            f"dataset failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
-            "Offline machines can only use local files or 'news9'."
-        ) from exc
-    out, names = {}, None
-    for name in splits:
-        if name not in ds:
-            raise DataError(f"Hugging Face dataset {dataset_id!r} has no split {name!r}: {list(ds)}")
-        part = ds[name]
-        feature = part.features.get(cols["label_column"])
-        if feature is not None and hasattr(feature, "names"):  # ClassLabel ints -> names
-            names = list(feature.names)
-        origin = f"hf:{dataset_id}[{name}]"
-        out[name] = (validate_texts(part.to_pandas(), origin, **cols), origin)
-    return out, names
-
-
-def _names_beside(source: str, path: Path | None) -> tuple[list[str] | None, str]:
-    """A ``labels.txt`` beside the data (in the folder, or beside the single file)."""
-    if path is None:
-        return None, ""
-    folder = path if path.is_dir() else path.parent
-    file = folder / labelsets.LABEL_NAMES_FILE
-    if file.is_file():
-        try:
-            return labelsets.read_names_file(file), str(file)
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-    return None, ""
-
-
+# --------------------------------------------------------------------------- loading
 def load_dataset(
     source: str = "news9",
     splits: tuple[str, ...] = SPLITS,
@@ -384,88 +216,118 @@ def load_dataset(
     list and its order; empty: a ``labels.txt`` beside the data, else the sorted labels of
     the training split. ``dedupe``: drop texts an earlier split holds instead of refusing.
     """
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown:
-        raise DataError(f"unknown split(s) {unknown}; splits are {list(SPLITS)}")
-    for what, col in (("text", text_column), ("label", label_column)):
-        if not isinstance(col, str) or not col.strip():
-            raise DataError(f"--{what}-column must name a column, got {col!r}")
-    cols = {"text_column": text_column, "label_column": label_column}
+    cols = _check_options(splits, text_column, label_column)
     wanted = tuple(dict.fromkeys(("train", *splits)))  # train always: the label list needs it
-    path, hub_names = None, None
-    if source == "news9":
-        path = NEWS9_DIR
-    elif source.startswith("hf:"):
-        source_id = source[3:]
-    elif Path(source).expanduser().exists():
-        path = Path(source).expanduser()
-    elif source.startswith((".", "/", "~")) or Path(source).suffix.lower() in _FORMATS:
-        raise DataError(f"{source}: no such file or folder")
-    else:
-        source_id = source
-    if path is not None:
-        raw = _raw_local(path, wanted, cols)
-    else:
-        raw, hub_names = _raw_hub(source_id, wanted, cols)
-
-    try:
-        explicit, explicit_from = labelsets.parse_labels_option(labels)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-    beside, beside_from = _names_beside(source, path)
-    names, names_from = (
-        (explicit, explicit_from)
-        if explicit
-        else (beside, beside_from)
-        if beside
-        else (hub_names, "the dataset's ClassLabel feature")
-    )
+    path, hub_id = _locate(source)
+    raw, hub_names = (read_local(path, wanted, cols), None) if path is not None else read_hub(hub_id, wanted, cols)
+    names, names_from = _label_names(labels, path, hub_names)
     named = {k: (name_labels(frame, origin, names), origin) for k, (frame, origin) in raw.items()}
-
     if "all" in named:  # one file: the label list comes from all of it, then it is split
-        frame, origin = named["all"]
-        label_list = list(names) if names else labelsets.labels_from(frame["label"])
-        check_labels(frame, origin, label_list, f"from {names_from}")
-        parts = stratified_split(frame, labels=label_list)
-        empty = [n for n in SPLITS if parts[n].empty]
-        if empty:
-            raise DataError(
-                f"{origin}: {len(frame)} row(s) are too few to split 70/10/20 into train, validation and "
-                f"test (the {' and '.join(empty)} part would be empty); give more rows per label, or a "
-                "folder with train/validation/test files"
-            )
-        loaded = {n: Split(n, parts[n], f"{origin} [{n} part]") for n in wanted}
+        loaded, label_list = _split_one_file(*named["all"], names, names_from, wanted)
     else:
-        train_frame, train_origin = named["train"]
-        label_list = list(names) if names else labelsets.labels_from(train_frame["label"])
-        where = f"from {names_from}" if names else f"the labels of the training split {train_origin}"
-        loaded = {}
-        for n in wanted:
-            frame, origin = named[n]
-            check_labels(frame, origin, label_list, where)
-            loaded[n] = Split(n, frame, origin)
-    if len(label_list) < 2:
-        raise DataError(f"{loaded['train'].origin}: a classifier needs at least 2 labels; found {label_list}")
-    if names:
-        seen = set(loaded["train"].frame["label"])
-        absent = [x for x in label_list if x not in seen]
-        if absent:
-            raise DataError(
-                f"{loaded['train'].origin}: label(s) {absent} "
-                f"({where if 'all' not in named else 'from ' + names_from}) "
-                "have no training rows; a model cannot learn them"
-            )
-    index = {name: i for i, name in enumerate(label_list)}
-    loaded = {
-        n: Split(n, s.frame.assign(label_id=s.frame["label"].map(index).astype(int)), s.origin)
-        for n, s in loaded.items()
-    }
+        loaded, label_list = _check_split_files(named, names, names_from, wanted)
+    _check_label_list(loaded["train"], label_list, names, names_from)
+    loaded = _with_label_ids(loaded, label_list)
     dropped: dict[str, int] = {}
     if dedupe:
         loaded, dropped = drop_overlap(loaded)
     else:
         check_no_overlap(loaded)
     return Dataset(source, {n: loaded[n] for n in splits}, tuple(label_list), dropped)
+
+
+def _check_options(splits: tuple[str, ...], text_column: str, label_column: str) -> dict[str, str]:
+    """Refuse an unknown split or a blank column name; return the column keyword arguments."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DataError(f"unknown split(s) {unknown}; splits are {list(SPLITS)}")
+    for what, col in (("text", text_column), ("label", label_column)):
+        if not isinstance(col, str) or not col.strip():
+            raise DataError(f"--{what}-column must name a column, got {col!r}")
+    return {"text_column": text_column, "label_column": label_column}
+
+
+def _locate(source: str) -> tuple[Path | None, str]:
+    """``(path, "")`` for news9 or an existing local path, else ``(None, Hugging Face dataset id)``."""
+    if source == "news9":
+        return NEWS9_DIR, ""
+    if source.startswith("hf:"):
+        return None, source[3:]
+    if Path(source).expanduser().exists():
+        return Path(source).expanduser(), ""
+    if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FORMATS:
+        raise DataError(f"{source}: no such file or folder")
+    return None, source
+
+
+def _label_names(labels: str, path: Path | None, hub_names: list[str] | None) -> tuple[list[str] | None, str]:
+    """The given label list and where it came from: ``labels=``, else a ``labels.txt`` beside the
+    data, else the Hugging Face ClassLabel names (None: the training split's labels decide)."""
+    try:
+        explicit, explicit_from = labelsets.parse_labels_option(labels)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    beside, beside_from = names_beside(path)
+    if explicit:
+        return explicit, explicit_from
+    if beside:
+        return beside, beside_from
+    return hub_names, "the dataset's ClassLabel feature"
+
+
+def _split_one_file(
+    frame: pd.DataFrame, origin: str, names: list[str] | None, names_from: str, wanted: tuple[str, ...]
+) -> tuple[dict[str, Split], list[str]]:
+    """A single file's ``wanted`` splits (70/10/20, stratified) and the label list from all of it."""
+    label_list = list(names) if names else labelsets.labels_from(frame["label"])
+    check_labels(frame, origin, label_list, f"from {names_from}")
+    parts = stratified_split(frame, labels=label_list)
+    empty = [n for n in SPLITS if parts[n].empty]
+    if empty:
+        raise DataError(
+            f"{origin}: {len(frame)} row(s) are too few to split 70/10/20 into train, validation and "
+            f"test (the {' and '.join(empty)} part would be empty); give more rows per label, or a "
+            "folder with train/validation/test files"
+        )
+    return {n: Split(n, parts[n], f"{origin} [{n} part]") for n in wanted}, label_list
+
+
+def _check_split_files(
+    named: dict[str, tuple[pd.DataFrame, str]], names: list[str] | None, names_from: str, wanted: tuple[str, ...]
+) -> tuple[dict[str, Split], list[str]]:
+    """One split per file, every label checked against the label list (given, or the training split's)."""
+    train_frame, train_origin = named["train"]
+    label_list = list(names) if names else labelsets.labels_from(train_frame["label"])
+    where = f"from {names_from}" if names else f"the labels of the training split {train_origin}"
+    loaded = {}
+    for n in wanted:
+        frame, origin = named[n]
+        check_labels(frame, origin, label_list, where)
+        loaded[n] = Split(n, frame, origin)
+    return loaded, label_list
+
+
+def _check_label_list(train: Split, label_list: list[str], names: list[str] | None, names_from: str) -> None:
+    """At least two labels, and every label of a given list has training rows."""
+    if len(label_list) < 2:
+        raise DataError(f"{train.origin}: a classifier needs at least 2 labels; found {label_list}")
+    if names:
+        seen = set(train.frame["label"])
+        absent = [x for x in label_list if x not in seen]
+        if absent:
+            raise DataError(
+                f"{train.origin}: label(s) {absent} (from {names_from}) "
+                "have no training rows; a model cannot learn them"
+            )
+
+
+def _with_label_ids(loaded: dict[str, Split], label_list: list[str]) -> dict[str, Split]:
+    """Every split with a ``label_id`` column: the label's index in ``label_list`` (its logit)."""
+    index = {name: i for i, name in enumerate(label_list)}
+    return {
+        n: Split(n, s.frame.assign(label_id=s.frame["label"].map(index).astype(int)), s.origin)
+        for n, s in loaded.items()
+    }
 
 
 def dataset_digest(dataset: Dataset) -> str:

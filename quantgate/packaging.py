@@ -15,6 +15,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
 from quantgate.labels import save_label_map
@@ -117,35 +118,11 @@ def log_variant(
     runtime's serving loader module, travels in the model's code and is named in ``meta.json``.
     """
     with tempfile.TemporaryDirectory(prefix="quantgate-pkg-") as tmp:
-        artifacts = {
-            "model": str(model_path),
-            "tokenizer": str(tokenizer_dir),
-            "label_map": str(save_label_map(Path(tmp) / "label_map.json", labels)),
-        }
-        if quant_config is not None:
-            config_path = Path(tmp) / QUANT_CONFIG_FILE
-            config_path.write_text(json.dumps(dict(quant_config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            artifacts["quant_config"] = str(config_path)
+        artifacts = _write_artifacts(Path(tmp), model_path, tokenizer_dir, labels, quant_config)
         man = manifest(artifacts)
-        meta = {
-            "runtime": runtime,
-            "variant": variant,
-            "precision": precision,
-            "max_length": max_length,
-            "manifest": man,
-            **({"loader": Path(loader).stem} if loader else {}),
-        }
-        meta_path = Path(tmp) / "meta.json"
-        meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        tags = {
-            "variant": variant,
-            "precision": precision,
-            "runtime": runtime,
-            "device": device,
-            "manifest_sha256": manifest_digest(man),
-            **({"parent_version": str(parent_version)} if parent_version else {}),
-            **(extra_tags or {}),
-        }
+        fields = {"runtime": runtime, "variant": variant, "precision": precision, "max_length": max_length}
+        meta_path = _write_meta(Path(tmp), fields, man, loader)
+        tags = _version_tags(variant, precision, runtime, device, manifest_digest(man), parent_version, extra_tags)
         info = mlflow.pyfunc.log_model(
             name=variant,
             params={k: str(v) for k, v in (params or {}).items()},
@@ -158,12 +135,63 @@ def log_variant(
             registered_model_name=registered_model_name,
             tags=tags,
         )
+    mv_number = _tag_version(registered_model_name, info, tags, description)
+    mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
+    return MlflowClient().get_model_version(registered_model_name, mv_number)
+
+
+def _write_artifacts(
+    folder: Path, model_path: str | Path, tokenizer_dir: str | Path, labels: Sequence[str], quant_config: Mapping | None
+) -> dict[str, str]:
+    """The variant's artifacts by name: model, tokenizer, ``label_map.json`` and (quantised) ``quant_config.json``."""
+    artifacts = {
+        "model": str(model_path),
+        "tokenizer": str(tokenizer_dir),
+        "label_map": str(save_label_map(folder / "label_map.json", labels)),
+    }
+    if quant_config is not None:
+        config_path = folder / QUANT_CONFIG_FILE
+        config_path.write_text(json.dumps(dict(quant_config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        artifacts["quant_config"] = str(config_path)
+    return artifacts
+
+
+def _write_meta(folder: Path, fields: Mapping[str, object], man: dict, loader: Path | None) -> Path:
+    """``meta.json``, what the serving pyfunc reads: ``fields``, the manifest and the plugin loader's name."""
+    meta = {**fields, "manifest": man, **({"loader": Path(loader).stem} if loader else {})}
+    meta_path = folder / "meta.json"
+    meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return meta_path
+
+
+def _version_tags(
+    variant: str,
+    precision: str,
+    runtime: str,
+    device: str,
+    manifest_sha256: str,
+    parent_version: str | None,
+    extra_tags: dict[str, str] | None,
+) -> dict[str, str]:
+    """The tags the logged model and its registered version carry (before the model digest)."""
+    return {
+        "variant": variant,
+        "precision": precision,
+        "runtime": runtime,
+        "device": device,
+        "manifest_sha256": manifest_sha256,
+        **({"parent_version": str(parent_version)} if parent_version else {}),
+        **(extra_tags or {}),
+    }
+
+
+def _tag_version(registered_model_name: str, info: ModelInfo, tags: dict[str, str], description: str | None) -> str:
+    """Tag the new version (``tags`` plus the whole-model digest), describe it; return its number."""
     client = MlflowClient()
     mv_number = str(info.registered_model_version)
-    tags[MODEL_DIGEST_TAG] = record_model_manifest(info.model_uri, mv_number)
+    tags = {**tags, MODEL_DIGEST_TAG: record_model_manifest(info.model_uri, mv_number)}
     for key, value in tags.items():
         client.set_model_version_tag(registered_model_name, mv_number, key, value)
     if description:
         client.update_model_version(registered_model_name, mv_number, description=description)
-    mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
-    return client.get_model_version(registered_model_name, mv_number)
+    return mv_number

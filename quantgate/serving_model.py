@@ -280,7 +280,7 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
             raise MlflowException(
                 f"serving a TensorRT variant needs an NVIDIA GPU and quantgate[gpu] installed: {exc}"
             ) from exc
-        except ValueError as exc:  # trt_logic.TrtError: incompatible engine, label or I/O mismatch
+        except ValueError as exc:  # trt_shapes.TrtError: incompatible engine, label or I/O mismatch
             raise MlflowException(str(exc)) from exc
         self._check_labels(backend.engine.meta["labels"], "the engine's engine_meta.json")
         self._infer = backend.logits

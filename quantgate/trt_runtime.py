@@ -6,10 +6,10 @@ parsed into a *strongly typed* network - every layer runs in the type the graph 
 there are no FP16/INT8 builder flags - with one optimisation profile for the dynamic batch
 and sequence axes, and serialised to bytes (``build_serialized_network``).
 
-Run: :class:`TrtEngine` deserialises those bytes after :func:`quantgate.trt_logic.check_compatible`
+Run: :class:`TrtEngine` deserialises those bytes after :func:`quantgate.trt_checks.check_compatible`
 accepts this GPU and TensorRT version, reads every I/O tensor's name, mode, dtype and profile
 from the engine, and on each call binds host arrays by name through
-:func:`quantgate.trt_logic.bind_inputs`. :class:`TrtClassifier` is what the serving pyfunc uses.
+:func:`quantgate.trt_checks.bind_inputs`. :class:`TrtClassifier` is what the serving pyfunc uses.
 
 Artifact layout (the variant's ``model`` artifact, a folder covered by the SHA-256 manifest):
 ``model.plan`` (the serialised engine) and ``engine_meta.json`` (GPU name and compute
@@ -24,19 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from quantgate.trt_logic import (
+from quantgate.trt_checks import bind_inputs, check_compatible, check_label_map, logits_width, read_logits
+from quantgate.trt_shapes import (
     LOGITS,
     Profile,
     TensorSpec,
     TrtError,
-    bind_inputs,
-    check_compatible,
     check_io,
-    check_label_map,
     fit_to_profile,
-    logits_width,
     pad_values_for,
-    read_logits,
     split_io,
 )
 

@@ -27,29 +27,31 @@ from mlflow.exceptions import MlflowException
 from evaluators.metrics import prob_deltas, softmax
 from flows import quantise_trt
 from quantgate.backends import tensorrt
+from quantgate.contract import TOKEN_INPUTS
 from quantgate.data import news9_labels
 from quantgate.recipes import TRT_VARIANTS, RecipeError, TrtFp16Recipe, TrtInt8Recipe
-from quantgate.trt_logic import (
+from quantgate.trt_checks import (
     EXIT_NO_GPU,
-    TOKEN_INPUTS,
     GpuInfo,
+    bind_inputs,
+    check_compatible,
+    check_label_map,
+    gpu_from_probe,
+    logits_to_labels,
+    logits_width,
+    read_logits,
+    require_gpu,
+)
+from quantgate.trt_shapes import (
     Profile,
     ShapeRange,
     TensorSpec,
     TrtError,
-    bind_inputs,
-    check_compatible,
     check_io,
-    check_label_map,
     check_profile_fits,
     fit_to_profile,
-    gpu_from_probe,
-    logits_to_labels,
-    logits_width,
     pad_values_for,
     parse_range,
-    read_logits,
-    require_gpu,
     specs_from_onnx,
 )
 from registry_hooks.gate import parity as gate_parity

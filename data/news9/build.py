@@ -25,8 +25,8 @@ from quantgate.data import (  # noqa: E402
     near_duplicates,
     news9_labels,  # noqa: E402
     stratified_split,
-    validate_split,
 )
+from quantgate.data_checks import validate_split  # noqa: E402
 
 LABELS = list(news9_labels())  # news9's own label list: data/news9/labels.txt
 

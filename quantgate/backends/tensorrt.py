@@ -56,7 +56,8 @@ from quantgate.onnx_graph import (
     stamp_labels,
 )
 from quantgate.recipes import Recipe, RecipeError, TrtFp16Recipe, TrtInt8Recipe, TrtRecipe
-from quantgate.trt_logic import TrtError, check_profile_fits, require_gpu
+from quantgate.trt_checks import require_gpu
+from quantgate.trt_shapes import TrtError, check_profile_fits
 
 PACKAGES = ("mlflow", "tensorrt", "pycuda", "transformers", "tokenizers", "numpy", "pandas")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from quantgate.recipes.base import CALIBRATION_METHODS, Recipe, RecipeError
-from quantgate.trt_logic import Profile, ShapeRange, TrtError, parse_range
+from quantgate.trt_shapes import Profile, ShapeRange, TrtError, parse_range
 
 
 def _range(name: str, value) -> ShapeRange:
