@@ -313,7 +313,10 @@ def run_step(
     thresholds_path: str = str(DEFAULT_THRESHOLDS),
 ) -> dict[str, ModelVersion]:
     """What every quantise command does: check the request, then one run of ``quantise``."""
-    recipes = recipes_for(runtime, recipe_choice, preset, parse_overrides(overrides))
+    try:
+        recipes = recipes_for(runtime, recipe_choice, preset, parse_overrides(overrides))
+    except RecipeError as exc:  # a usage error of this command: exit 2, as click's own
+        raise click.BadParameter(str(exc)) from None
     backend = backend_for(runtime)
     backend.preflight()  # before the registry is touched
     configure_tracking(model_name=model_name)

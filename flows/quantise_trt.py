@@ -23,7 +23,15 @@ from mlflow.entities.model_registry import ModelVersion
 
 from flows.quantise import LATEST, ParityCheck, check_split, load_parent, quantise, resolve_source, trained_on
 from quantgate.backends.tensorrt import BACKEND, int8_weight_matmuls, precision_graph
-from quantgate.recipes import CALIBRATION_METHODS, RECIPE_CLASSES, TRT_VARIANTS, TrtInt8Recipe, TrtRecipe, build_recipe
+from quantgate.recipes import (
+    CALIBRATION_METHODS,
+    RECIPE_CLASSES,
+    TRT_VARIANTS,
+    RecipeError,
+    TrtInt8Recipe,
+    TrtRecipe,
+    build_recipe,
+)
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from quantgate.trt_checks import EXIT_NO_GPU
 from quantgate.trt_shapes import TrtError
@@ -187,15 +195,18 @@ def cli(
         thresholds = policy.targets.get("gpu", policy.base)
     except ThresholdError as exc:
         raise click.BadParameter(str(exc), param_hint="--thresholds") from None
-    recipes = recipes_for(
-        precision,
-        batch=batch,
-        seq_len=seq_len,
-        calibration_size=calibration_size,
-        calibration_method=calibration_method,
-        workspace_mib=workspace_mib,
-        quantise_attention_matmuls=quantise_attention_matmuls,
-    )
+    try:
+        recipes = recipes_for(
+            precision,
+            batch=batch,
+            seq_len=seq_len,
+            calibration_size=calibration_size,
+            calibration_method=calibration_method,
+            workspace_mib=workspace_mib,
+            quantise_attention_matmuls=quantise_attention_matmuls,
+        )
+    except RecipeError as exc:
+        raise click.BadParameter(str(exc)) from None
     if not precision_graph_only:  # first: before the model is loaded or the registry touched
         try:
             BACKEND.preflight()

@@ -110,15 +110,8 @@ def save_label_map(path: str | Path, labels: Sequence[str]) -> Path:
 
 
 def load_label_map(path: str | Path) -> list[str]:
-    """Read a saved label map and return the labels in id order; refuses gaps or duplicates."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    try:
-        ids = sorted(int(k) for k in raw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: label map keys must be integer ids, got {list(raw)!r}") from exc
-    if ids != list(range(len(ids))):
-        raise ValueError(f"{path}: label ids must be 0..{len(ids) - 1} without gaps, got {ids}")
-    labels = [raw[str(i)] for i in ids]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"{path}: duplicate label names in {labels}")
-    return labels
+    """Read a saved label map and return the labels in id order; refuses gaps or duplicates.
+    The pyfunc's own reader, so a model and the steps read a label map the same way."""
+    from quantgate.serving_model import read_label_map
+
+    return read_label_map(path)

@@ -117,8 +117,19 @@ def thread_setting() -> int:
 
 
 def read_label_map(path: str | Path) -> list[str]:
+    """A saved label map's labels in id order; refuses gaps, non-integer ids or duplicates.
+    The one reader of ``label_map.json`` (``quantgate.labels.load_label_map`` is this)."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [raw[str(i)] for i in range(len(raw))]
+    try:
+        ids = sorted(int(k) for k in raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: label map keys must be integer ids, got {list(raw)!r}") from exc
+    if ids != list(range(len(ids))):
+        raise ValueError(f"{path}: label ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+    labels = [raw[str(i)] for i in ids]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{path}: duplicate label names in {labels}")
+    return labels
 
 
 class NewsClassifier(mlflow.pyfunc.PythonModel):

@@ -11,13 +11,17 @@ checks parity and registers). Adding a runtime means one backend module and one 
   ``quantgate/serving_model.py``) or, for a plugin, a module file (``Backend.loader``) with a
   ``load(path, labels) -> infer`` function that is copied into every logged model of that runtime.
 
-The built-in backends are imported on first use, so asking for ``onnxruntime`` does not load
-TensorRT. A plugin registers itself when its module is imported.
+Backends are found, not listed: every module in this package is one, and an installed plugin
+package names its module under the entry-point group ``quantgate.backends``. A backend module
+imports its heavy libraries only inside ``build``, so finding them all loads no runtime.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +67,7 @@ class Backend:
     device: str = "cpu"
 
 
-_BUILT_IN = {
-    "onnxruntime": "quantgate.backends.onnxruntime",
-    "torchscript": "quantgate.backends.torchscript",
-    "openvino": "quantgate.backends.openvino",
-    "tensorrt": "quantgate.backends.tensorrt",
-}
+ENTRY_POINT_GROUP = "quantgate.backends"  # how an installed plugin package announces its backend module
 _REGISTERED: dict[str, Backend] = {}
 
 
@@ -80,19 +79,30 @@ def register_backend(backend: Backend) -> Backend:
     return backend
 
 
+@functools.lru_cache(maxsize=1)
+def _discover() -> None:
+    """Import every backend module: the built-in ones in this package (each registers itself
+    when imported; their heavy libraries load only when they build) and installed plugins'."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        importlib.import_module(entry.value)
+
+
 def backend_for(runtime: str) -> Backend:
-    """The backend of ``runtime``, importing a built-in one on first use."""
-    if runtime not in _REGISTERED and runtime in _BUILT_IN:
-        importlib.import_module(_BUILT_IN[runtime])
+    """The backend of ``runtime``."""
+    if runtime not in _REGISTERED:
+        _discover()
     try:
         return _REGISTERED[runtime]
     except KeyError:
-        raise UserError(f"runtime {runtime!r} has no backend; known: {sorted({*_BUILT_IN, *_REGISTERED})}") from None
+        raise UserError(f"runtime {runtime!r} has no backend; known: {runtimes()}") from None
 
 
 def runtimes() -> list[str]:
-    """Every runtime with a backend: the built-in ones and those registered since."""
-    return sorted({*_BUILT_IN, *_REGISTERED})
+    """Every runtime with a backend: the built-in ones, installed plugins' and any registered since."""
+    _discover()
+    return sorted(_REGISTERED)
 
 
 def library_versions(*names: str) -> str:
