@@ -40,6 +40,55 @@ def log_trivial_model(name: str) -> tuple[str, str]:
     return info.model_uri, digest
 
 
+def _evaluation_metrics(macro_f1: float, latency_p95_ms: float, size_mb: float) -> dict[str, float]:
+    """The figures an evaluation run logs, every quality figure equal to ``macro_f1``."""
+    return {
+        "macro_f1": macro_f1,
+        "accuracy": macro_f1,
+        "f1.a": macro_f1,
+        "f1.b": macro_f1,
+        "f1.c": macro_f1,
+        "latency_p95_ms": latency_p95_ms,
+        "size_mb": size_mb,
+        "top1_agreement": 1.0,
+        "parent_macro_f1": 1.0,
+        "macro_f1_drop_points": 0.0,
+    }
+
+
+def _predictions_table() -> pd.DataFrame:
+    """A per-example predictions table of 60 rows, every prediction right and equal to the parent's."""
+    y = np.arange(60) % 3
+    return pd.DataFrame(
+        {
+            "text": [f"t{i}" for i in y],
+            "label": [f"c{i}" for i in y],
+            "label_id": y,
+            "pred_id": y,
+            "prob": 0.9,
+            "parent_pred_id": y,
+        }
+    )
+
+
+def _log_evaluation_run(name: str, version: str, digest: str, model_sha256: str, metrics: dict) -> tuple[str, str]:
+    """Log an evaluation run of ``version`` as flows.evaluate records it; return (run id, metrics digest)."""
+    with mlflow.start_run(run_name=f"evaluate-{name}-v{version}") as run:
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(
+            {
+                "quantgate.evaluated_version": version,
+                "manifest_sha256": digest,
+                "model_sha256": model_sha256,
+                **HOST_TAGS,
+            }
+        )
+        mlflow.log_table(_predictions_table(), "eval_predictions.json")
+        figures = metrics_digest(MlflowClient().get_run(run.info.run_id).data.metrics)  # as flows.evaluate records it
+        mlflow.set_tag("quantgate.metrics_sha256", figures)
+    return run.info.run_id, figures
+
+
 def register_evaluated_version(
     name: str,
     model_uri: str,
@@ -59,45 +108,8 @@ def register_evaluated_version(
     version = str(mv.version)
     with tempfile.TemporaryDirectory() as tmp:  # what quantgate.packaging records at registration
         model_sha256 = model_digest(model_manifest(download(model_uri, tmp)))
-    y = np.arange(60) % 3
-    with mlflow.start_run(run_name=f"evaluate-{name}-v{version}") as run:
-        mlflow.log_metrics(
-            {
-                "macro_f1": macro_f1,
-                "accuracy": macro_f1,
-                "f1.a": macro_f1,
-                "f1.b": macro_f1,
-                "f1.c": macro_f1,
-                "latency_p95_ms": latency_p95_ms,
-                "size_mb": size_mb,
-                "top1_agreement": 1.0,
-                "parent_macro_f1": 1.0,
-                "macro_f1_drop_points": 0.0,
-            }
-        )
-        mlflow.set_tags(
-            {
-                "quantgate.evaluated_version": version,
-                "manifest_sha256": digest,
-                "model_sha256": model_sha256,
-                **HOST_TAGS,
-            }
-        )
-        mlflow.log_table(
-            pd.DataFrame(
-                {
-                    "text": [f"t{i}" for i in y],
-                    "label": [f"c{i}" for i in y],
-                    "label_id": y,
-                    "pred_id": y,
-                    "prob": 0.9,
-                    "parent_pred_id": y,
-                }
-            ),
-            "eval_predictions.json",
-        )
-        figures = metrics_digest(client.get_run(run.info.run_id).data.metrics)  # as flows.evaluate records it
-        mlflow.set_tag("quantgate.metrics_sha256", figures)
+    metrics = _evaluation_metrics(macro_f1, latency_p95_ms, size_mb)
+    run_id, figures = _log_evaluation_run(name, version, digest, model_sha256, metrics)
     tags = {
         "model_sha256": model_sha256,
         "eval_model_sha256": model_sha256,
@@ -108,7 +120,7 @@ def register_evaluated_version(
         "device": device,
         "parent_version": "0",
         "manifest_sha256": digest,
-        "eval_run_id": run.info.run_id,
+        "eval_run_id": run_id,
         "eval_status": eval_status,
         "eval_manifest_sha256": "0" * 64 if stale else digest,
     }

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from evaluators.metrics import macro_f1, per_class_f1
-from flows.promote import choose_lock, plan
+from flows.promote import choose_lock
 from quantgate.description import split
+from registry_hooks.gate.apply import plan
 from registry_hooks.gate.decision import decide, explain_ranking, host_mismatches, rank_candidates
 from registry_hooks.gate.evidence import changed_files, consistency_problems, paired_metrics, run_problems, tag_problems
 from registry_hooks.gate.lock import LockTimeout, default_lock_path, promotion_lock

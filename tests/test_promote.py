@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from flows import promote
 from quantgate.tracking import logged_model_id
+from registry_hooks.gate.apply import alias_holder
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS
 
 from conftest import TEST_MODEL
@@ -42,7 +43,7 @@ def _promote(*args: str):
 
 
 def _holder(alias: str) -> str | None:
-    return promote.alias_holder(MlflowClient(), TEST_MODEL, alias)
+    return alias_holder(MlflowClient(), TEST_MODEL, alias)
 
 
 def _stored_model_file(mv) -> Path:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from flows.promote import alias_holder, staged_versions
+from registry_hooks.gate.apply import alias_holder, staged_versions
 from registry_hooks.gate.evidence import tag_problems
 
 from promote_helpers import gate_one, init_worker, log_trivial_model, register_evaluated_version

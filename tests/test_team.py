@@ -161,7 +161,7 @@ def test_the_pipeline_lands_in_postgresql_and_the_s3_bucket(stack, team_pipeline
 
 
 def test_concurrent_promotions_from_processes_leave_one_holder_every_round(stack):
-    from flows.promote import alias_holder, staged_versions
+    from registry_hooks.gate.apply import alias_holder, staged_versions
     from registry_hooks.gate.evidence import tag_problems
 
     from promote_helpers import log_trivial_model, register_evaluated_version

@@ -1,0 +1,161 @@
+"""One version's verdict and how it is written down on the registry.
+
+A ``Verdict`` pairs a version with the gate's decision and the evidence behind it. The rest of
+this module names where a decision is recorded (``gate.*`` tags, or ``gate.<target>.*`` for a
+target; ``gate.passed.<alias>`` for a pass) and writes it: the version tags, the note appended
+to the version description, and the body of the promote run's ``decision.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from registry_hooks.gate.decision import Decision, decide
+from registry_hooks.gate.evidence import Evidence, gather
+from registry_hooks.gate.report import append_note, gate_note, reasons_digest
+from registry_hooks.gate.thresholds import Thresholds
+
+
+@dataclass
+class Verdict:
+    """One version's decision and the evidence behind it."""
+
+    mv: ModelVersion
+    decision: Decision
+    evidence: Evidence
+    action: str = ""
+
+    @property
+    def version(self) -> str:
+        """The version number, as text."""
+        return str(self.mv.version)
+
+
+def default_alias(target: str | None) -> str:
+    """``staging``, or ``staging-<target>`` for a target."""
+    return "staging" if target is None else f"staging-{target}"
+
+
+def tag_prefix(target: str | None) -> str:
+    """Where a decision is written: ``gate.*`` for the default gate, ``gate.<target>.*`` for a
+    target, so a ``--target cpu`` verdict never overwrites the default gate's."""
+    return "gate." if target is None else f"gate.{target}."
+
+
+def pass_tag(alias: str) -> str:
+    """Set on a version when it passes the gate for ``alias``, removed when it is rejected for it:
+    the version's own recorded pass, which an alias holder must have."""
+    return f"gate.passed.{alias}"
+
+
+def recorded_pass(tags: Mapping[str, str], alias: str, target: str | None) -> bool:
+    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias)?"""
+    prefix = tag_prefix(target)
+    return bool(tags.get(pass_tag(alias))) or (
+        tags.get(f"{prefix}decision") == "passed" and tags.get(f"{prefix}alias") == alias
+    )
+
+
+def assess(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None) -> Verdict:
+    """Gather the evidence and decide; reads the registry, writes nothing."""
+    evidence = gather(mv, thresholds, client)
+    return Verdict(mv, decide(evidence.metrics, thresholds, evidence.problems), evidence)
+
+
+def decision_tags(verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds) -> dict[str, str | None]:
+    """The ``gate.*`` tags of one decision (the UI's version page shows them); ``gate.<target>.*``
+    for a target. ``None`` means: delete that tag (a rejection withdraws an earlier pass)."""
+    prefix = tag_prefix(thresholds.target)
+    return {
+        f"{prefix}decision": "passed" if verdict.decision.passed else "rejected",
+        f"{prefix}reasons": verdict.decision.summary()[:5000],
+        f"{prefix}reasons_sha256": reasons_digest(verdict.decision),
+        f"{prefix}thresholds_sha256": thresholds.digest(),
+        f"{prefix}time": now,
+        f"{prefix}alias": alias,
+        pass_tag(alias): f"{now} thresholds {thresholds.digest()[:12]}" if verdict.decision.passed else None,
+    }
+
+
+def set_tags(client: MlflowClient, verdict: Verdict, tags: Mapping[str, str | None]) -> None:
+    """Set the version's tags; a ``None`` value deletes that tag if present."""
+    for key, value in tags.items():
+        if value is not None:
+            client.set_model_version_tag(verdict.mv.name, verdict.version, key, value)
+        elif key in client.get_model_version(verdict.mv.name, verdict.version).tags:
+            client.delete_model_version_tag(verdict.mv.name, verdict.version, key)
+
+
+def append_description(
+    client: MlflowClient, verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds, run_id: str
+) -> None:
+    """Append the decision's note to the version description (read, append, write back)."""
+    note = gate_note(
+        passed=verdict.decision.passed,
+        alias=alias,
+        time=now,
+        decision=verdict.decision,
+        notes=verdict.evidence.notes,
+        action=verdict.action,
+        thresholds_sha256=thresholds.digest(),
+        confidence_level=thresholds.confidence_level,
+        run_id=run_id,
+    )
+    current = client.get_model_version(verdict.mv.name, verdict.version).description
+    client.update_model_version(verdict.mv.name, verdict.version, description=append_note(current, note))
+
+
+def decision_body(
+    verdicts: Sequence[Verdict],
+    *,
+    name: str,
+    alias: str,
+    target: str | None,
+    now: str,
+    thresholds: Thresholds,
+    thresholds_path: str,
+    champion: str | None,
+    ranking_text: str,
+) -> dict:
+    """What ``decision.json`` holds: every verdict, its reasons, figures and action."""
+    return {
+        "model": name,
+        "alias": alias,
+        "target": target,
+        "time": now,
+        "thresholds_file": thresholds_path,
+        "thresholds": thresholds.as_dict(),
+        "thresholds_sha256": thresholds.digest(),
+        "champion": champion,
+        "champion_choice": ranking_text,
+        "decisions": [
+            {
+                "version": v.version,
+                "variant": v.mv.tags.get("variant"),
+                "decision": "passed" if v.decision.passed else "rejected",
+                "action": v.action,
+                "reasons": [
+                    {
+                        "text": str(r),
+                        "metric": r.metric,
+                        "value": r.value,
+                        "limit": r.limit,
+                        "kind": r.kind,
+                        "passed": r.passed,
+                        "point": r.point,
+                        "ci": r.ci,
+                        "level": r.level,
+                    }
+                    for r in v.decision.reasons
+                ],
+                "reasons_sha256": reasons_digest(v.decision),
+                "notes": v.evidence.notes,
+                "metrics": v.evidence.metrics,
+            }
+            for v in verdicts
+        ],
+    }
