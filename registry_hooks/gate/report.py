@@ -1,6 +1,6 @@
 """How a gate decision is written down for people: version-description notes and digests.
 
-Pure text functions; ``promote`` writes what they return to the registry.
+Pure text functions; ``registry_hooks.gate.verdict`` writes what they return to the registry.
 """
 
 from __future__ import annotations
