@@ -39,6 +39,7 @@ THREADS_ENV, SPINNING_ENV = "QUANTGATE_THREADS", "QUANTGATE_SPINNING"
 # Extra files inside a TorchScript archive: the label order and the traced input names.
 TORCHSCRIPT_LABELS_FILE = "quantgate_labels.json"
 TORCHSCRIPT_INPUTS_FILE = "quantgate_inputs.json"
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # a traced graph's inputs, in order
 # predict() is hinted with pd.DataFrame: MLflow then neither nags about type hints nor converts
 # the input itself; the pyfunc validates its input and the signature is declared at log time.
 
@@ -266,7 +267,7 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
             raise MlflowException(f"TorchScript model has no {TORCHSCRIPT_LABELS_FILE!r}: label order unknown")
         self._check_labels(json.loads(extra[TORCHSCRIPT_LABELS_FILE]), "the TorchScript file's extra files")
         self._ts_inputs = json.loads(
-            extra[TORCHSCRIPT_INPUTS_FILE] or '["input_ids", "attention_mask", "token_type_ids"]'
+            extra[TORCHSCRIPT_INPUTS_FILE] or json.dumps(TOKEN_INPUTS)
         )
         self._infer = self._infer_torchscript
 
