@@ -266,9 +266,7 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         if not extra[TORCHSCRIPT_LABELS_FILE]:
             raise MlflowException(f"TorchScript model has no {TORCHSCRIPT_LABELS_FILE!r}: label order unknown")
         self._check_labels(json.loads(extra[TORCHSCRIPT_LABELS_FILE]), "the TorchScript file's extra files")
-        self._ts_inputs = json.loads(
-            extra[TORCHSCRIPT_INPUTS_FILE] or json.dumps(TOKEN_INPUTS)
-        )
+        self._ts_inputs = json.loads(extra[TORCHSCRIPT_INPUTS_FILE] or json.dumps(TOKEN_INPUTS))
         self._infer = self._infer_torchscript
 
     def _infer_torchscript(self, encoded: dict[str, np.ndarray]) -> np.ndarray:

@@ -7,7 +7,13 @@ from registry_hooks.gate import thresholds
 
 
 def test_the_pyfunc_spells_the_label_keys_as_the_contract_does():
-    for name in ("ONNX_LABELS_KEY", "OPENVINO_LABELS_KEY", "TORCHSCRIPT_LABELS_FILE", "TORCHSCRIPT_INPUTS_FILE", "TOKEN_INPUTS"):
+    for name in (
+        "ONNX_LABELS_KEY",
+        "OPENVINO_LABELS_KEY",
+        "TORCHSCRIPT_LABELS_FILE",
+        "TORCHSCRIPT_INPUTS_FILE",
+        "TOKEN_INPUTS",
+    ):
         assert getattr(serving_model, name) == getattr(contract, name), name
 
 
