@@ -1,5 +1,5 @@
 """Adding a runtime touches one backend module and its loader: a toy runtime that copies the
-FP32 ONNX export (tests/toy_runtime/) is built, registered, checked and served by quantgate's
+FP32 ONNX export (toy_runtime/ beside this file) is built, registered, checked and served by quantgate's
 own quantise step and pyfunc, with nothing else changed."""
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from conftest import TEST_MODEL, free_port
 
 TOY = Path(__file__).parent / "toy_runtime"
 sys.path.insert(0, str(TOY))
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_toy_runtime_is_built_registered_checked_and_served(pipeline, store, tmp_path):

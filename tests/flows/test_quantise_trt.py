@@ -56,11 +56,10 @@ from quantgate.trt_shapes import (
 )
 from registry_hooks.gate import parity as gate_parity
 
-from conftest import TEST_MODEL
+from conftest import REPO, TEST_MODEL
 
 LABELS = news9_labels()  # the test models are trained on news9
 
-REPO = Path(__file__).resolve().parent.parent
 PROFILE = Profile(ShapeRange(1, 8, 32, "batch"), ShapeRange(8, 64, 128, "seq_len"))
 # An engine whose tensors are declared in an order unlike the tokenizer's, with mixed dtypes.
 SPECS = [
@@ -941,7 +940,8 @@ def test_gpu_trt_versions_load_as_pyfunc_and_agree_with_the_parent(gpu, trt_vers
 def test_gpu_a_trt_version_is_served_by_mlflow_models_serve(gpu, trt_versions, store):
     import pandas as pd
     import requests
-    from test_serving import start_server, stop, wait_until_up
+
+    from serve_helpers import start_server, stop, wait_until_up
 
     mv = trt_versions["trt-fp16"]
     headlines = ["Central bank holds rates as inflation cools", "Wildfire season lengthens as planet warms"]
