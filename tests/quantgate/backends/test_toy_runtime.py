@@ -27,6 +27,53 @@ TOY = Path(__file__).parent / "toy_runtime"
 sys.path.insert(0, str(TOY))
 
 
+def _serve_without_the_tests(model_uri: str, tmp_path: Path, port: int):
+    """`mlflow models serve` of ``model_uri`` from a process that cannot import the tests (no
+    PYTHONPATH, run from ``tmp_path``): the loader must travel in the model. Returns (process, log)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, log
+
+
+def _post_once_up(proc, port: int, texts: list[str], log_path: Path):
+    """The server's answer to ``texts``, posted again every half second until it listens (two
+    minutes at most); None if it never did. Fails at once if the server process exits."""
+    answer = None
+    for _ in range(240):
+        try:
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/invocations",
+                json={"dataframe_records": [{"text": t} for t in texts]},
+                timeout=5,
+            )
+            break
+        except requests.ConnectionError:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            subprocess.run(["sleep", "0.5"])
+    return answer
+
+
 def test_a_toy_runtime_is_built_registered_checked_and_served(pipeline, store, tmp_path):
     assert "onnx-copy" in runtimes()
     fp32 = pipeline["fp32"]
@@ -45,44 +92,11 @@ def test_a_toy_runtime_is_built_registered_checked_and_served(pipeline, store, t
     assert (local / "code" / "toy_loader.py").is_file()
     assert json.loads((local / "artifacts" / "meta.json").read_text())["loader"] == "toy_loader"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            version_uri(mv),
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc, log = _serve_without_the_tests(version_uri(mv), tmp_path, port)
     try:
         texts = ["Central bank holds rates as inflation cools", "Striker signs four-year deal"]
         parent = mlflow.pyfunc.load_model(version_uri(fp32)).predict(pd.DataFrame({"text": texts}))
-        answer = None
-        for _ in range(240):
-            try:
-                answer = requests.post(
-                    f"http://127.0.0.1:{port}/invocations",
-                    json={"dataframe_records": [{"text": t} for t in texts]},
-                    timeout=5,
-                )
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                subprocess.run(["sleep", "0.5"])
+        answer = _post_once_up(proc, port, texts, tmp_path / "serve.log")
         assert answer is not None and answer.status_code == 200, (tmp_path / "serve.log").read_text()[-3000:]
         served = answer.json()["predictions"]
         assert [row["label"] for row in served] == list(parent["label"])
