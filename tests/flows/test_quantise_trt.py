@@ -1,8 +1,8 @@
 """quantise_trt without a GPU: the flow refusing to run here with a clear message and an empty
 registry, a TensorRT variant refusing to load, and the CPU half (the FP16 and INT8 Q/DQ precision
 graphs logged by --precision-graph-only). The pure TensorRT checks are tested in
-tests/quantgate/test_trt_*.py, the real graphs in test_quantise_trt_graphs.py and real engines
-(``pytest -m gpu``) in test_quantise_trt_gpu.py."""
+tests/quantgate/test_trt_*.py and tests/quantgate/backends/test_trt_graphs.py, the real graphs in
+test_quantise_trt_graphs.py and real engines (``pytest -m gpu``) in test_quantise_trt_gpu.py."""
 
 from __future__ import annotations
 
