@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+REPO = Path(__file__).resolve().parent.parent  # the repository root, for tests in any subfolder
 TEST_MODEL = "news-test"
 LENIENT = {"min_macro_f1": 0.0, "max_latency_p95_ms": 5000.0}
 

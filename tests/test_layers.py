@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 PACKAGES = ("quantgate", "flows", "registry_hooks", "evaluators")
 # what each top-level folder may import from the others
 ALLOWED = {

@@ -1,5 +1,5 @@
 """Drive the MLflow UI as a person sees it: `mlflow server` on a store, headless Chromium
-(Debian's `chromium`) rendering a page. Shared by tests/test_ui.py and tests/ui_screenshot.py."""
+(Debian's `chromium`) rendering a page. Shared by tests/flows/test_ui.py and tests/ui_screenshot.py."""
 
 from __future__ import annotations
 

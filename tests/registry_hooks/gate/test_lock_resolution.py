@@ -1,4 +1,5 @@
-"""Which promotion lock a gate takes: the choice is pure and needs no server."""
+"""Which promotion lock a gate takes (the choice is pure and needs no server), and the file lock
+itself: one holder at a time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from flows.errors import UserError
-from registry_hooks.gate.lock import describe_lock, is_pg_uri, libpq_uri, resolve_lock
+from flows.promote import choose_lock
+from registry_hooks.gate.lock import (
+    LockTimeout,
+    default_lock_path,
+    describe_lock,
+    is_pg_uri,
+    libpq_uri,
+    promotion_lock,
+    resolve_lock,
+)
 
 PG = "postgresql://quantgate:s3cret@127.0.0.1:5432/mlflow"
 
@@ -42,3 +52,29 @@ def test_uris_are_normalised_for_libpq_and_never_printed_with_the_password():
     assert libpq_uri("postgresql+psycopg://u@h/db") == "postgresql://u@h/db"
     text = describe_lock(PG)
     assert "s3cret" not in text and "127.0.0.1:5432/mlflow" in text
+
+
+# ---------------------------------------------------------------- the promotion lock
+def test_the_default_lock_lies_beside_a_sqlite_registry_and_nowhere_else(tmp_path):
+    assert default_lock_path(f"sqlite:///{tmp_path}/mlflow.db") == tmp_path / "mlflow.db.promote.lock"
+    assert default_lock_path("sqlite:///:memory:") is None
+    assert default_lock_path("http://127.0.0.1:5000") is None
+    assert default_lock_path("postgresql://u@db/mlflow") is None
+
+
+def test_a_registry_without_a_default_lock_is_promoted_unlocked_with_a_warning(tmp_path, capsys):
+    assert choose_lock("http://127.0.0.1:5000", None, False) is None
+    assert "no promotion lock for registry 'http://127.0.0.1:5000'" in capsys.readouterr().err
+    assert choose_lock("http://127.0.0.1:5000", str(tmp_path / "gate.lock"), False) == tmp_path / "gate.lock"
+    assert choose_lock(f"sqlite:///{tmp_path}/mlflow.db", None, True) is None
+    assert capsys.readouterr().err == ""
+
+
+def test_the_lock_excludes_a_second_holder_until_released(tmp_path):
+    path = tmp_path / "x.lock"
+    with promotion_lock(path):
+        with pytest.raises(LockTimeout, match="still held after 0.1s by pid"):
+            with promotion_lock(path, timeout_s=0.1):
+                pass
+    with promotion_lock(path, timeout_s=0.1):  # free again
+        pass

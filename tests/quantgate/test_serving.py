@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,80 +14,16 @@ import requests
 
 from quantgate.data import news9_labels
 
-from conftest import TEST_MODEL, free_port
+from conftest import TEST_MODEL
+from serve_helpers import start_server, stop, wait_until_up
 
 LABELS = news9_labels()  # the test models are trained on news9
-
-SERVE_TIMEOUT_S = 180
-
-
-def start_server(model_uri: str, log_path: Path, extra_env: dict | None = None, kind: str = "mlflow"):
-    """`mlflow models serve` (kind "mlflow") or `quantgate serve` (kind "quantgate") on loopback."""
-    port = free_port()
-    log = open(log_path, "wb")
-    if kind == "mlflow":
-        cmd = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "serve",
-            "--model",
-            model_uri,
-            "--port",
-            str(port),
-            "--max-batch",
-            "64",
-        ]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}", log
 
 
 class Server(str):
     """The base URL, and which server answers there."""
 
     kind: str
-
-
-def wait_until_up(proc, base: str, log_path: Path) -> bool:
-    """True once /ping answers 200; False if the process exits first."""
-    deadline = time.monotonic() + SERVE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                return True
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"server neither came up nor exited in {SERVE_TIMEOUT_S} s: {log_path.read_text()[-2000:]}")
-
-
-def stop(proc, log) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    log.close()
 
 
 @pytest.fixture(scope="module", params=["mlflow", "quantgate"])

@@ -8,6 +8,7 @@ import json
 import click
 import pytest
 
+from flows import quantise_trt
 from flows.quantise import parse_overrides
 from quantgate.recipes import (
     ONNX_VARIANTS,
@@ -19,11 +20,15 @@ from quantgate.recipes import (
     OnnxInt8StaticRecipe,
     RecipeError,
     TorchInt8DynamicRecipe,
+    TrtFp16Recipe,
+    TrtInt8Recipe,
     build_recipe,
     detect_preset,
     get_preset,
     recipe_from_json,
 )
+
+from trt_fakes import PROFILE
 
 
 def test_the_five_variants_and_their_runtimes():
@@ -135,3 +140,30 @@ def test_cli_overrides_parse_as_json_where_they_can():
     }
     with pytest.raises(click.BadParameter):
         parse_overrides(("calibration_size=64",))
+
+
+# --------------------------------------------------------------------------- TensorRT recipes
+def test_trt_recipes_are_validated_and_the_profile_is_part_of_their_identity():
+    fp16, int8 = quantise_trt.recipes_for("all", batch="1,8,32", seq_len="8,64,128", calibration_size=64)
+    assert (fp16.variant, fp16.precision, fp16.runtime) == ("trt-fp16", "fp16", "tensorrt")
+    assert int8.calibration_size == 64 and int8.batch == (1, 8, 32) and int8.profile() == PROFILE
+    assert fp16.sha256("x") != TrtFp16Recipe(batch=(1, 8, 64)).sha256("x")
+    for bad, match in (({"batch": "4,2,8"}, "batch"), ({"seq_len": "8,64"}, "seq_len"), ({"preset": "avx2"}, "preset")):
+        with pytest.raises(RecipeError, match=match):
+            TrtFp16Recipe(**bad)
+    with pytest.raises(RecipeError, match="LayerNormalization and Softmax"):
+        TrtFp16Recipe(keep_fp32_ops=("Softmax",))
+    with pytest.raises(RecipeError, match="calibration_size"):
+        TrtInt8Recipe(calibration_size=2)
+    # Q/DQ on the weight layers' inputs only, the residual stream in float, the head INT8 too
+    assert (int8.qdq_matmul_outputs, int8.float_residual, int8.op_types) == (False, True, ("MatMul", "Gemm"))
+    assert int8.sha256("x") != TrtInt8Recipe(calibration_size=64, float_residual=False).sha256("x")
+    for bad, match in (
+        ({"qdq_matmul_outputs": "no"}, "qdq_matmul_outputs"),
+        ({"float_residual": 1}, "float_residual"),
+        ({"op_types": ("Gemm",)}, "op_types"),
+        ({"op_types": ["MatMul"]}, "op_types"),
+        ({"op_types": ("MatMul", "Conv")}, "op_types"),
+    ):
+        with pytest.raises(RecipeError, match=match):
+            TrtInt8Recipe(**bad)

@@ -17,28 +17,27 @@ from mlflow import MlflowClient
 from flows.experiment_provider import project_model_name
 from quantgate.tracking import experiment_name
 
-from conftest import LENIENT
+from conftest import LENIENT, REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 GROUP = "mlflow.default_experiment_provider"
 
 
 def test_mlflow_run_on_this_project_is_named_after_its_model(tmp_path):
-    assert project_model_name([MLFLOW, "run", str(ROOT), "-e", "train", "--env-manager", "local"]) == "news-classifier"
+    assert project_model_name([MLFLOW, "run", str(REPO), "-e", "train", "--env-manager", "local"]) == "news-classifier"
     assert (
-        project_model_name([MLFLOW, "run", str(ROOT), "-e", "evaluate", "-P", "version=2", "-P", "model_name=topics"])
+        project_model_name([MLFLOW, "run", str(REPO), "-e", "evaluate", "-P", "version=2", "-P", "model_name=topics"])
         == "topics"
     )
     main_py = str(Path(sys.executable).parent.parent / "lib" / "mlflow" / "__main__.py")
-    assert project_model_name([main_py, "run", f"file://{ROOT}", "-e", "train"]) == "news-classifier"
+    assert project_model_name([main_py, "run", f"file://{REPO}", "-e", "train"]) == "news-classifier"
 
 
 def test_other_commands_and_projects_are_left_to_mlflow(tmp_path):
     (tmp_path / "MLproject").write_text("name: someone-else\nentry_points: {main: {command: 'true'}}\n")
     assert project_model_name([MLFLOW, "run", str(tmp_path), "-e", "main"]) is None
     assert project_model_name([MLFLOW, "ui", "--port", "5000"]) is None
-    assert project_model_name(["python", "run", str(ROOT)]) is None
+    assert project_model_name(["python", "run", str(REPO)]) is None
     assert project_model_name([MLFLOW, "run", str(tmp_path / "missing")]) is None
 
 
@@ -53,14 +52,14 @@ def test_the_user_names_the_experiment(monkeypatch):
 def _provider_registered(env: dict, tmp_path: Path) -> dict:
     """Make sure `mlflow run` finds the provider pyproject.toml declares: an editable install
     has it; a checkout on PYTHONPATH gets the same entry point from a tiny dist-info folder."""
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][GROUP]
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][GROUP]
     if any(ep.value == declared["quantgate"] for ep in entry_points(group=GROUP)):
         return env
     dist = tmp_path / "site" / "quantgate_provider-0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: quantgate-provider\nVersion: 0\n")
     (dist / "entry_points.txt").write_text(f"[{GROUP}]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
-    return {**env, "PYTHONPATH": os.pathsep.join([str(dist.parent), str(ROOT), env.get("PYTHONPATH", "")])}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(dist.parent), str(REPO), env.get("PYTHONPATH", "")])}
 
 
 def test_a_fresh_main_leaves_all_its_runs_in_one_experiment_named_after_the_model(tmp_path):
@@ -75,7 +74,7 @@ def test_a_fresh_main_leaves_all_its_runs_in_one_experiment_named_after_the_mode
         [
             MLFLOW,
             "run",
-            str(ROOT),
+            str(REPO),
             "-e",
             "main",
             "--env-manager",

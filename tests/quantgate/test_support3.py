@@ -16,9 +16,9 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from conftest import LENIENT
+from conftest import LENIENT, REPO
 
-SUPPORT3 = Path(__file__).resolve().parent.parent / "data" / "support3"
+SUPPORT3 = REPO / "data" / "support3"
 MODEL = "support-test"
 LABELS = ["billing", "bug", "account"]
 LEAKED = 4

@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from quantgate.architectures import ArchitectureError, lora_targets, model_inputs, ort_model_type
 
 import tiny_encoders
-from conftest import LENIENT
+from conftest import LENIENT, REPO
 
-SUPPORT3 = str(Path(__file__).resolve().parent.parent / "data" / "support3")
+SUPPORT3 = str(REPO / "data" / "support3")
 EXPECTED = {  # family -> (LoRA targets, ONNX inputs)
     "bert": (["query", "value"], ["input_ids", "attention_mask", "token_type_ids"]),
     "distilbert": (["q_lin", "v_lin"], ["input_ids", "attention_mask"]),

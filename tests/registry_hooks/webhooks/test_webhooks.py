@@ -137,15 +137,12 @@ def _wait_http(url: str, proc, log: Path, timeout_s: float = 120) -> None:
     pytest.fail(f"{url} did not come up: {log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def hooked(tmp_path_factory, pipeline):
-    """A real `mlflow server` (sqlite) + the receiver on loopback, with the webhook registered."""
-    root = tmp_path_factory.mktemp("hooks")
-    mlflow_port, hook_port = free_port(), free_port()
-    server_url = f"http://127.0.0.1:{mlflow_port}"
+def _webhook_env(server_url: str) -> dict[str, str]:
+    """The environment of the MLflow server, the receiver and `hooks register`: webhooks to loopback
+    allowed, one secret-encryption key for every server worker, the receiver's shared secret."""
     from cryptography.fernet import Fernet
 
-    env = {
+    return {
         **os.environ,
         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
@@ -155,77 +152,91 @@ def hooked(tmp_path_factory, pipeline):
         "MLFLOW_TRACKING_URI": server_url,
         "QUANTGATE_WEBHOOK_SECRET": SECRET,
     }
+
+
+def _start_mlflow_server(root: Path, port: int, env: dict, log: Path) -> subprocess.Popen:
+    """`mlflow server` on loopback, one worker, its sqlite store and artifacts under ``root``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+
+
+def _start_receiver(root: Path, port: int, env: dict, log: Path, thresholds: Path) -> subprocess.Popen:
+    """`quantgate hooks serve` on loopback for the watched model, its promotion lock under ``root``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "hooks",
+            "serve",
+            "--port",
+            str(port),
+            "--model-name",
+            WATCHED,
+            "--thresholds",
+            str(thresholds),
+            "--latency-runs",
+            "20",
+            "--lock-file",
+            str(root / "promote.lock"),
+        ],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+
+
+def _register_hook(hook_url: str, env: dict, root: Path) -> subprocess.CompletedProcess:
+    """`quantgate hooks register` of the receiver's URL for the watched model."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url, "--model-name", WATCHED],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+
+
+@pytest.fixture(scope="module")
+def hooked(tmp_path_factory, pipeline):
+    """A real `mlflow server` (sqlite) + the receiver on loopback, with the webhook registered."""
+    root = tmp_path_factory.mktemp("hooks")
+    mlflow_port, hook_port = free_port(), free_port()
+    server_url = f"http://127.0.0.1:{mlflow_port}"
+    env = _webhook_env(server_url)
     procs = []
     logs = {n: root / f"{n}.log" for n in ("mlflow", "hooks")}
-    procs.append(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'server.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=open(logs["mlflow"], "wb"),
-            stderr=subprocess.STDOUT,
-            cwd=root,
-        )
-    )
+    procs.append(_start_mlflow_server(root, mlflow_port, env, logs["mlflow"]))
     _wait_http(f"{server_url}/health", procs[0], logs["mlflow"])
     thresholds = root / "lenient.yaml"
     thresholds.write_text(yaml.safe_dump(LENIENT))
-    procs.append(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flows.cli",
-                "hooks",
-                "serve",
-                "--port",
-                str(hook_port),
-                "--model-name",
-                WATCHED,
-                "--thresholds",
-                str(thresholds),
-                "--latency-runs",
-                "20",
-                "--lock-file",
-                str(root / "promote.lock"),
-            ],
-            env=env,
-            stdout=open(logs["hooks"], "wb"),
-            stderr=subprocess.STDOUT,
-            cwd=root,
-        )
-    )
+    procs.append(_start_receiver(root, hook_port, env, logs["hooks"], thresholds))
     hook_url = f"http://127.0.0.1:{hook_port}/"
     _wait_http(f"{hook_url}health", procs[1], logs["hooks"])
-    registered = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url, "--model-name", WATCHED],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=root,
-    )
+    registered = _register_hook(hook_url, env, root)
     assert registered.returncode == 0, registered.stderr
-    again = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "hooks", "register", "--url", hook_url, "--model-name", WATCHED],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=root,
-    )
+    again = _register_hook(hook_url, env, root)
     assert "updated webhook" in again.stdout  # idempotent
     time.sleep(1.5)  # MLflow caches the webhook list for MLFLOW_WEBHOOK_CACHE_TTL seconds
     yield {"server": server_url, "hook": hook_url, "root": root, "logs": logs}

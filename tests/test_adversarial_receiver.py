@@ -1,0 +1,108 @@
+"""Issue 17, case 9: the webhook receiver's holes an adversarial run found, tried again the way
+the adversary did it - a signed delivery replayed after a restart, a deeply nested body, and a
+receiver started against a tracking server without a promotion lock. The other cases are in
+test_adversarial.py; each docstring says what happened before issue 17."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from registry_hooks.webhooks.events import sign
+
+from conftest import free_port
+
+# ------------------------------------------------------------------ 9. webhooks
+SECRET = "adversary-secret-" + "s" * 20
+
+
+def _signed(body: bytes, delivery_id: str | None = None) -> dict:
+    did, ts = delivery_id or str(uuid.uuid4()), str(int(time.time()))
+    return {
+        "X-MLflow-Delivery-Id": did,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": sign(SECRET, did, ts, body),
+        "Content-Type": "application/json",
+    }
+
+
+def _receiver(tmp_path: Path, env: dict, port: int):
+    log = open(tmp_path / f"hooks-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(port), "--model-name", "adv-hooks"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp_path / f"hooks-{port}.log").read_text()
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.5)
+    pytest.fail("receiver did not come up")
+
+
+def test_9_a_replay_after_a_receiver_restart_is_a_duplicate_and_deep_json_gets_400(tmp_path):
+    """Before: the seen-delivery set lived in memory, so a replay after a restart was accepted;
+    a signed, deeply nested body dropped the connection."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'hooks.db'}",
+        "QUANTGATE_WEBHOOK_SECRET": SECRET,
+    }
+    body = json.dumps(
+        {
+            "entity": "model_version",
+            "action": "created",
+            "timestamp": "x",
+            "data": {"name": "adv-hooks", "version": "7"},
+        }
+    ).encode()
+    headers = _signed(body)
+    port = free_port()
+    proc = _receiver(tmp_path, env, port)
+    try:
+        first = requests.post(f"http://127.0.0.1:{port}/", data=body, headers=headers, timeout=10)
+        assert first.status_code == 202, first.text
+        deep = b'{"entity": "model_version", "action": "created", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        answer = requests.post(f"http://127.0.0.1:{port}/", data=deep, headers=_signed(deep), timeout=10)
+        assert answer.status_code == 400 and "nested deeper" in answer.json()["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    proc = _receiver(tmp_path, env, port)  # restarted
+    try:
+        replay = requests.post(f"http://127.0.0.1:{port}/", data=body, headers=headers, timeout=10)
+        assert replay.status_code == 200 and "duplicate" in replay.json()["status"]
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["queued"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_9_the_receiver_does_not_gate_unlocked_against_a_tracking_server(tmp_path):
+    """Before: against an http store the receiver's gates ran without the promotion lock."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "QUANTGATE_WEBHOOK_SECRET": SECRET}
+    env.pop("QUANTGATE_PROMOTE_LOCK", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--lock-file" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
