@@ -4,6 +4,7 @@ own quantise step and pyfunc, with nothing else changed."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 import requests
 from mlflow import MlflowClient
 
@@ -24,7 +26,13 @@ from registry_hooks.gate.thresholds import Thresholds
 from conftest import TEST_MODEL, free_port
 
 TOY = Path(__file__).parent / "toy_runtime"
-sys.path.insert(0, str(TOY))
+
+
+@pytest.fixture(scope="module")
+def toy_backend():
+    """Importing the toy backend module registers the onnx-copy backend and its recipe."""
+    sys.path.insert(0, str(TOY))
+    return importlib.import_module("toy_backend")
 
 
 def _serve_without_the_tests(model_uri: str, tmp_path: Path, port: int):
@@ -74,8 +82,8 @@ def _post_once_up(proc, port: int, texts: list[str], log_path: Path):
     return answer
 
 
-def test_a_toy_runtime_is_built_registered_checked_and_served(pipeline, store, tmp_path):
-    assert "onnx-copy" in runtimes()
+def test_a_toy_runtime_is_built_registered_checked_and_served(toy_backend, pipeline, store, tmp_path):
+    assert "onnx-copy" in runtimes() and toy_backend.BACKEND.loader.name == "toy_loader.py"
     fp32 = pipeline["fp32"]
     recipes = recipes_for("onnx-copy", "all", "auto", {})
     check = ParityCheck(fp32, 40, Thresholds(min_top1_agreement=0.99, max_macro_f1_drop_points=1.0))
