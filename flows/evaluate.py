@@ -30,7 +30,6 @@ from mlflow.entities.model_registry import ModelVersion
 from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card, with_card
 from flows.data_options import DataOptions, data_options, pop_data_options
-from quantgate.contract import PREDICTIONS_TABLE
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
@@ -47,9 +46,6 @@ from quantgate.tracking import (
     resolve_version,
     version_uri,
 )
-
-EVAL_PREDICTIONS = PREDICTIONS_TABLE  # artifact of the evaluation run: one row per test item
-
 
 MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
 AUTO = "auto"

