@@ -30,17 +30,18 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from flows.quantise_options import LATEST, common_options
 from quantgate.backends import Backend, Built, backend_for, runtimes
 from quantgate.code_identity import code_identity
 from quantgate.contract import RECIPE_SHA_TAG, RECIPE_TAG, version_run_tag
 from quantgate.errors import UserError
 from quantgate.packaging import log_variant
-from quantgate.recipes import PRESET_CHOICES, Recipe, RecipeError, build_recipe, variants_for
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version, version_uri
+from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
+from quantgate.tracking import configure_tracking, resolve_version, version_uri
 from registry_hooks.gate.parity import describe, parity
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
 
-LATEST = "latest-fp32"
+# LATEST ("latest-fp32"): the newest variant=fp32 version, the default --source
 # Libraries every build depends on (the parent is loaded and exported with them).
 LIBRARIES = ("torch", "onnx", "onnxruntime", "transformers")
 
@@ -327,38 +328,38 @@ def run_step(
         return quantise(src, recipes, step=step, check=check)
 
 
-def source_option(func):
-    return click.option(
-        "--source",
-        default=LATEST,
-        show_default=True,
-        help=f"FP32 version to quantise: 3, name@alias, models:/… or {LATEST} for the newest variant=fp32 version.",
-    )(func)
+def alias_command(step: str, runtime: str, doc: str, *, preset_help: str, set_example: str) -> click.Command:
+    """The command of one runtime (``quantise_onnx`` …): ``quantise --runtime <runtime>`` with
+    that runtime's variants as ``--recipe`` choices, kept as an MLproject entry point."""
 
-
-def common_options(func):
-    """--model-name, --preset and --set: the options every quantise command shares."""
-    func = click.option(
-        "--set",
-        "overrides",
-        multiple=True,
-        metavar="VARIANT.FIELD=VALUE",
-        help="Override one recipe field, e.g. onnx-int8-static.calibration_method=Percentile (repeatable).",
-    )(func)
-    func = click.option(
-        "--preset",
-        type=click.Choice(PRESET_CHOICES),
-        default="auto",
+    @click.command(step, help=doc)
+    @click.option(
+        "--recipe",
+        "recipe_choice",
+        type=click.Choice(["all", *variants_for(runtime)]),
+        default="all",
         show_default=True,
-        help="CPU family the INT8 number formats suit; auto reads the host's CPU flags.",
-    )(func)
-    return click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)(source_option(func))
+        help="Which variant to build.",
+    )
+    @common_options(preset_help=preset_help, set_example=set_example)
+    def command(recipe_choice, source, model_name, preset, overrides):
+        run_step(
+            step,
+            runtime,
+            source=source,
+            model_name=model_name,
+            recipe_choice=recipe_choice,
+            preset=preset,
+            overrides=overrides,
+        )
+
+    return command
 
 
 @click.command("quantise", help=__doc__)
 @click.option("--runtime", required=True, help=f"The backend that builds the variants: {', '.join(runtimes())}.")
 @click.option("--recipe", "recipe_choice", default="all", show_default=True, help="One variant of the runtime, or all.")
-@common_options
+@common_options()
 @click.option(
     "--check-size",
     type=int,

@@ -15,53 +15,15 @@ the MLproject entry point ``quantise_onnx`` and the command ``quantgate quantise
 
 from __future__ import annotations
 
-import click
+from flows.quantise import alias_command
 
-from flows.quantise import LATEST, run_step
-from quantgate.recipes import ONNX_VARIANTS, PRESET_CHOICES
-from quantgate.tracking import DEFAULT_MODEL_NAME
-
-
-@click.command("quantise_onnx", help=__doc__)
-@click.option(
-    "--source",
-    default=LATEST,
-    show_default=True,
-    help=f"FP32 version to quantise: 3, name@alias, models:/… or {LATEST} for the newest variant=fp32 version.",
+cli = alias_command(
+    "quantise_onnx",
+    "onnxruntime",
+    __doc__,
+    preset_help="CPU family the INT8 number formats suit; auto reads the host's CPU flags.",
+    set_example="onnx-int8-static.calibration_method=Percentile",
 )
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option(
-    "--recipe",
-    "recipe_choice",
-    type=click.Choice(["all", *ONNX_VARIANTS]),
-    default="all",
-    show_default=True,
-    help="Which variant to build.",
-)
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_CHOICES),
-    default="auto",
-    show_default=True,
-    help="CPU family the INT8 number formats suit; auto reads the host's CPU flags.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="VARIANT.FIELD=VALUE",
-    help="Override one recipe field, e.g. onnx-int8-static.calibration_method=Percentile (repeatable).",
-)
-def cli(source, model_name, recipe_choice, preset, overrides):
-    run_step(
-        "quantise_onnx",
-        "onnxruntime",
-        source=source,
-        model_name=model_name,
-        recipe_choice=recipe_choice,
-        preset=preset,
-        overrides=overrides,
-    )
 
 
 if __name__ == "__main__":

@@ -15,53 +15,15 @@ the MLproject entry point ``quantise_openvino`` and the command ``quantgate quan
 
 from __future__ import annotations
 
-import click
+from flows.quantise import alias_command
 
-from flows.quantise import LATEST, run_step
-from quantgate.recipes import OPENVINO_VARIANTS, PRESET_CHOICES
-from quantgate.tracking import DEFAULT_MODEL_NAME
-
-
-@click.command("quantise_openvino", help=__doc__)
-@click.option(
-    "--source",
-    default=LATEST,
-    show_default=True,
-    help=f"FP32 version to quantise: 3, name@alias, models:/… or {LATEST} for the newest variant=fp32 version.",
+cli = alias_command(
+    "quantise_openvino",
+    "openvino",
+    __doc__,
+    preset_help="CPU family (recorded; OpenVINO picks its kernels itself).",
+    set_example="openvino-int8.accuracy_control=true",
 )
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option(
-    "--recipe",
-    "recipe_choice",
-    type=click.Choice(["all", *OPENVINO_VARIANTS]),
-    default="all",
-    show_default=True,
-    help="Which variant to build.",
-)
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_CHOICES),
-    default="auto",
-    show_default=True,
-    help="CPU family (recorded; OpenVINO picks its kernels itself).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="VARIANT.FIELD=VALUE",
-    help="Override one recipe field, e.g. openvino-int8.accuracy_control=true (repeatable).",
-)
-def cli(source, model_name, recipe_choice, preset, overrides):
-    run_step(
-        "quantise_openvino",
-        "openvino",
-        source=source,
-        model_name=model_name,
-        recipe_choice=recipe_choice,
-        preset=preset,
-        overrides=overrides,
-    )
 
 
 if __name__ == "__main__":

@@ -14,53 +14,15 @@ the MLproject entry point ``quantise_torch`` and the command ``quantgate quantis
 
 from __future__ import annotations
 
-import click
+from flows.quantise import alias_command
 
-from flows.quantise import LATEST, run_step
-from quantgate.recipes import PRESET_CHOICES, TORCH_VARIANTS
-from quantgate.tracking import DEFAULT_MODEL_NAME
-
-
-@click.command("quantise_torch", help=__doc__)
-@click.option(
-    "--source",
-    default=LATEST,
-    show_default=True,
-    help=f"FP32 version to quantise: 3, name@alias, models:/… or {LATEST} for the newest variant=fp32 version.",
+cli = alias_command(
+    "quantise_torch",
+    "torchscript",
+    __doc__,
+    preset_help="CPU family; picks the quantised kernel engine (x86 or qnnpack).",
+    set_example="torch-int8-dynamic.per_channel=false",
 )
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option(
-    "--recipe",
-    "recipe_choice",
-    type=click.Choice(["all", *TORCH_VARIANTS]),
-    default="all",
-    show_default=True,
-    help="Which variant to build.",
-)
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_CHOICES),
-    default="auto",
-    show_default=True,
-    help="CPU family; picks the quantised kernel engine (x86 or qnnpack).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="VARIANT.FIELD=VALUE",
-    help="Override one recipe field, e.g. torch-int8-dynamic.per_channel=false (repeatable).",
-)
-def cli(source, model_name, recipe_choice, preset, overrides):
-    run_step(
-        "quantise_torch",
-        "torchscript",
-        source=source,
-        model_name=model_name,
-        recipe_choice=recipe_choice,
-        preset=preset,
-        overrides=overrides,
-    )
 
 
 if __name__ == "__main__":
