@@ -32,7 +32,7 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8
 # --------------------------------------------------------------------------- host
 def host_info(threads: int) -> dict:
     """The CPU, its ISA flags and quantgate's preset for it, cores, threads, Python and library versions."""
-    from quantgate.recipes import cpu_flags, detect_preset
+    from quantgate.recipes.base import cpu_flags, detect_preset
 
     flags = cpu_flags()
     cpu = platform.processor() or platform.machine()

@@ -75,3 +75,20 @@ def test_the_serving_pyfunc_imports_nothing_from_quantgate_but_the_tensorrt_runt
     lazy = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "quantgate"]
     assert [a.name for n in lazy for a in n.names] == ["trt_runtime"]
     assert all(n not in tree.body for n in lazy)  # inside the TensorRT loader, not at import time
+
+
+SCRIPTS = ("benchmarks", "deploy")  # run by hand, not by the tests: a moved name breaks them silently
+
+
+@pytest.mark.parametrize("path", [p for folder in SCRIPTS for p in sorted((REPO / folder).rglob("*.py"))], ids=str)
+def test_scripts_import_names_the_project_still_has(path):
+    """Every ``from <project module> import name`` in the benchmarks and deploy scripts, lazy
+    imports included, names something that module has (the layout moved once already)."""
+    import importlib
+
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)]
+    assert not missing, f"{path.relative_to(REPO)} imports names that no longer exist: {missing}"
