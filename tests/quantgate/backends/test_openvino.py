@@ -62,6 +62,16 @@ def test_served_by_the_pyfunc_close_to_the_parent(pipeline, ov_versions):
         assert np.abs(got - want).max() < tolerance, variant
 
 
+def test_a_set_thread_count_leaves_cores_unpinned(ov_versions, monkeypatch):
+    """Serving workers and Spark tasks set QUANTGATE_THREADS; were OpenVINO to pin their threads,
+    every process would run on the same first core (measured: Spark local[2] on one core)."""
+    mv = ov_versions["openvino-int8"]
+    monkeypatch.setenv("QUANTGATE_THREADS", "1")
+    compiled = mlflow.pyfunc.load_model(f"models:/{TEST_MODEL}/{mv.version}").unwrap_python_model().compiled
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_int8_is_smaller_than_fp32(ov_versions):
     sizes = {}
     for variant, mv in ov_versions.items():
