@@ -3,9 +3,10 @@
 Sources, in the order they are tried:
 
 * ``news9`` (default): the bundled, hand-written dataset in ``data/news9/``;
-* a local path: a CSV / JSONL / Parquet file, or a folder holding ``train``,
+* a local path (which wins over the next source): a CSV / JSONL / Parquet file, or a folder holding ``train``,
   ``validation`` and ``test`` files in one of those formats. A single file is split
   70/10/20 the same deterministic, stratified way news9 was;
+* the name of another bundled dataset, a folder of ``data/`` (``support3``);
 * anything else is taken as a Hugging Face dataset id (``hf:`` prefix optional), loaded
   with the ``datasets`` library - this needs the network or a warm local cache.
 
@@ -34,6 +35,7 @@ from quantgate.data_files import FORMATS, names_beside, read_hub, read_local
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 NEWS9_DIR = Path(__file__).resolve().parent.parent / "data" / "news9"
+BUNDLED_DIR = NEWS9_DIR.parent  # data/: one folder per bundled dataset
 
 
 def news9_labels() -> tuple[str, ...]:
@@ -257,6 +259,8 @@ def _locate(source: str) -> tuple[Path | None, str]:
         return Path(source).expanduser(), ""
     if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FORMATS:
         raise DataError(f"{source}: no such file or folder")
+    if re.fullmatch(r"[\w-]+", source) and (BUNDLED_DIR / source / "train.csv").is_file():
+        return BUNDLED_DIR / source, ""
     return None, source
 
 

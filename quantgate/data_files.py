@@ -74,7 +74,7 @@ def read_hub(dataset_id: str, splits: tuple[str, ...], cols: dict):
         raise DataError(
             f"{dataset_id!r} is not a local file or folder, and loading it as a Hugging Face "
             f"dataset failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
-            "Offline machines can only use local files or 'news9'."
+            "Offline machines can use local files, the bundled datasets (a folder of data/) and a warm cache."
         ) from exc
     out, names = {}, None
     for name in splits:

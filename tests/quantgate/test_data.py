@@ -187,6 +187,13 @@ def test_missing_local_path_is_a_clear_error(tmp_path):
         load_dataset(str(tmp_path / "nope.csv"))
 
 
+def test_a_bundled_dataset_loads_by_name():
+    """support3 is a folder of data/, like news9: its name is enough, offline."""
+    data = load_dataset("support3")
+    assert data.labels == ("billing", "bug", "account")
+    assert data["train"].origin.endswith("data/support3/train.csv")
+
+
 def test_missing_split_file_is_a_clear_error(tmp_path):
     _write_split_folder(tmp_path, "csv")
     (tmp_path / "validation.csv").unlink()
