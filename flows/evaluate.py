@@ -19,7 +19,9 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import click
 import mlflow
@@ -30,13 +32,22 @@ from mlflow.entities.model_registry import ModelVersion
 from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card, with_card
 from flows.data_options import DataOptions, data_options, pop_data_options
+from quantgate.contract import PREDICTIONS_TABLE
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
+    EVAL_PREDICTIONS_DIGEST_TAG,
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
+    PREDICTIONS_DIGEST_TAG,
+    ModelIntegrityError,
+    artifact_sha256,
+    digest,
+    digest_problem,
+    download,
     metrics_digest,
+    model_manifest,
 )
 from quantgate.tracking import (
     DEFAULT_MODEL_NAME,
@@ -102,10 +113,6 @@ def fingerprint_if_missing(client: MlflowClient, mv: ModelVersion) -> ModelVersi
     later refuse any file changed after evaluation. Never overwrites a recorded digest."""
     if mv.tags.get(MODEL_DIGEST_TAG):
         return mv
-    import tempfile
-
-    from quantgate.model_files import digest, download, model_manifest
-
     with tempfile.TemporaryDirectory(prefix="quantgate-fingerprint-") as tmp:
         recorded = digest(model_manifest(download(version_uri(mv), tmp)))
     client.set_model_version_tag(mv.name, mv.version, MODEL_DIGEST_TAG, recorded)
@@ -138,31 +145,50 @@ def evaluate(
     host = {**host_fingerprint(), "threads": str(threads)}
     log_run_context(mv, host, dataset=dataset, options=options, data=data, latency_runs=latency_runs)
     run_id = mlflow.active_run().info.run_id
-    # the figures as they stand now: the gate refuses them if anything is re-logged later
+    # the figures and the predictions table as they stand now: the gate refuses them if anything
+    # is re-logged or rewritten later
     logged = metrics_digest(client.get_run(run_id).data.metrics)
-    mlflow.set_tag(METRICS_DIGEST_TAG, logged)
+    predictions = artifact_sha256(run_id, PREDICTIONS_TABLE)
+    mlflow.set_tags({METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions})
     copy_to_source_run(client, mv, metrics, run_id)
-    record_on_version(client, mv, metrics, host, run_id=run_id, metrics_sha256=logged)
+    record_on_version(client, mv, metrics, host, run_id=run_id, metrics_sha256=logged, predictions_sha256=predictions)
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("f1.")}
     click.echo(f"{mv.name} v{mv.version} ({mv.tags.get('variant')}): {json.dumps(shown)}")
     return metrics
 
 
+def verified_copy(client: MlflowClient, mv: ModelVersion, dst: Path) -> Path:
+    """The version's files, downloaded once and checked against the registry's ``model_sha256``.
+    The evaluation measures this copy, so files changed in the store during it (and put back
+    after) cannot colour its figures."""
+    mv = fingerprint_if_missing(client, mv)
+    local = download(version_uri(mv), dst)
+    problem = digest_problem(local, dict(mv.tags), what=f"version {mv.version}")
+    if problem:
+        raise ModelIntegrityError(f"refusing to evaluate with {mv.name} v{mv.version}: {problem}")
+    return local
+
+
 def run_evaluator(mv: ModelVersion, data: Dataset, latency_runs: int, threads: int) -> dict[str, float]:
-    """Run the ``quantgate`` evaluator on the test split (against the parent, if any); its metrics."""
+    """Run the ``quantgate`` evaluator on the test split (against the parent, if any); its metrics.
+    Both the version and its parent are verified copies."""
+    client = MlflowClient()
     parent = mv.tags.get("parent_version")
     config = {"latency_runs": latency_runs, "threads": threads}
-    if parent:
-        config["parent_model_uri"] = f"models:/{mv.name}/{parent}"
-    result = mlflow.models.evaluate(
-        version_uri(mv),
-        data["test"].frame[["text", "label"]],
-        targets="label",
-        model_type="classifier",
-        evaluators=["quantgate"],
-        evaluator_config={"quantgate": config},
-        model_id=logged_model_id(mv),  # MLflow then attaches the metrics to the logged model too
-    )
+    with tempfile.TemporaryDirectory(prefix="quantgate-evaluate-") as tmp:
+        model = verified_copy(client, mv, Path(tmp) / "model")
+        if parent:
+            parent_mv = client.get_model_version(mv.name, parent)
+            config["parent_model_uri"] = str(verified_copy(client, parent_mv, Path(tmp) / "parent"))
+        result = mlflow.models.evaluate(
+            str(model),
+            data["test"].frame[["text", "label"]],
+            targets="label",
+            model_type="classifier",
+            evaluators=["quantgate"],
+            evaluator_config={"quantgate": config},
+            model_id=logged_model_id(mv),  # MLflow then attaches the metrics to the logged model too
+        )
     return dict(result.metrics)
 
 
@@ -194,7 +220,14 @@ def log_run_context(
 
 
 def record_on_version(
-    client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], host: dict, *, run_id: str, metrics_sha256: str
+    client: MlflowClient,
+    mv: ModelVersion,
+    metrics: dict[str, float],
+    host: dict,
+    *,
+    run_id: str,
+    metrics_sha256: str,
+    predictions_sha256: str,
 ) -> None:
     """Tag the version with its evaluation (run, status, digests, headline figures) and put the
     model card in its description."""
@@ -204,6 +237,7 @@ def record_on_version(
         "eval_manifest_sha256": mv.tags.get("manifest_sha256", ""),
         EVAL_MODEL_DIGEST_TAG: mv.tags.get(MODEL_DIGEST_TAG, ""),
         EVAL_METRICS_DIGEST_TAG: metrics_sha256,
+        EVAL_PREDICTIONS_DIGEST_TAG: predictions_sha256,
         **headline_tags(metrics),
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)

@@ -25,8 +25,10 @@ import mlflow
 from quantgate.contract import (  # noqa: F401  (re-exported: the digest tags belong with the digest)
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
+    EVAL_PREDICTIONS_DIGEST_TAG,
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
+    PREDICTIONS_DIGEST_TAG,
 )
 from quantgate.errors import UserError
 from quantgate.serving_model import sha256_file
@@ -91,3 +93,11 @@ def metrics_digest(metrics: dict[str, float]) -> str:
     """SHA-256 of a run's latest metric values, taken when the evaluation finished: a metric
     re-logged, added or removed afterwards changes it."""
     return hashlib.sha256(json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True).encode()).hexdigest()
+
+
+def artifact_sha256(run_id: str, path: str) -> str:
+    """SHA-256 of one run artifact's bytes, as the artifact store holds them now."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="quantgate-artifact-") as tmp:
+        return sha256_file(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)))

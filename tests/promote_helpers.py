@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from quantgate.model_files import artifact_sha256, download, metrics_digest, model_manifest
 from quantgate.model_files import digest as model_digest
-from quantgate.model_files import download, metrics_digest, model_manifest
 from quantgate.packaging import manifest, manifest_digest
 
 TRIVIAL_MODEL = Path(__file__).resolve().parent / "trivial_model.py"
@@ -71,8 +71,9 @@ def _predictions_table() -> pd.DataFrame:
     )
 
 
-def _log_evaluation_run(name: str, version: str, digest: str, model_sha256: str, metrics: dict) -> tuple[str, str]:
-    """Log an evaluation run of ``version`` as flows.evaluate records it; return (run id, metrics digest)."""
+def _log_evaluation_run(name: str, version: str, digest: str, model_sha256: str, metrics: dict) -> tuple[str, str, str]:
+    """Log an evaluation run of ``version`` as flows.evaluate records it; return (run id, metrics
+    digest, predictions table digest)."""
     with mlflow.start_run(run_name=f"evaluate-{name}-v{version}") as run:
         mlflow.log_metrics(metrics)
         mlflow.set_tags(
@@ -85,8 +86,9 @@ def _log_evaluation_run(name: str, version: str, digest: str, model_sha256: str,
         )
         mlflow.log_table(_predictions_table(), "eval_predictions.json")
         figures = metrics_digest(MlflowClient().get_run(run.info.run_id).data.metrics)  # as flows.evaluate records it
-        mlflow.set_tag("quantgate.metrics_sha256", figures)
-    return run.info.run_id, figures
+        predictions = artifact_sha256(run.info.run_id, "eval_predictions.json")
+        mlflow.set_tags({"quantgate.metrics_sha256": figures, "quantgate.predictions_sha256": predictions})
+    return run.info.run_id, figures, predictions
 
 
 def register_evaluated_version(
@@ -109,11 +111,12 @@ def register_evaluated_version(
     with tempfile.TemporaryDirectory() as tmp:  # what quantgate.packaging records at registration
         model_sha256 = model_digest(model_manifest(download(model_uri, tmp)))
     metrics = _evaluation_metrics(macro_f1, latency_p95_ms, size_mb)
-    run_id, figures = _log_evaluation_run(name, version, digest, model_sha256, metrics)
+    run_id, figures, predictions = _log_evaluation_run(name, version, digest, model_sha256, metrics)
     tags = {
         "model_sha256": model_sha256,
         "eval_model_sha256": model_sha256,
         "eval_metrics_sha256": figures,
+        "eval_predictions_sha256": predictions,
         "variant": "trivial-int8",
         "precision": "int8",
         "runtime": "onnxruntime",
@@ -201,13 +204,15 @@ def derive_evaluation(mv, source_run_id: str, order: np.ndarray) -> str:
         )
         mlflow.log_table(table.drop(columns=[c for c in ("run_id",) if c in table]), "eval_predictions.json")
         figures = metrics_digest(client.get_run(run.info.run_id).data.metrics)
-        mlflow.set_tag("quantgate.metrics_sha256", figures)
+        predictions = artifact_sha256(run.info.run_id, "eval_predictions.json")
+        mlflow.set_tags({"quantgate.metrics_sha256": figures, "quantgate.predictions_sha256": predictions})
     for key, value in {
         "eval_run_id": run.info.run_id,
         "eval_status": "complete",
         "eval_manifest_sha256": mv.tags["manifest_sha256"],
         "eval_model_sha256": mv.tags["model_sha256"],
         "eval_metrics_sha256": figures,
+        "eval_predictions_sha256": predictions,
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
     return run.info.run_id

@@ -41,14 +41,16 @@ from quantgate.contract import (
     EVAL_MANIFEST_TAG,
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
+    EVAL_PREDICTIONS_DIGEST_TAG,
     EVAL_RUN_TAG,
     EVAL_STATUS_TAG,
     MANIFEST_TAG,
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
+    PREDICTIONS_DIGEST_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.model_files import digest_problem, metrics_digest, size_bytes
+from quantgate.model_files import artifact_sha256, digest_problem, metrics_digest, size_bytes
 from quantgate.packaging import manifest, manifest_digest
 from registry_hooks.gate.decision import host_mismatches
 from registry_hooks.gate.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
@@ -63,6 +65,7 @@ SNAPSHOT_TAGS = (
     MODEL_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
     EVAL_METRICS_DIGEST_TAG,
+    EVAL_PREDICTIONS_DIGEST_TAG,
 )
 PAIRED_RULES = ("max_macro_f1_drop_points", "max_worst_class_f1_drop_points")
 
@@ -149,6 +152,24 @@ def run_problems(
                 "evaluate again"
             )
     return problems
+
+
+def predictions_problems(run_id: str, run_tags: Mapping[str, str], tags: Mapping[str, str], now: str) -> list[str]:
+    """Why the predictions table the bootstrap would read is not the one the evaluation wrote
+    (``now``: its SHA-256 as the artifact store holds it): repeated or edited rows narrow or
+    shift the F1-drop interval without moving its point estimate."""
+    recorded = {run_tags.get(PREDICTIONS_DIGEST_TAG), tags.get(EVAL_PREDICTIONS_DIGEST_TAG)}
+    if recorded & {None, ""}:
+        return [
+            f"evaluation run {run_id} has no recorded SHA-256 of its {PREDICTIONS_TABLE} (evaluated by an older "
+            "quantgate, or the tag was removed): the F1-drop limits cannot trust it; evaluate again"
+        ]
+    if recorded != {now}:
+        return [
+            f"evaluation run {run_id}'s {PREDICTIONS_TABLE} changed after evaluation (SHA-256 now {now[:16]}…, "
+            f"recorded {sorted(str(r)[:16] for r in recorded)}); evaluate again"
+        ]
+    return []
 
 
 def changed_files(actual: Mapping[str, Mapping[str, str]], recorded: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -319,6 +340,10 @@ def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None
             table = client.load_table(run.info.experiment_id, PREDICTIONS_TABLE, run_ids=[run.info.run_id])
         except MlflowException as exc:
             ev.problems = [f"evaluation run {run.info.run_id} has no readable {PREDICTIONS_TABLE}: {exc.message}"]
+            return ev
+        now = artifact_sha256(run.info.run_id, PREDICTIONS_TABLE)
+        ev.problems = predictions_problems(run.info.run_id, run.data.tags, tags, now)
+        if ev.problems:
             return ev
         paired, ev.notes, ev.problems = paired_metrics(table, _n_classes(ev.metrics, table), thresholds)
         ev.metrics.update(paired)

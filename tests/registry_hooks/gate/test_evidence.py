@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry_hooks.gate.evidence import changed_files, run_problems, tag_problems
+from registry_hooks.gate.evidence import changed_files, predictions_problems, run_problems, tag_problems
 
 FRESH = {
     "eval_status": "complete",
@@ -54,6 +54,17 @@ def test_the_eval_run_must_be_about_this_version_and_these_files():
     assert "is RUNNING, not FINISHED" in run_problems("3", FRESH, "RUNNING", good)[0]
     assert "is deleted, not active" in run_problems("3", FRESH, "FINISHED", good, "deleted")[0]
     assert "measured model files" in run_problems("3", FRESH, "FINISHED", {**good, "model_sha256": "x"})[0]
+
+
+def test_the_predictions_table_must_be_the_one_the_evaluation_recorded():
+    run_tags, tags = {"quantgate.predictions_sha256": "p" * 64}, {"eval_predictions_sha256": "p" * 64}
+    assert predictions_problems("r1", run_tags, tags, "p" * 64) == []
+    assert "changed after evaluation" in predictions_problems("r1", run_tags, tags, "q" * 64)[0]
+    assert (
+        "changed after evaluation"
+        in predictions_problems("r1", run_tags, {"eval_predictions_sha256": "q" * 64}, "q" * 64)[0]
+    )
+    assert "evaluate again" in predictions_problems("r1", {}, tags, "p" * 64)[0]  # never recorded: not trusted
 
 
 def test_changed_files_names_each_differing_file():
