@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import click
 import mlflow
@@ -25,6 +26,11 @@ from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.lock import describe_lock, resolve_lock
 from registry_hooks.webhooks.events import EVENTS
 from registry_hooks.webhooks.receiver import Receiver
+
+# Per user, not per working folder ($XDG_STATE_HOME, else ~/.local/state).
+DEFAULT_SEEN_DB = (
+    Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "quantgate" / "hooks-seen.db"
+)
 
 DEFAULT_SECRET_ENV = "QUANTGATE_WEBHOOK_SECRET"
 
@@ -102,10 +108,11 @@ def hooks():
 @click.option("--latency-runs", default=200, show_default=True, type=int)
 @click.option(
     "--seen-db",
-    default="quantgate-hooks-seen.db",
+    default=str(DEFAULT_SEEN_DB),
     show_default=True,
     type=click.Path(dir_okay=False),
-    help="SQLite file of accepted delivery ids: a replay is refused even after a restart.",
+    help="SQLite file of accepted delivery ids: a replay is refused even after a restart. The default "
+    "does not depend on the working folder, so a receiver restarted elsewhere still knows them.",
 )
 @lock_file_option
 @lock_uri_option
@@ -126,6 +133,7 @@ def serve(
             lock_uri  # each gate it starts takes the same lock (kept off the command line)
         )
     click.echo(f"gates run under the promotion lock: {describe_lock(lock)}")
+    Path(seen_db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(
         secret=_secret(secret_env),
         model_name=model_name,
@@ -133,7 +141,7 @@ def serve(
         queue_size=queue_size,
         max_age_s=max_age_s,
         latency_runs=latency_runs,
-        seen_db=seen_db,
+        seen_db=str(Path(seen_db).expanduser()),
         lock_file=lock_file,
     )
     click.echo(f"watching {model_name!r} on {uri}; listening on http://{host}:{port}/")

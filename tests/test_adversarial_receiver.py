@@ -34,12 +34,12 @@ def _signed(body: bytes, delivery_id: str | None = None) -> dict:
     }
 
 
-def _receiver(tmp_path: Path, env: dict, port: int):
+def _receiver(tmp_path: Path, env: dict, port: int, cwd: Path | None = None):
     log = open(tmp_path / f"hooks-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "hooks", "serve", "--port", str(port), "--model-name", "adv-hooks"],
         env=env,
-        cwd=tmp_path,
+        cwd=cwd or tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -56,11 +56,13 @@ def _receiver(tmp_path: Path, env: dict, port: int):
 
 def test_9_a_replay_after_a_receiver_restart_is_a_duplicate_and_deep_json_gets_400(tmp_path):
     """Before: the seen-delivery set lived in memory, so a replay after a restart was accepted;
-    a signed, deeply nested body dropped the connection."""
+    a signed, deeply nested body dropped the connection. The second adversarial run found the
+    default seen-delivery file relative to the working folder: the restart here is elsewhere."""
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'hooks.db'}",
         "QUANTGATE_WEBHOOK_SECRET": SECRET,
+        "XDG_STATE_HOME": str(tmp_path / "state"),  # the default --seen-db lives under it
     }
     body = json.dumps(
         {
@@ -82,7 +84,9 @@ def test_9_a_replay_after_a_receiver_restart_is_a_duplicate_and_deep_json_gets_4
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    proc = _receiver(tmp_path, env, port)  # restarted
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = _receiver(tmp_path, env, port, cwd=elsewhere)  # restarted, from another folder
     try:
         replay = requests.post(f"http://127.0.0.1:{port}/", data=body, headers=headers, timeout=10)
         assert replay.status_code == 200 and "duplicate" in replay.json()["status"]
