@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 
 import requests
 
@@ -154,21 +153,6 @@ def rendered_text(
         if all(w in text for w in wait_for):
             break
     return text
-
-
-def screenshot(
-    browser: str, url: str, out: Path, *, height: int = 1100, budget_ms: int = 15000, timeout_s: float = 400
-) -> Path:
-    _chromium(
-        browser,
-        url,
-        [f"--screenshot={out}", f"--window-size=1500,{height}", "--run-all-compositor-stages-before-draw"],
-        budget_ms,
-        timeout_s,
-    )
-    if not out.exists() or out.stat().st_size < 10_000:
-        raise RuntimeError(f"no usable screenshot at {out}")
-    return out
 
 
 def missing(text: str, expected: list[str]) -> list[str]:
