@@ -28,24 +28,27 @@ from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# Reuse across the move to quantgate/ (#15): the code identity of each step as it stands now ->
-# the file-bytes digest the earlier layout (commit 705113e) gave the same code. Runs a store
-# holds from before the move are reused only while the step's code identity is still this one;
-# any later edit that changes what the step runs falls outside the table, and the step runs again.
+# Reuse across code versions whose step behaves the same: the code identity of a step as it
+# stands now -> the identities (or, before the move to quantgate/, the file-bytes digests) that
+# earlier versions gave it. Runs a store holds from those versions are reused only while the
+# step's identity is still this one; any later edit that changes what a step runs falls outside
+# the table, and the step runs again.
+# * 705113e -> a155ff0 (#15): the move to quantgate/, behaviour unchanged.
+# * a155ff0 -> now: train and quantise_onnx only gained code they do not run on any input a
+#   finished run can have had (the OpenVINO loader's CPU pinning, bundled datasets by name, new
+#   contract names). evaluate is left out on purpose: it now records the predictions table's
+#   digest, which the gate demands, so an older evaluation must run again.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "bff4fc82927fb25a5595934c08d69a9e91471fe33aa579d44a058ace0a86e55a": [
-            "426b921f826eccaa646a081798c44637c412237c08035427b4b680d1e85285d4"
+        "3f33bb0faed58d807806894a9d4c1d1b9d45a0de120cbe447e7419d9bdb51e47": [
+            "bff4fc82927fb25a5595934c08d69a9e91471fe33aa579d44a058ace0a86e55a",  # a155ff0
+            "426b921f826eccaa646a081798c44637c412237c08035427b4b680d1e85285d4",  # 705113e
         ]
     },
     "quantise_onnx": {
-        "c84284e72082dc48175d95a4fda99cba401333fdd004fbe75dfcb1807b5dab31": [
-            "3d70966d3a44f8f2c8e69d7e29186683773b5489add3fe225eaf16907eb670f8"
-        ]
-    },
-    "evaluate": {
-        "1024c1a468404221e733a7ebd97b30ad031249eeb0f558aa7cd66d18c683b77a": [
-            "f98614da68581946f7eb32f31140b84960676bf8a1e8fc805eebc88b25977e1f"
+        "30b2aedd376d47c8af2e6dffc15e882ca829955455a651d6ec00b1cbfa8767f8": [
+            "c84284e72082dc48175d95a4fda99cba401333fdd004fbe75dfcb1807b5dab31",  # a155ff0
+            "3d70966d3a44f8f2c8e69d7e29186683773b5489add3fe225eaf16907eb670f8",  # 705113e
         ]
     },
 }
