@@ -221,9 +221,8 @@ class NewsClassifier(mlflow.pyfunc.PythonModel):
         }
         if thread_setting() > 0:
             config["INFERENCE_NUM_THREADS"] = thread_setting()
-            # A thread count is set where several processes share the cores (serving workers,
-            # Spark tasks). OpenVINO pins each process's threads to the first cores, so two
-            # processes would share one core: leave the placement to the OS scheduler.
+            # Set where processes share the cores (serving workers, Spark tasks): OpenVINO would
+            # pin every process's threads to the same first core. Leave placement to the OS.
             config["ENABLE_CPU_PINNING"] = False
         self.compiled = core.compile_model(model, "CPU", config)
         width = self.compiled.output(0).get_partial_shape()[-1]
