@@ -19,6 +19,7 @@ back afterwards. Exits 1 when nothing was promoted. ``--dry-run`` decides and re
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,6 +278,21 @@ lock_uri_option = click.option(
 )
 
 
+ALIAS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def check_alias(alias: str | None) -> str | None:
+    """An alias MLflow accepts (letters, digits, ``_`` and ``-``; not ``latest`` nor ``v<N>``),
+    checked before anything is written: MLflow would refuse it only after the gate ran."""
+    if alias is None:
+        return None
+    if not ALIAS_NAME.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise click.BadParameter(
+            f"{alias!r} is not a usable alias: letters, digits, '_' and '-' only, and not 'latest' or 'v<N>'"
+        )
+    return alias
+
+
 @click.command("promote", help=__doc__)
 @click.option("--version", "version_ref", default=None, help="Version to gate: 3, news-classifier/3 or models:/…")
 @click.option(
@@ -300,7 +316,10 @@ lock_uri_option = click.option(
     ),
 )
 @click.option(
-    "--alias", default=None, help="Alias to set when the gate passes [default: staging, or staging-<target>]."
+    "--alias",
+    default=None,
+    callback=lambda ctx, param, value: check_alias(value),
+    help="Alias to set when the gate passes [default: staging, or staging-<target>].",
 )
 @lock_file_option
 @lock_uri_option

@@ -71,3 +71,16 @@ def test_evaluate_refuses_a_parent_whose_files_changed_in_the_store(pipeline):
     finally:
         path.write_bytes(original)
         client.set_model_version_tag(TEST_MODEL, int8, "eval_status", before["eval_status"])  # for later tests
+
+
+def test_an_alias_mlflow_would_refuse_is_a_usage_error_before_anything_is_written(trivial, tmp_path):  # noqa: F811
+    """Before: `--alias 'bad alias!'` ran the gate, wrote `gate.alias` and `gate.time` on the
+    version, then ended in a 43-line traceback when MLflow refused the tag `gate.passed.bad alias!`."""
+    model = "adv2-alias"
+    version = _fresh(model, trivial)
+    before = MlflowClient().get_model_version(model, version).tags
+    for alias in ("bad alias!", "latest", "v3"):
+        result = _quantgate("promote", "--version", version, "--model-name", model, "--alias", alias)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "is not a usable alias" in result.output
+    assert MlflowClient().get_model_version(model, version).tags == before
