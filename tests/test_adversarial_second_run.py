@@ -1,6 +1,7 @@
-"""Issue 17, the second (independent) adversarial run: two holes it found in evidence the gate
-trusted, each tried again the way the adversary did it, through the artifact store's files and
-the `quantgate` command line. Both tests failed on the code before the fix.
+"""Issue 17, the independent adversarial runs after the fixes: two holes the second run found in
+evidence the gate trusted (the predictions table, the parent's files), and a bad alias name the
+third run found; each tried again the way the adversary did it, through the artifact store's
+files and the `quantgate` command line. Every test failed on the code before its fix.
 """
 
 from __future__ import annotations
