@@ -16,8 +16,10 @@ Before anything loads, a ``models:/`` reference is resolved to one version, its 
 downloaded and hashed, and the SHA-256 over every file (``MLmodel``, the pyfunc code,
 requirements, every artifact) must equal the registry's ``model_sha256`` tag; the server then
 loads exactly that verified copy (so an alias moving, or a file changing, after the check
-cannot slip in). Any other URI (a local folder) is loaded as it is, checked only by the
-pyfunc's own artifact manifest.
+cannot slip in). A reference by alias (``models:/name@staging``) is served only when that
+version carries its own recorded gate pass for the alias (``gate.passed.<alias>``): an alias
+set by hand is refused, while ``models:/name/<N>`` serves the version asked for. Any other URI
+(a local folder) is loaded as it is, checked only by the pyfunc's own artifact manifest.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from quantgate.errors import UserError
 from quantgate.tracking import DEFAULT_TRACKING_URI
+from registry_hooks.gate.verdict import pass_tag
 
 ENV_MODEL_URI = "QUANTGATE_SERVE_MODEL_URI"
 ENV_MAX_BODY = "QUANTGATE_SERVE_MAX_BODY_BYTES"
@@ -75,6 +79,13 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
     from quantgate.tracking import resolve_version, version_uri
 
     mv = resolve_version(model_uri)
+    alias = model_uri.partition("@")[2]
+    if alias and not mv.tags.get(pass_tag(alias)):
+        raise UserError(
+            f"refusing to serve {model_uri}: version {mv.version} holds @{alias} without a recorded gate pass "
+            f"({pass_tag(alias)}), so the alias was set by hand; run `quantgate promote` or serve "
+            f"models:/{mv.name}/{mv.version} explicitly"
+        )
     local = download(version_uri(mv), dst)
     problem = digest_problem(local, dict(mv.tags))
     if problem:

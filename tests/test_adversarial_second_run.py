@@ -85,3 +85,14 @@ def test_an_alias_mlflow_would_refuse_is_a_usage_error_before_anything_is_writte
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert "is not a usable alias" in result.output
     assert MlflowClient().get_model_version(model, version).tags == before
+
+
+def test_serve_refuses_an_alias_set_by_hand(trivial, tmp_path):  # noqa: F811
+    """Before: `quantgate serve --model models:/m@staging` served whatever version held the alias
+    once its files matched, even one that never passed the gate (third run's observation)."""
+    model = "adv2-serve"
+    version = _fresh(model, trivial)
+    MlflowClient().set_registered_model_alias(model, "staging", version)  # by hand, no gate
+    result = _quantgate("serve", "--model", f"models:/{model}@staging", "--port", "1")
+    line = _one_error_line(result)
+    assert "without a recorded gate pass" in line and f"models:/{model}/{version}" in line
