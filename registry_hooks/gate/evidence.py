@@ -50,8 +50,9 @@ from quantgate.contract import (
     PREDICTIONS_DIGEST_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.model_files import artifact_sha256, digest_problem, metrics_digest, size_bytes
+from quantgate.model_files import digest_problem, metrics_digest, size_bytes
 from quantgate.packaging import manifest, manifest_digest
+from quantgate.serving_model import sha256_file
 from registry_hooks.gate.decision import host_mismatches
 from registry_hooks.gate.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
 from registry_hooks.gate.thresholds import Thresholds
@@ -170,6 +171,20 @@ def predictions_problems(run_id: str, run_tags: Mapping[str, str], tags: Mapping
             f"recorded {sorted(str(r)[:16] for r in recorded)}); evaluate again"
         ]
     return []
+
+
+def predictions_table(run, tags: Mapping[str, str]) -> tuple[pd.DataFrame | None, list[str]]:
+    """The evaluation run's predictions table, downloaded once: its bytes are hashed and checked
+    (:func:`predictions_problems`) before they are parsed, so the table judged is the table hashed."""
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory(prefix="quantgate-gate-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp)
+        except MlflowException as exc:
+            return None, [f"evaluation run {run_id} has no readable {PREDICTIONS_TABLE}: {exc.message}"]
+        problems = predictions_problems(run_id, run.data.tags, tags, sha256_file(path))
+        # read as mlflow.load_table reads a .json table
+        return (None, problems) if problems else (pd.read_json(path, orient="split"), [])
 
 
 def changed_files(actual: Mapping[str, Mapping[str, str]], recorded: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -334,15 +349,7 @@ def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None
             f"size_mb recomputed from the registered files: {size_mb:.4g} (the run logged {logged_size:.4g})"
         )
     if any(getattr(thresholds, key) is not None for key in PAIRED_RULES):
-        try:
-            # the run's own experiment: mlflow.load_table would search the *active* one, and
-            # an evaluation made under `main` lives in another experiment than a later gate
-            table = client.load_table(run.info.experiment_id, PREDICTIONS_TABLE, run_ids=[run.info.run_id])
-        except MlflowException as exc:
-            ev.problems = [f"evaluation run {run.info.run_id} has no readable {PREDICTIONS_TABLE}: {exc.message}"]
-            return ev
-        now = artifact_sha256(run.info.run_id, PREDICTIONS_TABLE)
-        ev.problems = predictions_problems(run.info.run_id, run.data.tags, tags, now)
+        table, ev.problems = predictions_table(run, tags)
         if ev.problems:
             return ev
         paired, ev.notes, ev.problems = paired_metrics(table, _n_classes(ev.metrics, table), thresholds)
