@@ -133,7 +133,8 @@ def serve(
             lock_uri  # each gate it starts takes the same lock (kept off the command line)
         )
     click.echo(f"gates run under the promotion lock: {describe_lock(lock)}")
-    Path(seen_db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    seen_db = Path(seen_db).expanduser()
+    seen_db.parent.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(
         secret=_secret(secret_env),
         model_name=model_name,
@@ -141,7 +142,7 @@ def serve(
         queue_size=queue_size,
         max_age_s=max_age_s,
         latency_runs=latency_runs,
-        seen_db=str(Path(seen_db).expanduser()),
+        seen_db=str(seen_db),
         lock_file=lock_file,
     )
     click.echo(f"watching {model_name!r} on {uri}; listening on http://{host}:{port}/")
