@@ -134,7 +134,10 @@ def serve(
         )
     click.echo(f"gates run under the promotion lock: {describe_lock(lock)}")
     seen_db = Path(seen_db).expanduser()
-    seen_db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        seen_db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--seen-db {seen_db}: cannot create its folder ({exc.strerror})") from None
     receiver = Receiver(
         secret=_secret(secret_env),
         model_name=model_name,
