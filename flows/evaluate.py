@@ -32,8 +32,9 @@ from mlflow.entities.model_registry import ModelVersion
 from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card, with_card
 from flows.data_options import DataOptions, data_options, pop_data_options
-from quantgate.contract import PREDICTIONS_TABLE
+from quantgate.contract import EVAL_SIGNATURE_TAG, EVIDENCE_SIGNATURE_TAG, PARENT_VERSION_TAG, PREDICTIONS_TABLE
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset
+from quantgate.evidence_signing import EVALUATION, evaluation_payload, load_key, sign
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -136,6 +137,7 @@ def evaluate(
     ``dataset="auto"``: the dataset (and options) its FP32 model was trained on; ``data``: the
     splits already loaded by :func:`load_test_data`."""
     client = MlflowClient()
+    key = load_key()  # a bad key fails before anything is measured
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
     mv = fingerprint_if_missing(client, mv)
     if data is None:
@@ -150,11 +152,32 @@ def evaluate(
     logged = metrics_digest(client.get_run(run_id).data.metrics)
     predictions = artifact_sha256(run_id, PREDICTIONS_TABLE)
     mlflow.set_tags({METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions})
+    signature = sign_evidence(client, mv, run_id, key) if key else None
     copy_to_source_run(client, mv, metrics, run_id)
-    record_on_version(client, mv, metrics, host, run_id=run_id, metrics_sha256=logged, predictions_sha256=predictions)
+    record_on_version(
+        client,
+        mv,
+        metrics,
+        host,
+        run_id=run_id,
+        metrics_sha256=logged,
+        predictions_sha256=predictions,
+        signature=signature,
+    )
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("f1.")}
     click.echo(f"{mv.name} v{mv.version} ({mv.tags.get('variant')}): {json.dumps(shown)}")
     return metrics
+
+
+def sign_evidence(client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes) -> str:
+    """Sign what this evaluation recorded (quantgate.evidence_signing) and tag the run with it;
+    the version gets the same signature from :func:`record_on_version`."""
+    parent = mv.tags.get(PARENT_VERSION_TAG)
+    parent_sha = client.get_model_version(mv.name, parent).tags.get(MODEL_DIGEST_TAG, "") if parent else ""
+    payload = evaluation_payload(mv.name, mv.version, run_id, mv.tags, client.get_run(run_id).data.tags, parent_sha)
+    signature = sign(key, EVALUATION, payload)
+    mlflow.set_tag(EVIDENCE_SIGNATURE_TAG, signature)
+    return signature
 
 
 def verified_copy(client: MlflowClient, mv: ModelVersion, dst: Path) -> Path:
@@ -228,9 +251,10 @@ def record_on_version(
     run_id: str,
     metrics_sha256: str,
     predictions_sha256: str,
+    signature: str | None = None,
 ) -> None:
-    """Tag the version with its evaluation (run, status, digests, headline figures) and put the
-    model card in its description."""
+    """Tag the version with its evaluation (run, status, digests, headline figures, and the
+    evidence signature when a key is set) and put the model card in its description."""
     for key, value in {
         "eval_run_id": run_id,
         "eval_status": "complete",
@@ -241,6 +265,10 @@ def record_on_version(
         **headline_tags(metrics),
     }.items():
         client.set_model_version_tag(mv.name, mv.version, key, value)
+    if signature:
+        client.set_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG, signature)
+    elif EVAL_SIGNATURE_TAG in mv.tags:  # an earlier evaluation's signature vouches for nothing now
+        client.delete_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG)
     current = client.get_model_version(mv.name, mv.version)
     card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
     client.update_model_version(mv.name, mv.version, description=with_card(current.description, card))
@@ -281,6 +309,7 @@ def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str
 @click.option("--threads", default=2, show_default=True, type=int, help="Intra-op threads for torch and ONNX Runtime.")
 @data_options
 def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
+    load_key()  # a bad evidence key stops here: no run, the version's tags untouched
     configure_tracking(model_name=model_name)
     requested = pop_data_options(options)
     mv = resolve_version(version_ref, model_name)

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
 from quantgate.data import dataset_digest, load_dataset
+from quantgate.evidence_signing import key_id, load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
@@ -36,17 +37,20 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # * 705113e -> a155ff0 (#15): the move to quantgate/, behaviour unchanged.
 # * a155ff0 -> now: train and quantise_onnx only gained code they do not run on any input a
 #   finished run can have had (the OpenVINO loader's CPU pinning, bundled datasets by name, new
-#   contract names). evaluate is left out on purpose: it now records the predictions table's
-#   digest, which the gate demands, so an older evaluation must run again.
+#   contract names, the evidence-signature tag names). evaluate is left out on purpose: it now
+#   records the predictions table's digest, which the gate demands, so an older evaluation must
+#   run again.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "3f33bb0faed58d807806894a9d4c1d1b9d45a0de120cbe447e7419d9bdb51e47": [
+        "730bc7f11071d600bf890decfe4ca0ee316dfd9633f98341a1f29e79a256ded3": [
+            "3f33bb0faed58d807806894a9d4c1d1b9d45a0de120cbe447e7419d9bdb51e47",  # 8548522
             "bff4fc82927fb25a5595934c08d69a9e91471fe33aa579d44a058ace0a86e55a",  # a155ff0
             "426b921f826eccaa646a081798c44637c412237c08035427b4b680d1e85285d4",  # 705113e
         ]
     },
     "quantise_onnx": {
-        "30b2aedd376d47c8af2e6dffc15e882ca829955455a651d6ec00b1cbfa8767f8": [
+        "2a5e881fcbcfaeacddfef72a6ac4896f1436e0667d0a5122fdc707810b5e0ca2": [
+            "30b2aedd376d47c8af2e6dffc15e882ca829955455a651d6ec00b1cbfa8767f8",  # 8548522
             "c84284e72082dc48175d95a4fda99cba401333fdd004fbe75dfcb1807b5dab31",  # a155ff0
             "3d70966d3a44f8f2c8e69d7e29186683773b5489add3fe225eaf16907eb670f8",  # 705113e
         ]
@@ -179,7 +183,11 @@ def train_and_quantise(
 def evaluate_versions(
     versions: tuple[str, ...], *, dataset: str, latency_runs: int, opts: dict, data: str, common: dict
 ) -> None:
-    """Evaluate each version on the test split (reused when its inputs did not change)."""
+    """Evaluate each version on the test split (reused when its inputs did not change). With an
+    evidence key, the key's id is an input: an evaluation signed by no key, or another, is not
+    reused, since the gate would refuse its evidence."""
+    key = load_key()
+    signed = f"signed:{key_id(key)}" if key else ""
     for version in versions:
         get_or_run(
             "evaluate",
@@ -191,7 +199,7 @@ def evaluate_versions(
                 **opts,
             },
             code=code_digest("flows.evaluate"),
-            data=data,
+            data=data + signed,
             **common,
         )
 
@@ -242,6 +250,7 @@ def print_summary(model_name: str, fp32: str, int8: str, passed: bool, tracking_
 def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse, **options):
     data_opts = pop_data_options(options)
     check_thresholds(thresholds_path)
+    load_key()  # a bad evidence key fails here, in one line, before any step runs
     tracking_uri = configure_tracking(model_name=model_name)
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id

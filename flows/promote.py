@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from flows.errors import UserError, UserErrorExit, debugging, one_line
+from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
 from registry_hooks.gate.decision import rank_candidates
@@ -88,6 +89,7 @@ def settle(
     thresholds_path: str,
     lock_path: Path | None,
     run_name: str,
+    key: bytes | None = None,
 ) -> str | None:
     """Record every decision and move the alias. Returns the champion (``None``: nothing promoted).
 
@@ -100,12 +102,19 @@ def settle(
     """
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     for v in verdicts:
-        set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds))
+        set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
     outcome = move_alias(
-        verdicts, client=client, name=name, alias=alias, target=target, thresholds=thresholds, lock_path=lock_path
+        verdicts,
+        client=client,
+        name=name,
+        alias=alias,
+        target=target,
+        thresholds=thresholds,
+        lock_path=lock_path,
+        key=key,
     )
     for v in outcome.changed:
-        set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds))
+        set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
     for v in verdicts:
         v.action = outcome.actions[v.version]
     body = decision_body(
@@ -221,6 +230,7 @@ def run_gate(
     """The CLI without ``sys.exit``: returns 0 when a version was promoted (or would be), else 1.
     User mistakes (thresholds, versions) raise ``UserError``."""
     thresholds = load_thresholds(thresholds_path).for_target(target)  # before anything else runs
+    key = load_key()  # the evidence key, if this machine has one: signatures are then required
     if bool(version_ref) == bool(candidates):
         raise click.UsageError("give exactly one of --version N or --candidates")
     alias = alias or default_alias(target)
@@ -228,7 +238,7 @@ def run_gate(
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)
-    verdicts = [assess(mv, thresholds, client) for mv in versions]
+    verdicts = [assess(mv, thresholds, client, key) for mv in versions]
     hint = unevaluated_hint(verdicts) if candidates else None
     if dry_run:
         code = dry_run_report(client, verdicts, alias, thresholds)
@@ -247,6 +257,7 @@ def run_gate(
         thresholds_path=str(Path(thresholds_path)),
         lock_path=lock_path,
         run_name=run_name,
+        key=key,
     )
     for v in verdicts:
         echo_verdict(v, alias)

@@ -17,8 +17,9 @@ downloaded and hashed, and the SHA-256 over every file (``MLmodel``, the pyfunc 
 requirements, every artifact) must equal the registry's ``model_sha256`` tag; the server then
 loads exactly that verified copy (so an alias moving, or a file changing, after the check
 cannot slip in). A reference by alias (``models:/name@staging``) is served only when that
-version carries its own recorded gate pass for the alias (``gate.passed.<alias>``): an alias
-set by hand is refused, while ``models:/name/<N>`` serves the version asked for. Any other URI
+version carries its own recorded gate pass for the alias (``gate.passed.<alias>``; with an
+evidence key, one the key signed for these files): an alias set by hand is refused, while
+``models:/name/<N>`` serves the version asked for. Any other URI
 (a local folder) is loaded as it is, checked only by the pyfunc's own artifact manifest.
 """
 
@@ -31,8 +32,9 @@ import tempfile
 from pathlib import Path
 
 from quantgate.errors import UserError
+from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_TRACKING_URI
-from registry_hooks.gate.verdict import pass_tag
+from registry_hooks.gate.verdict import pass_problem, pass_tag
 
 ENV_MODEL_URI = "QUANTGATE_SERVE_MODEL_URI"
 ENV_MAX_BODY = "QUANTGATE_SERVE_MAX_BODY_BYTES"
@@ -78,6 +80,7 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
     from quantgate.model_files import ModelIntegrityError, digest_problem, download
     from quantgate.tracking import resolve_version, version_uri
 
+    key = load_key()
     mv = resolve_version(model_uri)
     alias = model_uri.partition("@")[2]
     if alias and not mv.tags.get(pass_tag(alias)):
@@ -85,6 +88,12 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
             f"refusing to serve {model_uri}: version {mv.version} holds @{alias} without a recorded gate pass "
             f"({pass_tag(alias)}), so the alias was set by hand; run `quantgate promote` or serve "
             f"models:/{mv.name}/{mv.version} explicitly"
+        )
+    unsigned = pass_problem(mv.tags, alias, name=mv.name, version=str(mv.version), key=key) if alias else None
+    if unsigned:
+        raise UserError(
+            f"refusing to serve {model_uri}: version {mv.version}'s gate pass for @{alias} is not vouched for by "
+            f"the evidence key ({unsigned}); gate it again on a machine with QUANTGATE_EVIDENCE_KEY"
         )
     local = download(version_uri(mv), dst)
     problem = digest_problem(local, dict(mv.tags))

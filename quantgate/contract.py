@@ -28,10 +28,12 @@ EVAL_MANIFEST_TAG = "eval_manifest_sha256"  # the manifest the evaluation measur
 EVAL_MODEL_DIGEST_TAG = "eval_model_sha256"  # the model digest the evaluation measured
 EVAL_METRICS_DIGEST_TAG = "eval_metrics_sha256"  # the evaluation's figures, as logged
 EVAL_PREDICTIONS_DIGEST_TAG = "eval_predictions_sha256"  # the predictions table, as logged
+EVAL_SIGNATURE_TAG = "eval_evidence_signature"  # HMAC of the evaluation's evidence (quantgate.evidence_signing)
 
 # ---------------------------------------------------------------- run tags and tables
 METRICS_DIGEST_TAG = "quantgate.metrics_sha256"  # on the evaluation run
 PREDICTIONS_DIGEST_TAG = "quantgate.predictions_sha256"  # on the evaluation run
+EVIDENCE_SIGNATURE_TAG = "quantgate.evidence_signature"  # on the evaluation run, equal to the version's
 VERSION_RUN_TAG = "quantgate.version."  # + variant: the version a step registered or reused
 PREDICTIONS_TABLE = "eval_predictions.json"  # one row per test example; the gate's bootstrap reads it
 

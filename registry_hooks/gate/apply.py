@@ -109,14 +109,17 @@ def apply_plan(
     return detail
 
 
-def holder_anomaly(client: MlflowClient, name: str, alias: str, holder: str | None, target: str | None) -> list[str]:
+def holder_anomaly(
+    client: MlflowClient, name: str, alias: str, holder: str | None, target: str | None, key: bytes | None = None
+) -> list[str]:
     """Why the alias holder must not be trusted: no pass of its own recorded by this gate (an
-    alias set by hand), or an evaluation that no longer holds."""
+    alias set by hand; with an evidence key, a pass the key did not sign), or an evaluation that
+    no longer holds."""
     if holder is None:
         return []
     tags = client.get_model_version(name, holder).tags
     problems = []
-    if not recorded_pass(tags, alias, target):
+    if not recorded_pass(tags, alias, target, name=name, version=holder, key=key):
         problems.append(
             f"ANOMALY: @{alias} is on v{holder}, which has no recorded pass of the gate for @{alias} "
             f"(set by hand?); nothing moved. Gate v{holder} (`quantgate promote --version {holder}`) "
@@ -137,6 +140,7 @@ def verify(
     *,
     repair: bool = True,
     target: str | None = None,
+    key: bytes | None = None,
 ) -> list[str]:
     """Read the registry back: the alias names ``expected``, that version carries its own
     recorded pass and is evaluated, and (for ``staging``) it is the only version in stage Staging.
@@ -153,7 +157,7 @@ def verify(
             f"@{alias} names v{holder}, but the gate set v{expected}: another writer moved it "
             "(a gate without the lock, or a direct registry call)"
         )
-    anomaly = holder_anomaly(client, name, alias, holder, target)
+    anomaly = holder_anomaly(client, name, alias, holder, target, key)
     problems += anomaly
     if anomaly:
         repair = False
@@ -199,8 +203,10 @@ def move_alias(
     target: str | None,
     thresholds: Thresholds,
     lock_path: Path | None,
+    key: bytes | None = None,
 ) -> Outcome:
-    """Under the lock: re-check the best passing version, move alias (and stage), read back."""
+    """Under the lock: re-check the best passing version, move alias (and stage), read back.
+    ``key``: the evidence key, when one is set (an alias holder's pass must then be signed)."""
     set_stage = alias == "staging"
     by_version = {v.version: v for v in verdicts}
     with promotion_lock(lock_path):
@@ -216,7 +222,7 @@ def move_alias(
             changed.append(by_version[ranking.pop(0)])
             _reject(changed[-1], problems)
         champion, release, actions = plan({v.version: v.decision.passed for v in verdicts}, ranking, holder, alias)
-        anomaly = [] if champion or release else holder_anomaly(client, name, alias, holder, target)
+        anomaly = [] if champion or release else holder_anomaly(client, name, alias, holder, target, key)
         if anomaly:  # the gate would keep a holder it cannot vouch for: report it, move nothing
             return Outcome(
                 None,
@@ -227,7 +233,9 @@ def move_alias(
             )
         stage_detail = apply_plan(client, name, alias, set_stage, champion, release)
         expected = champion or (None if release else holder)
-        problems = verify(client, name, alias, set_stage, expected, repair=lock_path is not None, target=target)
+        problems = verify(
+            client, name, alias, set_stage, expected, repair=lock_path is not None, target=target, key=key
+        )
     ranking_text = (
         explain_ranking(ranking, {v: by_version[v].evidence.metrics for v in ranking}, thresholds.champion_order)
         if ranking

@@ -18,6 +18,10 @@ For one registered version this collects, in order, stopping at the first group 
 4. paired statistics from the evaluation's per-example predictions: the bootstrap interval
    of the macro-F1 drop and the worst class's F1 drop.
 
+When an evidence key is set (``QUANTGATE_EVIDENCE_KEY``, see ``quantgate.evidence_signing``),
+step 2 also requires the evaluation's signature: the digests above are plain SHA-256 values in
+the same store, which a writer to it could recompute; the signature needs a key it does not hold.
+
 Nothing is written here.
 """
 
@@ -43,13 +47,17 @@ from quantgate.contract import (
     EVAL_MODEL_DIGEST_TAG,
     EVAL_PREDICTIONS_DIGEST_TAG,
     EVAL_RUN_TAG,
+    EVAL_SIGNATURE_TAG,
     EVAL_STATUS_TAG,
+    EVIDENCE_SIGNATURE_TAG,
     MANIFEST_TAG,
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
+    PARENT_VERSION_TAG,
     PREDICTIONS_DIGEST_TAG,
     PREDICTIONS_TABLE,
 )
+from quantgate.evidence_signing import EVALUATION, evaluation_payload, signature_problem
 from quantgate.model_files import digest_problem, metrics_digest, size_bytes
 from quantgate.packaging import manifest, manifest_digest
 from quantgate.serving_model import sha256_file
@@ -67,6 +75,7 @@ SNAPSHOT_TAGS = (
     EVAL_MODEL_DIGEST_TAG,
     EVAL_METRICS_DIGEST_TAG,
     EVAL_PREDICTIONS_DIGEST_TAG,
+    EVAL_SIGNATURE_TAG,
 )
 PAIRED_RULES = ("max_macro_f1_drop_points", "max_worst_class_f1_drop_points")
 
@@ -153,6 +162,26 @@ def run_problems(
                 "evaluate again"
             )
     return problems
+
+
+def signature_problems(
+    key: bytes | None, mv: ModelVersion, run_id: str, run_tags: Mapping[str, str], parent_model_sha256: str
+) -> list[str]:
+    """With an evidence key: why the evaluation's signature does not vouch for the evidence the
+    gate is about to trust (none without a key)."""
+    if key is None:
+        return []
+    tags = dict(mv.tags)
+    payload = evaluation_payload(mv.name, mv.version, run_id, tags, run_tags, parent_model_sha256)
+    problem = signature_problem(key, EVALUATION, payload, tags.get(EVAL_SIGNATURE_TAG))
+    if problem is None and run_tags.get(EVIDENCE_SIGNATURE_TAG) != tags.get(EVAL_SIGNATURE_TAG):
+        problem = "the evaluation run's signature differs from the version's"
+    if problem is None:
+        return []
+    return [
+        f"evidence not vouched for by the evidence key: {problem}; only an evaluation run with "
+        f"QUANTGATE_EVIDENCE_KEY set can sign it, so evaluate again there"
+    ]
 
 
 def predictions_problems(run_id: str, run_tags: Mapping[str, str], tags: Mapping[str, str], now: str) -> list[str]:
@@ -320,8 +349,23 @@ def _n_classes(metrics: Mapping[str, float], table: pd.DataFrame) -> int:
     return int(table[cols].max().max()) + 1
 
 
-def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None) -> Evidence:
-    """Everything the gate needs about one version; stops at the first group of problems."""
+def parent_model_digest(client: MlflowClient, mv: ModelVersion) -> str:
+    """The registry's ``model_sha256`` of the version's parent ("" without one, or when unreadable:
+    a signature over the parent's digest then fails, which is what an unreadable parent deserves)."""
+    parent = mv.tags.get(PARENT_VERSION_TAG)
+    if not parent:
+        return ""
+    try:
+        return client.get_model_version(mv.name, parent).tags.get(MODEL_DIGEST_TAG, "")
+    except MlflowException:
+        return ""
+
+
+def gather(
+    mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None, key: bytes | None = None
+) -> Evidence:
+    """Everything the gate needs about one version; stops at the first group of problems.
+    ``key``: the evidence key, when one is set (the evaluation's signature is then required)."""
     client = client or MlflowClient()
     tags = dict(mv.tags)
     ev = Evidence(snapshot={k: tags.get(k) for k in SNAPSHOT_TAGS})
@@ -336,6 +380,8 @@ def gather(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None
     ev.metrics = dict(run.data.metrics)
     ev.problems = run_problems(mv.version, tags, run.info.status, run.data.tags, run.info.lifecycle_stage, ev.metrics)
     ev.problems += host_mismatches(thresholds.host_requirements(), run.data.tags)
+    if key is not None and not ev.problems:
+        ev.problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_model_digest(client, mv))
     if ev.problems:
         return ev
     ev.problems, size_mb = freshness_problems(mv)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from quantgate.contract import MODEL_DIGEST_TAG
+from quantgate.evidence_signing import GATE_PASS, gate_pass_payload, sign, signature_problem
 from registry_hooks.gate.decision import Decision, decide
 from registry_hooks.gate.evidence import Evidence, gather
 from registry_hooks.gate.report import append_note, gate_note, reasons_digest
@@ -52,24 +54,74 @@ def pass_tag(alias: str) -> str:
     return f"gate.passed.{alias}"
 
 
-def recorded_pass(tags: Mapping[str, str], alias: str, target: str | None) -> bool:
-    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias)?"""
+def pass_signature_tag(alias: str) -> str:
+    """With an evidence key: the HMAC of the pass recorded in :func:`pass_tag`, which binds it to
+    this version's files, so a pass tag copied or typed by hand does not verify."""
+    return f"gate.passed.{alias}.signature"
+
+
+def pass_signature(key: bytes, name: str, version: str, alias: str, model_sha256: str, recorded: str) -> str:
+    """The signature a gate writes beside a pass it records."""
+    payload = gate_pass_payload(name=name, version=version, alias=alias, model_sha256=model_sha256, recorded=recorded)
+    return sign(key, GATE_PASS, payload)
+
+
+def pass_problem(tags: Mapping[str, str], alias: str, *, name: str, version: str, key: bytes | None) -> str | None:
+    """With an evidence key, why the version's recorded pass for ``alias`` is not the gate's own
+    (``None`` when it is, or when no key is set)."""
+    if key is None:
+        return None
+    payload = gate_pass_payload(
+        name=name,
+        version=version,
+        alias=alias,
+        model_sha256=tags.get(MODEL_DIGEST_TAG, ""),
+        recorded=tags.get(pass_tag(alias), ""),
+    )
+    return signature_problem(key, GATE_PASS, payload, tags.get(pass_signature_tag(alias)))
+
+
+def recorded_pass(
+    tags: Mapping[str, str],
+    alias: str,
+    target: str | None,
+    *,
+    name: str = "",
+    version: str = "",
+    key: bytes | None = None,
+) -> bool:
+    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias)?
+    With an evidence key, only a pass signed by the gate for this version's files counts."""
+    if key is not None:
+        signed = pass_problem(tags, alias, name=name, version=version, key=key) is None
+        return bool(tags.get(pass_tag(alias))) and signed
     prefix = tag_prefix(target)
     return bool(tags.get(pass_tag(alias))) or (
         tags.get(f"{prefix}decision") == "passed" and tags.get(f"{prefix}alias") == alias
     )
 
 
-def assess(mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None) -> Verdict:
-    """Gather the evidence and decide; reads the registry, writes nothing."""
-    evidence = gather(mv, thresholds, client)
+def assess(
+    mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None, key: bytes | None = None
+) -> Verdict:
+    """Gather the evidence and decide; reads the registry, writes nothing. ``key``: the
+    evidence key, when one is set (the evaluation's signature is then required)."""
+    evidence = gather(mv, thresholds, client, key)
     return Verdict(mv, decide(evidence.metrics, thresholds, evidence.problems), evidence)
 
 
-def decision_tags(verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds) -> dict[str, str | None]:
+def decision_tags(
+    verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds, key: bytes | None = None
+) -> dict[str, str | None]:
     """The ``gate.*`` tags of one decision (the UI's version page shows them); ``gate.<target>.*``
-    for a target. ``None`` means: delete that tag (a rejection withdraws an earlier pass)."""
+    for a target. ``None`` means: delete that tag (a rejection withdraws an earlier pass). With
+    an evidence key, a pass is signed (:func:`pass_signature_tag`)."""
     prefix = tag_prefix(thresholds.target)
+    recorded = f"{now} thresholds {thresholds.digest()[:12]}" if verdict.decision.passed else None
+    signature = None
+    if recorded and key is not None:
+        model_sha256 = verdict.mv.tags.get(MODEL_DIGEST_TAG, "")
+        signature = pass_signature(key, verdict.mv.name, verdict.version, alias, model_sha256, recorded)
     return {
         f"{prefix}decision": "passed" if verdict.decision.passed else "rejected",
         f"{prefix}reasons": verdict.decision.summary()[:5000],
@@ -77,7 +129,8 @@ def decision_tags(verdict: Verdict, *, alias: str, now: str, thresholds: Thresho
         f"{prefix}thresholds_sha256": thresholds.digest(),
         f"{prefix}time": now,
         f"{prefix}alias": alias,
-        pass_tag(alias): f"{now} thresholds {thresholds.digest()[:12]}" if verdict.decision.passed else None,
+        pass_tag(alias): recorded,
+        pass_signature_tag(alias): signature,
     }
 
 

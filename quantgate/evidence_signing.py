@@ -1,0 +1,140 @@
+"""Signed evidence: an HMAC over what an evaluation measured, with a key the tracking store
+does not hold.
+
+Every digest the gate checks (the model's files, the logged figures, the predictions table) is
+a plain SHA-256 kept in the same tracking store as the things it describes. Anyone who can
+write artifacts, metrics and tags there can also recompute those digests, or fabricate a whole
+evaluation run, and no check made from the store's contents alone can tell. The key closes
+that: ``evaluate`` signs its evidence with it, the gate verifies the signature, and ``promote``
+signs the recorded pass that ``quantgate serve`` requires of an alias holder. A writer without
+the key can change the evidence but cannot make a signature that verifies.
+
+The key comes from the environment of the machines that evaluate, gate and serve (never from
+the command line or the store): ``QUANTGATE_EVIDENCE_KEY`` (at least 32 characters), or
+``QUANTGATE_EVIDENCE_KEY_FILE`` naming a file that holds it. When a key is set, evidence without
+a valid signature is refused; when none is set, nothing is signed or checked (the behaviour of
+a single-user store).
+
+Pure functions and the environment only: no MLflow, no click.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from quantgate.contract import (
+    DEVICE_TAG,
+    HOST_KEYS,
+    MANIFEST_TAG,
+    METRICS_DIGEST_TAG,
+    MODEL_DIGEST_TAG,
+    PARENT_VERSION_TAG,
+    PREDICTIONS_DIGEST_TAG,
+)
+from quantgate.errors import UserError
+
+KEY_ENV = "QUANTGATE_EVIDENCE_KEY"
+KEY_FILE_ENV = "QUANTGATE_EVIDENCE_KEY_FILE"
+MIN_KEY_CHARS = 32
+SCHEME = "hmac-sha256"
+
+
+class EvidenceKeyError(UserError):
+    """The evidence key named in the environment is missing, unreadable or too short."""
+
+
+def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The evidence key from the environment, or ``None`` when none is configured."""
+    environ = os.environ if environ is None else environ
+    value, source = environ.get(KEY_ENV, ""), KEY_ENV
+    if not value and environ.get(KEY_FILE_ENV):
+        source = f"{KEY_FILE_ENV}={environ[KEY_FILE_ENV]}"
+        try:
+            value = Path(environ[KEY_FILE_ENV]).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EvidenceKeyError(f"cannot read the evidence key from {source}: {exc}") from None
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) < MIN_KEY_CHARS:
+        raise EvidenceKeyError(
+            f"the evidence key in {source} has {len(value)} characters; use at least {MIN_KEY_CHARS} "
+            '(e.g. python -c "import secrets; print(secrets.token_hex(32))")'
+        )
+    return value.encode("utf-8")
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for a key, so a refusal can say "signed with another key" without
+    revealing anything about it."""
+    return hashlib.sha256(b"quantgate-evidence-key-id\0" + key).hexdigest()[:12]
+
+
+def canonical(payload: Mapping[str, str]) -> bytes:
+    """The one byte string a payload is signed as: sorted keys, every value text."""
+    return json.dumps({k: str(v) for k, v in payload.items()}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(key: bytes, kind: str, payload: Mapping[str, str]) -> str:
+    """``hmac-sha256:<key id>:<hex>`` over ``kind`` and the payload (a signature for one kind of
+    statement, e.g. an evaluation, never verifies as another, e.g. a gate pass)."""
+    mac = hmac.new(key, kind.encode() + b"\0" + canonical(payload), hashlib.sha256).hexdigest()
+    return f"{SCHEME}:{key_id(key)}:{mac}"
+
+
+def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signature: str | None) -> str | None:
+    """Why ``signature`` does not vouch for ``payload`` under ``key`` (``None`` when it does)."""
+    if not signature:
+        return "it is not signed"
+    scheme, _, rest = signature.partition(":")
+    signed_by, _, _ = rest.partition(":")
+    if scheme != SCHEME or not signed_by:
+        return f"its signature {signature[:40]!r} is not an {SCHEME} signature"
+    if signed_by != key_id(key):
+        return f"it was signed with key {signed_by}, not with this machine's key {key_id(key)}"
+    if not hmac.compare_digest(signature, sign(key, kind, payload)):
+        return "its signature does not match what is recorded now (edited after it was signed)"
+    return None
+
+
+# ------------------------------------------------------------------ the statements signed
+EVALUATION = "quantgate.evaluation.v1"
+GATE_PASS = "quantgate.gate-pass.v1"
+
+
+def evaluation_payload(
+    name: str,
+    version: str,
+    run_id: str,
+    version_tags: Mapping[str, str],
+    run_tags: Mapping[str, str],
+    parent_model_sha256: str = "",
+) -> dict[str, str]:
+    """What an evaluation vouches for, read from the version's and the evaluation run's tags:
+    which files of which version it measured (and against which parent's files), the digests of
+    the figures and the predictions table it logged, and the host it measured on. ``evaluate``
+    signs it once those tags are written; the gate rebuilds it from the same tags."""
+    return {
+        "name": name,
+        "version": str(version),
+        "run_id": run_id,
+        "manifest_sha256": version_tags.get(MANIFEST_TAG, ""),
+        "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),
+        "device": version_tags.get(DEVICE_TAG, ""),
+        "parent_version": version_tags.get(PARENT_VERSION_TAG, ""),
+        "parent_model_sha256": parent_model_sha256,
+        "metrics_sha256": run_tags.get(METRICS_DIGEST_TAG, ""),
+        "predictions_sha256": run_tags.get(PREDICTIONS_DIGEST_TAG, ""),
+        **{f"host:{tag}": run_tags.get(tag, "") for tag in sorted(HOST_KEYS.values())},
+    }
+
+
+def gate_pass_payload(*, name: str, version: str, alias: str, model_sha256: str, recorded: str) -> dict[str, str]:
+    """What a recorded gate pass vouches for: this version's files passed for this alias
+    (``recorded``: the pass tag's own text, its time and thresholds digest)."""
+    return {"name": name, "version": str(version), "alias": alias, "model_sha256": model_sha256, "recorded": recorded}
