@@ -18,6 +18,7 @@ the gate's own parity rules from ``--thresholds``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata as md
 import json
@@ -37,6 +38,7 @@ from quantgate.contract import RECIPE_SHA_TAG, RECIPE_TAG, version_run_tag
 from quantgate.errors import UserError
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
+from quantgate.recipes.base import CALIBRATE_ON_PARENT
 from quantgate.tracking import configure_tracking, resolve_version, version_uri
 from registry_hooks.gate.parity import describe, parity
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
@@ -135,6 +137,7 @@ def quantise(
     with their backends, register each, and (``check``: a :class:`ParityCheck`) check it."""
     mlflow.set_tags({"quantgate.step": step, "quantgate.source_version": source.version})
     mlflow.log_params({"source_version": source.version})
+    recipes = [calibrate_on_parent_data(r, source) for r in recipes]
     for runtime in sorted({r.runtime for r in recipes}):
         backend_for(runtime).preflight()  # before the parent is loaded: say early what this machine lacks
     todo, done = split_reusable(source, recipes)
@@ -250,6 +253,17 @@ def check_split(
         raise DataError(f"{test.origin}: label(s) {unknown} are not in the model's label map {labels}")
     texts, ids = list(test.texts), [index[name] for name in test.frame["label"]]
     return (texts, ids) if size == 0 else (texts[:size], ids[:size])
+
+
+def calibrate_on_parent_data(recipe: Recipe, source: ModelVersion) -> Recipe:
+    """A recipe calibrating on ``auto`` calibrates on what the FP32 parent was trained on (its
+    dataset, columns and labels), so a user's classifier is never calibrated on news9."""
+    if getattr(recipe, "calibration_dataset", None) != CALIBRATE_ON_PARENT:
+        return recipe
+    dataset, options = trained_on(source)
+    return dataclasses.replace(
+        recipe, calibration_dataset=dataset, calibration_options=json.dumps(options, sort_keys=True) if options else ""
+    )
 
 
 def trained_on(source: ModelVersion) -> tuple[str, dict]:

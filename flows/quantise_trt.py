@@ -21,7 +21,16 @@ import mlflow
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
-from flows.quantise import LATEST, ParityCheck, check_split, load_parent, quantise, resolve_source, trained_on
+from flows.quantise import (
+    LATEST,
+    ParityCheck,
+    calibrate_on_parent_data,
+    check_split,
+    load_parent,
+    quantise,
+    resolve_source,
+    trained_on,
+)
 from quantgate.backends.tensorrt import BACKEND, int8_weight_matmuls, precision_graph
 from quantgate.recipes import (
     CALIBRATION_METHODS,
@@ -42,7 +51,7 @@ HELP = """quantise_trt: TensorRT FP16 and INT8 engines of a registered FP32 vers
 versions ``trt-fp16`` / ``trt-int8`` (``runtime=tensorrt``, ``device=gpu``).
 
 Precision is decided in the ONNX graph, on the CPU (FP16 with LayerNorm/Softmax kept FP32;
-symmetric INT8 Q/DQ calibrated on news9 train), then a strongly typed engine with one
+symmetric INT8 Q/DQ calibrated on the parent's training data), then a strongly typed engine with one
 optimisation profile (``--batch``, ``--seq-len`` as min,opt,max) is built on the GPU. The
 GPU, compute capability and TensorRT/CUDA versions travel with the engine; loading it
 elsewhere fails with a message to rebuild.
@@ -88,6 +97,7 @@ def log_precision_graphs(source: ModelVersion, recipes: list[TrtRecipe], check_s
         }
     )
     mlflow.log_params({"source_version": source.version, "check_size": check_size})
+    recipes = [calibrate_on_parent_data(r, source) for r in recipes]
     parent = load_parent(source)
     texts, y_true = check_split(check_size, parent.labels, *trained_on(source))
     logged = {}

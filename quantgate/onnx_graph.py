@@ -105,11 +105,17 @@ def stamp_labels(path: Path, labels: list[str]) -> None:
     onnx.save(model, str(path))
 
 
+def calibration_data(recipe, splits: tuple[str, ...] = ("train",)):
+    """The recipe's calibration dataset (its columns and labels as the recipe records them)."""
+    from quantgate.data import load_dataset
+    from quantgate.recipes.base import calibration_kwargs
+
+    return load_dataset(recipe.calibration_dataset, splits, **calibration_kwargs(recipe))
+
+
 def calibration_texts(recipe) -> list[str]:
     """A seeded random slice of the calibration dataset's train split."""
-    from quantgate.data import load_dataset
-
-    texts = list(load_dataset(recipe.calibration_dataset, ("train",))["train"].texts)
+    texts = list(calibration_data(recipe)["train"].texts)
     random.Random(recipe.calibration_seed).shuffle(texts)
     return texts[: recipe.calibration_size]
 

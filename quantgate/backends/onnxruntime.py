@@ -14,6 +14,7 @@ from pathlib import Path
 from quantgate.architectures import ort_model_type
 from quantgate.backends import Backend, Built, register_backend
 from quantgate.onnx_graph import (
+    calibration_data,
     calibration_reader,
     calibration_texts,
     convert_fp16,
@@ -147,9 +148,9 @@ def identity(recipe: Recipe) -> str:
     """Static INT8 also depends on its calibration data."""
     if not isinstance(recipe, OnnxInt8StaticRecipe):
         return ""
-    from quantgate.data import dataset_digest, load_dataset
+    from quantgate.data import dataset_digest
 
-    return dataset_digest(load_dataset(recipe.calibration_dataset, ("train",)))
+    return dataset_digest(calibration_data(recipe))
 
 
 BACKEND = register_backend(Backend(runtime="onnxruntime", packages=PACKAGES, build=build, identity=identity))

@@ -17,7 +17,7 @@ import numpy as np
 
 from quantgate.backends import Backend, Built, library_versions, register_backend
 from quantgate.contract import OPENVINO_LABELS_KEY
-from quantgate.onnx_graph import calibration_texts, encoded_items, export_onnx
+from quantgate.onnx_graph import calibration_data, calibration_texts, encoded_items, export_onnx
 from quantgate.recipes import OpenVinoFp32Recipe, OpenVinoInt8Recipe, Recipe, RecipeError
 
 PACKAGES = ("mlflow", "openvino", "transformers", "tokenizers", "numpy", "pandas")
@@ -50,9 +50,7 @@ def quantise_int8(model, recipe: OpenVinoInt8Recipe, parent, input_names: list[s
     )
     if not recipe.accuracy_control:
         return nncf.quantize(model, calibration, **common)
-    from quantgate.data import load_dataset
-
-    texts = load_dataset(recipe.calibration_dataset, ("train", "validation"))["validation"].texts
+    texts = calibration_data(recipe, ("train", "validation"))["validation"].texts
     items = encoded_items(texts, parent.tokenizer, input_names, parent.max_length)
     reference = [int(parent.infer(item).argmax()) for item in items]
 
@@ -89,10 +87,10 @@ def identity(recipe: Recipe) -> str:
     """OpenVINO's and NNCF's versions and, for INT8, the calibration data."""
     data = library_versions("openvino", "nncf")
     if isinstance(recipe, OpenVinoInt8Recipe):
-        from quantgate.data import dataset_digest, load_dataset
+        from quantgate.data import dataset_digest
 
         splits = ("train", "validation") if recipe.accuracy_control else ("train",)
-        data += dataset_digest(load_dataset(recipe.calibration_dataset, splits))
+        data += dataset_digest(calibration_data(recipe, splits))
     return data
 
 

@@ -9,8 +9,8 @@ halves:
    * ``trt-fp16``: ONNX Runtime's float16 converter (``onnx_graph.convert_fp16``) with
      inputs/outputs kept in their types and LayerNormalization and Softmax kept FP32;
    * ``trt-int8``: ONNX Runtime's Q/DQ quantiser (``quantize_static``), calibrated on a seeded
-     slice of news9 train (``onnx_graph.calibration_texts`` / ``calibration_reader``, as
-     ``onnx-int8-static`` is). Chosen over NVIDIA Model Optimizer because it is already a
+     slice of the parent's training split (``onnx_graph.calibration_texts`` /
+     ``calibration_reader``, as ``onnx-int8-static`` is). Chosen over NVIDIA Model Optimizer because it is already a
      dependency, runs here on the CPU, and shares calibration slice and reader with the ORT
      variants, so the two INT8 variants differ only in what TensorRT needs: symmetric INT8
      activations and weights (zero point 0 - TensorRT's explicit quantisation accepts nothing
@@ -48,6 +48,7 @@ import numpy as np
 
 from quantgate.backends import Backend, Built, register_backend
 from quantgate.onnx_graph import (
+    calibration_data,
     calibration_reader,
     calibration_texts,
     convert_fp16,
@@ -257,9 +258,9 @@ def identity(recipe: Recipe) -> str:
     env = preflight()
     data = f"cc={env['compute_capability']};trt={env['tensorrt_version']}"
     if isinstance(recipe, TrtInt8Recipe):
-        from quantgate.data import dataset_digest, load_dataset
+        from quantgate.data import dataset_digest
 
-        data += dataset_digest(load_dataset(recipe.calibration_dataset, ("train",)))
+        data += dataset_digest(calibration_data(recipe))
     return data
 
 

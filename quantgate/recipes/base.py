@@ -151,6 +151,43 @@ def get_preset(name: str) -> HardwarePreset:
         raise RecipeError(f"preset: unknown preset {name!r}; choose one of {list(PRESET_CHOICES)}") from None
 
 
+# --------------------------------------------------------------------------- calibration data
+# A recipe's calibration_dataset default: the data its FP32 parent was trained on, resolved by
+# the quantise step from the parent's ``dataset`` / ``dataset_options`` tags before anything is
+# built (a backend never sees "auto").
+CALIBRATE_ON_PARENT = "auto"
+CALIBRATION_OPTION_KEYS = ("text_column", "label_column", "labels", "dedupe")  # load_dataset's keywords
+
+
+def check_calibration(dataset, options) -> None:
+    """``calibration_dataset`` names a dataset (or ``auto``); ``calibration_options`` is "" or a
+    JSON object of :func:`quantgate.data.load_dataset` keywords, as the FP32 version's
+    ``dataset_options`` tag holds them."""
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise RecipeError(f"calibration_dataset: must name a dataset (or {CALIBRATE_ON_PARENT!r}), got {dataset!r}")
+    if not isinstance(options, str):
+        raise RecipeError(f"calibration_options: must be JSON text, got {options!r}")
+    try:
+        parsed = json.loads(options) if options.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise RecipeError(f"calibration_options: not JSON ({exc.msg}): {options!r}") from None
+    if not isinstance(parsed, dict) or set(parsed) - set(CALIBRATION_OPTION_KEYS):
+        raise RecipeError(
+            f"calibration_options: must be a JSON object with keys among {list(CALIBRATION_OPTION_KEYS)}, "
+            f"got {options!r}"
+        )
+
+
+def calibration_kwargs(recipe) -> dict:
+    """The load_dataset keywords of a recipe's calibration data."""
+    if recipe.calibration_dataset == CALIBRATE_ON_PARENT:
+        raise RecipeError(
+            f"calibration_dataset: {CALIBRATE_ON_PARENT!r} is resolved by the quantise step to the parent's "
+            "training data; a backend called directly needs a dataset name"
+        )
+    return json.loads(recipe.calibration_options) if recipe.calibration_options.strip() else {}
+
+
 # --------------------------------------------------------------------------- recipes
 @dataclass(frozen=True)
 class Recipe:

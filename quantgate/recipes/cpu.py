@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from quantgate.recipes.base import (
+    CALIBRATE_ON_PARENT,
     CALIBRATION_METHODS,
     QUANT_TYPES,
     TORCH_ENGINES,
@@ -15,6 +16,7 @@ from quantgate.recipes.base import (
     _check_choice,
     _check_int,
     _check_ops,
+    check_calibration,
 )
 
 
@@ -101,7 +103,8 @@ class OnnxInt8StaticRecipe(OnnxFp32Recipe):
     variant: ClassVar[str] = "onnx-int8-static"
     precision: ClassVar[str] = "int8"
 
-    calibration_dataset: str = "news9"  # its train split; anything quantgate.data.load_dataset reads
+    calibration_dataset: str = CALIBRATE_ON_PARENT  # its train split; anything load_dataset reads
+    calibration_options: str = ""  # JSON of load_dataset's keywords (columns, labels), as dataset_options holds
     calibration_method: str = "MinMax"
     calibration_size: int = 128
     calibration_seed: int = 13
@@ -116,8 +119,7 @@ class OnnxInt8StaticRecipe(OnnxFp32Recipe):
 
     def validate(self):
         super().validate()
-        if not isinstance(self.calibration_dataset, str) or not self.calibration_dataset.strip():
-            raise RecipeError(f"calibration_dataset: must name a dataset, got {self.calibration_dataset!r}")
+        check_calibration(self.calibration_dataset, self.calibration_options)
         _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         _check_int("calibration_size", self.calibration_size, 8, 5000)
         _check_int("calibration_seed", self.calibration_seed, 0, 2**31 - 1)
@@ -226,7 +228,8 @@ class OpenVinoInt8Recipe(OpenVinoFp32Recipe):
     variant: ClassVar[str] = "openvino-int8"
     precision: ClassVar[str] = "int8"
 
-    calibration_dataset: str = "news9"  # its train split; anything quantgate.data.load_dataset reads
+    calibration_dataset: str = CALIBRATE_ON_PARENT  # its train split; anything load_dataset reads
+    calibration_options: str = ""  # JSON of load_dataset's keywords (columns, labels), as dataset_options holds
     calibration_size: int = 300
     calibration_seed: int = 13
     nncf_preset: str = "mixed"  # symmetric weights, asymmetric activations
@@ -236,8 +239,7 @@ class OpenVinoInt8Recipe(OpenVinoFp32Recipe):
 
     def validate(self):
         super().validate()
-        if not isinstance(self.calibration_dataset, str) or not self.calibration_dataset.strip():
-            raise RecipeError(f"calibration_dataset: must name a dataset, got {self.calibration_dataset!r}")
+        check_calibration(self.calibration_dataset, self.calibration_options)
         _check_int("calibration_size", self.calibration_size, 8, 5000)
         _check_int("calibration_seed", self.calibration_seed, 0, 2**31 - 1)
         _check_choice("nncf_preset", self.nncf_preset, NNCF_PRESETS)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from quantgate.recipes.base import CALIBRATION_METHODS, Recipe, RecipeError
+from quantgate.recipes.base import CALIBRATE_ON_PARENT, CALIBRATION_METHODS, Recipe, RecipeError, check_calibration
 from quantgate.trt_shapes import Profile, ShapeRange, TrtError, parse_range
 
 
@@ -109,7 +109,8 @@ class TrtInt8Recipe(TrtRecipe):
     variant: ClassVar[str] = "trt-int8"
     precision: ClassVar[str] = "int8"
 
-    calibration_dataset: str = "news9"
+    calibration_dataset: str = CALIBRATE_ON_PARENT  # its train split; anything load_dataset reads
+    calibration_options: str = ""  # JSON of load_dataset's keywords (columns, labels), as dataset_options holds
     calibration_method: str = "MinMax"
     calibration_size: int = 128
     calibration_seed: int = 13
@@ -124,8 +125,7 @@ class TrtInt8Recipe(TrtRecipe):
     float_residual: bool = True
 
     def validate(self):
-        if not isinstance(self.calibration_dataset, str) or not self.calibration_dataset.strip():
-            raise RecipeError(f"calibration_dataset: must name a dataset, got {self.calibration_dataset!r}")
+        check_calibration(self.calibration_dataset, self.calibration_options)
         if self.calibration_method not in CALIBRATION_METHODS:
             raise RecipeError(
                 f"calibration_method: {self.calibration_method!r} is not one of {list(CALIBRATION_METHODS)}"

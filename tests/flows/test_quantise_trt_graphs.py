@@ -96,7 +96,7 @@ def real_graphs(pipeline, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("trt-graphs")
     parent = load_parent(pipeline["fp32"])
-    fp16, int8 = quantise_trt.recipes_for("all", calibration_size=16)
+    fp16, int8 = quantise_trt.recipes_for("all", calibration_size=16, calibration_dataset="news9")
     paths = {
         "trt-fp16": tensorrt.precision_graph(fp16, parent, workdir),
         "trt-int8": tensorrt.precision_graph(int8, parent, workdir),

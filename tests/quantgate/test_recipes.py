@@ -92,6 +92,10 @@ def test_auto_preset_reads_cpu_flags():
         (lambda: OnnxInt8StaticRecipe(op_types=("MatMul", "Gather")), "op_types"),
         (lambda: OnnxInt8StaticRecipe(fuse_graph=False), "fuse_graph"),
         (lambda: OnnxInt8StaticRecipe(calibration_dataset=" "), "calibration_dataset"),
+        (lambda: OnnxInt8StaticRecipe(calibration_options="{text_column: body}"), "calibration_options"),
+        (lambda: OnnxInt8StaticRecipe(calibration_options='{"columns": "body"}'), "calibration_options"),
+        (lambda: OnnxInt8StaticRecipe(calibration_options='["body"]'), "calibration_options"),
+        (lambda: TrtInt8Recipe(calibration_options="x"), "calibration_options"),
         (lambda: OnnxFp16Recipe(keep_io_types=False), "keep_io_types"),
         (lambda: OnnxFp16Recipe(keep_fp32_ops=("SkipLayerNormalization",)), "keep_fp32_ops"),
         (lambda: TorchInt8DynamicRecipe(torch_engine="tensorrt"), "torch_engine"),
@@ -167,3 +171,14 @@ def test_trt_recipes_are_validated_and_the_profile_is_part_of_their_identity():
     ):
         with pytest.raises(RecipeError, match=match):
             TrtInt8Recipe(**bad)
+
+
+def test_calibration_defaults_to_the_parents_data_which_a_backend_cannot_load_unresolved():
+    from quantgate.onnx_graph import calibration_data
+
+    assert OnnxInt8StaticRecipe().calibration_dataset == "auto"
+    with pytest.raises(RecipeError, match="resolved by the quantise step to the parent's training data"):
+        calibration_data(OnnxInt8StaticRecipe())
+    options = '{"labels": "billing,bug,account"}'
+    named = OnnxInt8StaticRecipe(calibration_dataset="support3", calibration_options=options)
+    assert calibration_data(named).labels == ("billing", "bug", "account")
