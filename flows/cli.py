@@ -138,14 +138,14 @@ def serve(model_ref, host, port, workers, threads, max_body_mb, max_batch):
     if threads is not None:
         os.environ["QUANTGATE_THREADS"] = str(threads)
     per_worker = f", {threads} thread(s) each" if threads is not None else ""
-    click.echo(
+    banner = (
         f"serving {model_ref} on http://{host}:{port} ({workers} worker(s){per_worker}); try:\n"
         f"  curl -s http://{host}:{port}/invocations -H 'Content-Type: application/json' "
         '-d \'{"dataframe_records": [{"text": "Ransomware gang hits city council"}]}\'\n'
         f"(plain MLflow equivalent: {'QUANTGATE_THREADS=' + str(threads) + ' ' if threads is not None else ''}"
         f"mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port} --workers {workers})"
     )
-    serve_mod.run(model_ref, host, port, workers, max_body_mb)
+    serve_mod.run(model_ref, host, port, workers, max_body_mb, banner=banner)
 
 
 if __name__ == "__main__":

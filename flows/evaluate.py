@@ -49,6 +49,7 @@ from quantgate.model_files import (
     download,
     metrics_digest,
     model_manifest,
+    untrusted_code,
 )
 from quantgate.tracking import (
     DEFAULT_MODEL_NAME,
@@ -143,7 +144,7 @@ def evaluate(
     if data is None:
         dataset, options, data = load_test_data(mv, dataset, options)
     options = options or DataOptions()
-    metrics = run_evaluator(mv, data, latency_runs, threads)
+    metrics = run_evaluator(mv, data, latency_runs, threads, trusted_only=key is not None)
     host = {**host_fingerprint(), "threads": str(threads)}
     log_run_context(mv, host, dataset=dataset, options=options, data=data, latency_runs=latency_runs)
     run_id = mlflow.active_run().info.run_id
@@ -180,29 +181,34 @@ def sign_evidence(client: MlflowClient, mv: ModelVersion, run_id: str, key: byte
     return signature
 
 
-def verified_copy(client: MlflowClient, mv: ModelVersion, dst: Path) -> Path:
+def verified_copy(client: MlflowClient, mv: ModelVersion, dst: Path, trusted_only: bool = False) -> Path:
     """The version's files, downloaded once and checked against the registry's ``model_sha256``.
     The evaluation measures this copy, so files changed in the store during it (and put back
-    after) cannot colour its figures."""
+    after) cannot colour its figures. ``trusted_only`` (an evidence key is set): refuse a model
+    whose code is not the serving code this quantgate installs, since this process holds the key."""
     mv = fingerprint_if_missing(client, mv)
     local = download(version_uri(mv), dst)
     problem = digest_problem(local, dict(mv.tags), what=f"version {mv.version}")
+    if problem is None and trusted_only:
+        problem = untrusted_code(local)
     if problem:
         raise ModelIntegrityError(f"refusing to evaluate with {mv.name} v{mv.version}: {problem}")
     return local
 
 
-def run_evaluator(mv: ModelVersion, data: Dataset, latency_runs: int, threads: int) -> dict[str, float]:
+def run_evaluator(
+    mv: ModelVersion, data: Dataset, latency_runs: int, threads: int, trusted_only: bool = False
+) -> dict[str, float]:
     """Run the ``quantgate`` evaluator on the test split (against the parent, if any); its metrics.
-    Both the version and its parent are verified copies."""
+    Both the version and its parent are verified copies (``trusted_only``: see :func:`verified_copy`)."""
     client = MlflowClient()
     parent = mv.tags.get("parent_version")
     config = {"latency_runs": latency_runs, "threads": threads}
     with tempfile.TemporaryDirectory(prefix="quantgate-evaluate-") as tmp:
-        model = verified_copy(client, mv, Path(tmp) / "model")
+        model = verified_copy(client, mv, Path(tmp) / "model", trusted_only)
         if parent:
             parent_mv = client.get_model_version(mv.name, parent)
-            config["parent_model_uri"] = str(verified_copy(client, parent_mv, Path(tmp) / "parent"))
+            config["parent_model_uri"] = str(verified_copy(client, parent_mv, Path(tmp) / "parent", trusted_only))
         result = mlflow.models.evaluate(
             str(model),
             data["test"].frame[["text", "label"]],

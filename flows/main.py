@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
 from quantgate.data import dataset_digest, load_dataset
-from quantgate.evidence_signing import key_id, load_key
+from quantgate.evidence_signing import key_id, key_withheld, load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
@@ -38,19 +38,21 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # * a155ff0 -> now: train and quantise_onnx only gained code they do not run on any input a
 #   finished run can have had (the OpenVINO loader's CPU pinning, bundled datasets by name, new
 #   contract names, the evidence-signature tag names; static recipes calibrating on the parent's
-#   data, which main's onnx-int8-dynamic never does). evaluate is left out on purpose: it now
-#   records the predictions table's digest, which the gate demands, so an older evaluation must
-#   run again.
+#   data, which main's onnx-int8-dynamic never does; the trusted-code check). evaluate is left
+#   out on purpose: it now records the predictions table's digest, which the gate demands, so an
+#   older evaluation must run again.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "730bc7f11071d600bf890decfe4ca0ee316dfd9633f98341a1f29e79a256ded3": [
+        "1fa2155035a7fd61ae3b499395eccb53b2b8630d4818dd3a5a83bcf7fab0e8d3": [
+            "730bc7f11071d600bf890decfe4ca0ee316dfd9633f98341a1f29e79a256ded3",  # 91e6ac7
             "3f33bb0faed58d807806894a9d4c1d1b9d45a0de120cbe447e7419d9bdb51e47",  # 8548522
             "bff4fc82927fb25a5595934c08d69a9e91471fe33aa579d44a058ace0a86e55a",  # a155ff0
             "426b921f826eccaa646a081798c44637c412237c08035427b4b680d1e85285d4",  # 705113e
         ]
     },
     "quantise_onnx": {
-        "a7a5e0719c6328bb2e6c3af551665f70aabaa58ebb40547c747d77fb7221a78f": [
+        "683881072dcd80431d709d01cd6a9f83e8352606548ed2fc4c61d35003dd2603": [
+            "a7a5e0719c6328bb2e6c3af551665f70aabaa58ebb40547c747d77fb7221a78f",  # 91e6ac7
             "2a5e881fcbcfaeacddfef72a6ac4896f1436e0667d0a5122fdc707810b5e0ca2",  # bd78e6f
             "30b2aedd376d47c8af2e6dffc15e882ca829955455a651d6ec00b1cbfa8767f8",  # 8548522
             "c84284e72082dc48175d95a4fda99cba401333fdd004fbe75dfcb1807b5dab31",  # a155ff0
@@ -157,28 +159,29 @@ def train_and_quantise(
 ) -> tuple[str, str]:
     """Train the FP32 version and quantise it to dynamic INT8 (each reused when its inputs did
     not change). Returns the two version numbers."""
-    train_run = get_or_run(
-        "train",
-        {
-            "dataset": dataset,
-            "base_model": base_model,
-            "model_name": common["model_name"],
-            "max_epochs": max_epochs,
-            "train_limit": train_limit,
-            **opts,
-        },
-        code=code_digest("flows.train"),
-        data=data,
-        **common,
-    )
-    fp32 = output_version(train_run, "fp32")
-    # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
-    quant_run = get_or_run(
-        "quantise_onnx",
-        {"source": fp32, "model_name": common["model_name"], "recipe": "onnx-int8-dynamic"},
-        code=code_digest("flows.quantise_onnx"),
-        **common,
-    )
+    with key_withheld():  # train and quantise need no key; quantise runs the parent's code, so it never gets one
+        train_run = get_or_run(
+            "train",
+            {
+                "dataset": dataset,
+                "base_model": base_model,
+                "model_name": common["model_name"],
+                "max_epochs": max_epochs,
+                "train_limit": train_limit,
+                **opts,
+            },
+            code=code_digest("flows.train"),
+            data=data,
+            **common,
+        )
+        fp32 = output_version(train_run, "fp32")
+        # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
+        quant_run = get_or_run(
+            "quantise_onnx",
+            {"source": fp32, "model_name": common["model_name"], "recipe": "onnx-int8-dynamic"},
+            code=code_digest("flows.quantise_onnx"),
+            **common,
+        )
     return fp32, output_version(quant_run, "onnx-int8-dynamic")
 
 

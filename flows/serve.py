@@ -32,9 +32,9 @@ import tempfile
 from pathlib import Path
 
 from quantgate.errors import UserError
-from quantgate.evidence_signing import load_key
+from quantgate.evidence_signing import forget_key, load_key
 from quantgate.tracking import DEFAULT_TRACKING_URI
-from registry_hooks.gate.verdict import pass_problem, pass_tag
+from registry_hooks.gate.verdict import pass_problem, pass_tag, withdrawn_pass
 
 ENV_MODEL_URI = "QUANTGATE_SERVE_MODEL_URI"
 ENV_MAX_BODY = "QUANTGATE_SERVE_MAX_BODY_BYTES"
@@ -74,13 +74,17 @@ def build_app(model_uri: str, max_body_bytes: int):
 
 def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
     """Download a ``models:/`` version into ``dst`` and check every file against the registry's
-    ``model_sha256``; ``ModelIntegrityError`` when they differ. ``None`` for other URIs."""
-    if not model_uri.startswith("models:/"):
-        return None
-    from quantgate.model_files import ModelIntegrityError, digest_problem, download
+    ``model_sha256``; ``ModelIntegrityError`` when they differ. ``None`` for other URIs. With an
+    evidence key, any model must also run only quantgate's own serving code (``untrusted_code``)."""
+    from quantgate.model_files import ModelIntegrityError, digest_problem, download, untrusted_code
     from quantgate.tracking import resolve_version, version_uri
 
     key = load_key()
+    if not model_uri.startswith("models:/"):
+        problem = untrusted_code(Path(model_uri)) if key is not None else None
+        if problem:
+            raise ModelIntegrityError(f"refusing to serve {model_uri} with an evidence key set: {problem}")
+        return None
     mv = resolve_version(model_uri)
     alias = model_uri.partition("@")[2]
     if alias and not mv.tags.get(pass_tag(alias)):
@@ -88,6 +92,12 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
             f"refusing to serve {model_uri}: version {mv.version} holds @{alias} without a recorded gate pass "
             f"({pass_tag(alias)}), so the alias was set by hand; run `quantgate promote` or serve "
             f"models:/{mv.name}/{mv.version} explicitly"
+        )
+    withdrawn = withdrawn_pass(mv.tags, alias) if alias else None
+    if withdrawn:
+        raise UserError(
+            f"refusing to serve {model_uri}: version {mv.version}'s pass for @{alias} was withdrawn: {withdrawn}; "
+            f"the alias was moved back by hand"
         )
     unsigned = pass_problem(mv.tags, alias, name=mv.name, version=str(mv.version), key=key) if alias else None
     if unsigned:
@@ -97,6 +107,8 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
         )
     local = download(version_uri(mv), dst)
     problem = digest_problem(local, dict(mv.tags))
+    if problem is None and key is not None:  # this process holds the key: run no code but quantgate's own
+        problem = untrusted_code(local)
     if problem:
         raise ModelIntegrityError(f"refusing to serve {model_uri} (version {mv.version}): {problem}")
     return local
@@ -107,13 +119,17 @@ def app_from_env():
     return build_app(os.environ[ENV_MODEL_URI], int(os.environ[ENV_MAX_BODY]))
 
 
-def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float) -> None:
+def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float, banner: str = "") -> None:
+    """Verify, then serve (``banner``: printed once the model has passed its checks)."""
     import uvicorn
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     workdir = tempfile.mkdtemp(prefix="quantgate-serve-")
     try:
         local = verified_copy(model_uri, workdir)
+        forget_key()  # the server's workers need no key: they never see it
+        if banner:
+            print(banner, flush=True)
         os.environ[ENV_MODEL_URI] = str(local) if local else model_uri
         os.environ[ENV_MAX_BODY] = str(int(max_body_mb * 1_000_000))
         uvicorn.run("flows.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")

@@ -24,7 +24,8 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from quantgate.contract import (
@@ -67,6 +68,26 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
             '(e.g. python -c "import secrets; print(secrets.token_hex(32))")'
         )
     return value.encode("utf-8")
+
+
+def forget_key(environ: dict | None = None) -> None:
+    """Drop the key's variables from this process's environment, so the processes it starts
+    (server workers, steps that need no key) do not inherit them."""
+    environ = os.environ if environ is None else environ
+    for name in (KEY_ENV, KEY_FILE_ENV):
+        environ.pop(name, None)
+
+
+@contextmanager
+def key_withheld() -> Iterator[None]:
+    """Within: the key's variables are out of the environment (so a step started here, which
+    needs no key, does not inherit it); restored after."""
+    saved = {name: os.environ[name] for name in (KEY_ENV, KEY_FILE_ENV) if name in os.environ}
+    forget_key()
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def key_id(key: bytes) -> str:
@@ -134,7 +155,17 @@ def evaluation_payload(
     }
 
 
-def gate_pass_payload(*, name: str, version: str, alias: str, model_sha256: str, recorded: str) -> dict[str, str]:
-    """What a recorded gate pass vouches for: this version's files passed for this alias
-    (``recorded``: the pass tag's own text, its time and thresholds digest)."""
-    return {"name": name, "version": str(version), "alias": alias, "model_sha256": model_sha256, "recorded": recorded}
+def gate_pass_payload(
+    *, name: str, version: str, alias: str, model_sha256: str, recorded: str, evaluation: str
+) -> dict[str, str]:
+    """What a recorded gate pass vouches for: this version's files passed for this alias on this
+    evaluation (``recorded``: the pass tag's own text, its time and thresholds digest;
+    ``evaluation``: the evaluation's signature), so evaluating the version again withdraws it."""
+    return {
+        "name": name,
+        "version": str(version),
+        "alias": alias,
+        "model_sha256": model_sha256,
+        "recorded": recorded,
+        "evaluation": evaluation,
+    }

@@ -101,3 +101,51 @@ def artifact_sha256(run_id: str, path: str) -> str:
 
     with tempfile.TemporaryDirectory(prefix="quantgate-artifact-") as tmp:
         return sha256_file(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)))
+
+
+# Files Python could import or unpickle: a model that carries any besides serving_model.py carries code.
+CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyo", ".pyd", ".so", ".pth", ".pkl", ".pickle", ".egg", ".zip", ".whl"})
+CODE_LOADER = "mlflow.pyfunc.loaders.code_model"  # MLflow's loader of a models-from-code pyfunc
+
+
+def untrusted_code(local: Path) -> str | None:
+    """Why loading the downloaded model at ``local`` would run code other than the serving code
+    this quantgate installs (``None`` when it would not).
+
+    A registered model is code as well as weights: ``mlflow.pyfunc.load_model`` imports its
+    ``serving_model.py``, anything in its code paths, or whatever loader ``MLmodel`` names. The
+    registry's digest only says the files are the ones registered, and whoever can register a
+    version chooses them. A process holding the evidence key must not run such code (it could
+    read the key), so with a key evaluate and serve load only models whose one piece of code is
+    byte-for-byte the installed ``quantgate/serving_model.py``, with MLflow's code-model loader
+    and no code paths; their weights (ONNX, OpenVINO IR, TorchScript, safetensors) run no Python.
+    """
+    import yaml
+
+    from quantgate import serving_model
+
+    try:
+        conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        return f"its MLmodel cannot be read: {exc}"
+    pyfunc = (conf.get("flavors") or {}).get("python_function") or {}
+    if pyfunc.get("loader_module") != CODE_LOADER or Path(str(pyfunc.get("model_code_path", ""))).name != (
+        "serving_model.py"
+    ):
+        return (
+            f"its MLmodel loads {pyfunc.get('loader_module')!r} / {pyfunc.get('model_code_path')!r}, "
+            "not quantgate's serving_model.py"
+        )
+    if pyfunc.get("code"):
+        return f"it carries code paths ({pyfunc['code']!r}): with an evidence key a plugin loader must be installed"
+    code = sorted(
+        p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file() and p.suffix.lower() in CODE_SUFFIXES
+    )
+    if code != ["serving_model.py"]:
+        return f"it carries code files {code} besides serving_model.py"
+    if sha256_file(local / "serving_model.py") != sha256_file(Path(serving_model.__file__)):
+        return (
+            "its serving_model.py is not the one this quantgate installs (built by another quantgate version, or "
+            "edited); quantise it again with this one"
+        )
+    return None

@@ -13,10 +13,20 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 from mlflow import MlflowClient
-from test_adversarial import LENIENT, RELATIVE, _fresh, _holder, _one_error_line, _quantgate, _yaml, trivial  # noqa: F401
+from test_adversarial import (  # noqa: F401
+    LENIENT,
+    RELATIVE,
+    _fresh,
+    _holder,
+    _one_error_line,
+    _quantgate,
+    _yaml,
+    trivial,
+)
 from test_adversarial_second_run import _stored_artifact
 
 from conftest import TEST_MODEL
@@ -183,3 +193,96 @@ def test_a_short_or_unreadable_key_is_one_line_and_changes_nothing(signed, monke
     assert "cannot read the evidence key from QUANTGATE_EVIDENCE_KEY_FILE" in line
     assert MlflowClient().get_model_version(COPY, signed["int8"]).tags == before
     assert Path(tmp_path / "missing.key").exists() is False
+
+
+# ------------------------------------------------------------------ the fourth independent run (helper-12)
+def test_e1_evaluate_with_the_key_refuses_model_code_that_is_not_quantgates_own(signed, monkeypatch, tmp_path):
+    """Before: a version whose serving_model.py copied QUANTGATE_EVIDENCE_KEY into a file was
+    evaluated by the defender with the key set; the attacker then signed forged evidence with it."""
+    from quantgate.model_files import digest, download, model_manifest
+
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version = signed["int8"]
+    before = client.get_model_version(COPY, version).tags
+    stolen = tmp_path / "stolen.key"
+    location = client.get_model_version_download_uri(COPY, version)
+    path = Path(unquote(urlparse(location).path) if location.startswith("file:") else location) / "serving_model.py"
+    original = path.read_bytes()
+    theft = f"open({str(stolen)!r}, 'w').write(__import__('os').environ.get('QUANTGATE_EVIDENCE_KEY', ''))"
+    path.write_bytes(original + f"\n{theft}\n".encode())
+    forged = digest(model_manifest(download(f"models:/{COPY}/{version}", tmp_path / "dl")))
+    client.set_model_version_tag(COPY, version, "model_sha256", forged)  # the attacker re-fingerprints
+    try:
+        result = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
+        line = _one_error_line(result)
+        assert "serving_model.py is not the one this quantgate installs" in line
+        assert not stolen.exists()
+        served = _quantgate("serve", "--model", f"models:/{COPY}/{version}", "--port", "1")
+        assert "serving_model.py is not the one this quantgate installs" in _one_error_line(served)
+        assert not stolen.exists()
+    finally:
+        path.write_bytes(original)
+        for tag in ("model_sha256", "eval_status"):
+            client.set_model_version_tag(COPY, version, tag, before[tag])
+
+
+def test_a11_a_saved_pass_put_back_after_a_rejection_is_not_served_nor_staged(signed, monkeypatch, tmp_path):
+    """Before: the attacker saved the signed pass tags, the gate rejected the version under
+    stricter limits (deleting them), the attacker put them back and set the alias by hand:
+    serve served it, and the next gate moved stage Staging onto it."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version, alias = signed["int8"], "staging"
+    assert _promote(version, signed["thresholds"], alias).exit_code == 0
+    saved = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("gate.passed.")}
+    strict = _yaml(tmp_path, {**RELATIVE, "max_size_mb": 0.001})
+    assert _promote(version, strict, alias).exit_code == 1
+    assert _holder(COPY, alias) is None
+    for tag, value in saved.items():  # the attacker, without the key
+        client.set_model_version_tag(COPY, version, tag, value)
+    client.set_registered_model_alias(COPY, alias, version)
+    served = _quantgate("serve", "--model", f"models:/{COPY}@{alias}", "--port", "1")
+    assert "was withdrawn" in _one_error_line(served)
+    other = _quantgate(
+        "promote", "--version", signed["fp32"], "--allow-fp32", "--model-name", COPY, "--thresholds", strict
+    )
+    assert other.exit_code == 1 and "ANOMALY" in other.output, other.output
+    assert client.get_model_version(COPY, version).current_stage != "Staging"
+
+
+def test_a28_an_older_signed_evaluation_put_back_is_not_judged(signed, monkeypatch):
+    """Before: the version was evaluated twice with the key; the attacker pointed its eval_* tags
+    back at the first (faster) evaluation, and the gate promoted on figures the latest one did
+    not support."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version = signed["int8"]
+    first = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
+    again = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
+    assert again.exit_code == 0, again.output
+    latest = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
+    assert latest["eval_run_id"] != first["eval_run_id"]
+    for tag, value in first.items():  # the attacker, without the key
+        client.set_model_version_tag(COPY, version, tag, value)
+    try:
+        result = _promote(version, signed["thresholds"], "adv4-replay")
+        assert result.exit_code == 1, result.output
+        assert "is not the version's latest" in result.output
+        assert _holder(COPY, "adv4-replay") is None
+        client.delete_run(latest["eval_run_id"])  # deleting the newer evaluation does not help
+        assert "is not the version's latest" in _promote(version, signed["thresholds"], "adv4-replay").output
+    finally:
+        client.restore_run(latest["eval_run_id"])
+        for tag, value in latest.items():
+            client.set_model_version_tag(COPY, version, tag, value)
+    assert _promote(version, signed["thresholds"], "adv4-replay").exit_code == 0
+
+
+def test_serve_with_a_bad_key_prints_only_the_error(signed, monkeypatch):
+    """Before: serve printed its "serving … on http://…" banner and a curl example before the
+    one-line key error, though nothing was served."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", "short")
+    served = _quantgate("serve", "--model", f"models:/{COPY}/{signed['int8']}", "--port", "1")
+    assert "has 5 characters" in _one_error_line(served)
+    assert "serving" not in served.output and "curl" not in served.output

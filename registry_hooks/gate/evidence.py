@@ -349,6 +349,35 @@ def _n_classes(metrics: Mapping[str, float], table: pd.DataFrame) -> int:
     return int(table[cols].max().max()) + 1
 
 
+def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
+    """Why ``run`` is not the version's latest evaluation: finished evaluations of the same
+    version started after it, deleted ones included (pointing ``eval_run_id`` back at an older
+    evaluation that passed, or deleting the newer one, must not choose the figures judged)."""
+    from mlflow.entities import ViewType
+
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        runs = client.search_runs(
+            experiments,
+            filter_string=(
+                f"tags.`quantgate.evaluated_version` = '{mv.version}' and attributes.status = 'FINISHED' "
+                f"and attributes.start_time > {int(run.info.start_time)}"
+            ),
+            run_view_type=ViewType.ALL,
+            max_results=50,
+        )
+    except MlflowException as exc:
+        return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
+    uri = f"models:/{mv.name}/{mv.version}"
+    newer = [r.info.run_id for r in runs if r.data.params.get("model_uri") == uri]
+    if not newer:
+        return []
+    return [
+        f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later finished evaluation(s) "
+        f"({', '.join(newer[:3])}) measured it again; the gate judges the latest (evaluate again to supersede it)"
+    ]
+
+
 def parent_model_digest(client: MlflowClient, mv: ModelVersion) -> str:
     """The registry's ``model_sha256`` of the version's parent ("" without one, or when unreadable:
     a signature over the parent's digest then fails, which is what an unreadable parent deserves)."""
@@ -380,6 +409,7 @@ def gather(
     ev.metrics = dict(run.data.metrics)
     ev.problems = run_problems(mv.version, tags, run.info.status, run.data.tags, run.info.lifecycle_stage, ev.metrics)
     ev.problems += host_mismatches(thresholds.host_requirements(), run.data.tags)
+    ev.problems += newer_evaluations(client, mv, run) if not ev.problems else []
     if key is not None and not ev.problems:
         ev.problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_model_digest(client, mv))
     if ev.problems:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from quantgate.contract import MODEL_DIGEST_TAG
+from quantgate.contract import EVAL_SIGNATURE_TAG, MODEL_DIGEST_TAG
 from quantgate.evidence_signing import GATE_PASS, gate_pass_payload, sign, signature_problem
 from registry_hooks.gate.decision import Decision, decide
 from registry_hooks.gate.evidence import Evidence, gather
@@ -60,10 +60,29 @@ def pass_signature_tag(alias: str) -> str:
     return f"gate.passed.{alias}.signature"
 
 
-def pass_signature(key: bytes, name: str, version: str, alias: str, model_sha256: str, recorded: str) -> str:
-    """The signature a gate writes beside a pass it records."""
-    payload = gate_pass_payload(name=name, version=version, alias=alias, model_sha256=model_sha256, recorded=recorded)
+def pass_signature(key: bytes, name: str, version: str, alias: str, tags: Mapping[str, str], recorded: str) -> str:
+    """The signature a gate writes beside a pass it records (``tags``: the version's, as judged)."""
+    payload = gate_pass_payload(
+        name=name,
+        version=version,
+        alias=alias,
+        model_sha256=tags.get(MODEL_DIGEST_TAG, ""),
+        recorded=recorded,
+        evaluation=tags.get(EVAL_SIGNATURE_TAG, ""),
+    )
     return sign(key, GATE_PASS, payload)
+
+
+def withdrawn_pass(tags: Mapping[str, str], alias: str) -> str | None:
+    """Why a pass tag for ``alias`` is contradicted by the version's own latest decision for it
+    (``gate.alias`` / ``gate.<target>.alias`` naming the alias, with a decision that is not
+    "passed"): a pass tag put back after a rejection. ``None`` when nothing contradicts it."""
+    for key, value in tags.items():
+        if key.startswith("gate.") and key.endswith(".alias") and value == alias:
+            decision = tags.get(key.removesuffix("alias") + "decision")
+            if decision != "passed":
+                return f"its latest decision for @{alias} ({key.removesuffix('alias')}decision) is {decision!r}"
+    return None
 
 
 def pass_problem(tags: Mapping[str, str], alias: str, *, name: str, version: str, key: bytes | None) -> str | None:
@@ -77,6 +96,7 @@ def pass_problem(tags: Mapping[str, str], alias: str, *, name: str, version: str
         alias=alias,
         model_sha256=tags.get(MODEL_DIGEST_TAG, ""),
         recorded=tags.get(pass_tag(alias), ""),
+        evaluation=tags.get(EVAL_SIGNATURE_TAG, ""),
     )
     return signature_problem(key, GATE_PASS, payload, tags.get(pass_signature_tag(alias)))
 
@@ -90,8 +110,11 @@ def recorded_pass(
     version: str = "",
     key: bytes | None = None,
 ) -> bool:
-    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias)?
-    With an evidence key, only a pass signed by the gate for this version's files counts."""
+    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias), not
+    withdrawn by a later decision? With an evidence key, only a pass signed by the gate for this
+    version's files and evaluation counts."""
+    if withdrawn_pass(tags, alias):
+        return False
     if key is not None:
         signed = pass_problem(tags, alias, name=name, version=version, key=key) is None
         return bool(tags.get(pass_tag(alias))) and signed
@@ -120,8 +143,7 @@ def decision_tags(
     recorded = f"{now} thresholds {thresholds.digest()[:12]}" if verdict.decision.passed else None
     signature = None
     if recorded and key is not None:
-        model_sha256 = verdict.mv.tags.get(MODEL_DIGEST_TAG, "")
-        signature = pass_signature(key, verdict.mv.name, verdict.version, alias, model_sha256, recorded)
+        signature = pass_signature(key, verdict.mv.name, verdict.version, alias, verdict.mv.tags, recorded)
     return {
         f"{prefix}decision": "passed" if verdict.decision.passed else "rejected",
         f"{prefix}reasons": verdict.decision.summary()[:5000],
