@@ -38,12 +38,13 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # * a155ff0 -> now: train and quantise_onnx only gained code they do not run on any input a
 #   finished run can have had (the OpenVINO loader's CPU pinning, bundled datasets by name, new
 #   contract names, the evidence-signature tag names; static recipes calibrating on the parent's
-#   data, which main's onnx-int8-dynamic never does; the trusted-code check). evaluate is left
-#   out on purpose: it now records the predictions table's digest, which the gate demands, so an
-#   older evaluation must run again.
+#   data, which main's onnx-int8-dynamic never does; the trusted-code and outside-files
+#   checks). evaluate is left out on purpose: it now records the predictions table's digest,
+#   which the gate demands, so an older evaluation must run again.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "1fa2155035a7fd61ae3b499395eccb53b2b8630d4818dd3a5a83bcf7fab0e8d3": [
+        "267fe6dcb6a5a47563466fad9e818fd72bf642abf989a747e27b2497e0aba695": [
+            "1fa2155035a7fd61ae3b499395eccb53b2b8630d4818dd3a5a83bcf7fab0e8d3",  # 4b9159d
             "730bc7f11071d600bf890decfe4ca0ee316dfd9633f98341a1f29e79a256ded3",  # 91e6ac7
             "3f33bb0faed58d807806894a9d4c1d1b9d45a0de120cbe447e7419d9bdb51e47",  # 8548522
             "bff4fc82927fb25a5595934c08d69a9e91471fe33aa579d44a058ace0a86e55a",  # a155ff0
@@ -51,7 +52,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "683881072dcd80431d709d01cd6a9f83e8352606548ed2fc4c61d35003dd2603": [
+        "aea3c5bd71b54fe169aa92ff09e002ffd50caa596242b10e3e692e79c756e4d1": [
+            "683881072dcd80431d709d01cd6a9f83e8352606548ed2fc4c61d35003dd2603",  # 4b9159d
             "a7a5e0719c6328bb2e6c3af551665f70aabaa58ebb40547c747d77fb7221a78f",  # 91e6ac7
             "2a5e881fcbcfaeacddfef72a6ac4896f1436e0667d0a5122fdc707810b5e0ca2",  # bd78e6f
             "30b2aedd376d47c8af2e6dffc15e882ca829955455a651d6ec00b1cbfa8767f8",  # 8548522

@@ -93,7 +93,7 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
             f"({pass_tag(alias)}), so the alias was set by hand; run `quantgate promote` or serve "
             f"models:/{mv.name}/{mv.version} explicitly"
         )
-    withdrawn = withdrawn_pass(mv.tags, alias) if alias else None
+    withdrawn = withdrawn_pass(mv.tags, alias, strict=key is not None) if alias else None
     if withdrawn:
         raise UserError(
             f"refusing to serve {model_uri}: version {mv.version}'s pass for @{alias} was withdrawn: {withdrawn}; "

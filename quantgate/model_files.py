@@ -86,6 +86,34 @@ def digest_problem(local: Path, tags: dict[str, str], what: str = "version") -> 
             f"model files changed since registration: SHA-256 of all files is {actual[:16]}…, "
             f"the registry recorded {recorded[:16]}…"
         )
+    return outside_files(local)
+
+
+def _pyfunc_conf(local: Path) -> dict:
+    import yaml
+
+    conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
+    return (conf.get("flavors") or {}).get("python_function") or {}
+
+
+def outside_files(local: Path) -> str | None:
+    """Why loading the model at ``local`` would read files from outside it (``None``: it would
+    not). The digest covers the model's own folder only, so ``python_function.data`` or an
+    artifact path that is absolute or climbs out (``..``) would load files nobody fingerprinted."""
+    import yaml
+
+    try:
+        pyfunc = _pyfunc_conf(local)
+    except (OSError, yaml.YAMLError) as exc:
+        return f"its MLmodel cannot be read: {exc}"
+    if pyfunc.get("data"):
+        return f"its MLmodel loads data from {pyfunc['data']!r}, which no digest covers"
+    root = local.resolve()
+    for name, spec in (pyfunc.get("artifacts") or {}).items():
+        path = str((spec or {}).get("path", ""))
+        target = (local / path).resolve()
+        if Path(path).is_absolute() or (target != root and root not in target.parents):
+            return f"its artifact {name!r} is read from {path!r}, outside the model's own files"
     return None
 
 
@@ -106,6 +134,37 @@ def artifact_sha256(run_id: str, path: str) -> str:
 # Files Python could import or unpickle: a model that carries any besides serving_model.py carries code.
 CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyo", ".pyd", ".so", ".pth", ".pkl", ".pickle", ".egg", ".zip", ".whl"})
 CODE_LOADER = "mlflow.pyfunc.loaders.code_model"  # MLflow's loader of a models-from-code pyfunc
+# The python_function fields MLflow writes for quantgate's models-from-code pyfunc.
+PYFUNC_KEYS = frozenset(
+    {"loader_module", "model_code_path", "code", "artifacts", "cloudpickle_version", "env", "python_version"}
+    | {"streamable", "model_config", "config"}
+)
+TRUSTED_LOADERS_ENV = "QUANTGATE_TRUSTED_LOADERS"  # plugin loader modules a keyed process may import
+
+
+def plugin_loader(local: Path, pyfunc: dict) -> str | None:
+    """With a key: why the model's ``meta.json`` would make serving_model.py import a loader
+    module that is not quantgate's own (any installed module's ``load(path, labels)`` - joblib's
+    unpickles). A plugin runtime's loader is trusted only when named in
+    ``$QUANTGATE_TRUSTED_LOADERS`` (comma-separated modules)."""
+    import os
+
+    from quantgate.serving_model import LOADERS
+
+    spec = (pyfunc.get("artifacts") or {}).get("meta") or {}
+    try:
+        meta = json.loads((local / str(spec.get("path", ""))).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its meta.json cannot be read: {exc}"
+    if meta.get("runtime") in LOADERS:
+        return None
+    trusted = {m.strip() for m in os.environ.get(TRUSTED_LOADERS_ENV, "").split(",") if m.strip()}
+    if meta.get("loader") not in trusted:
+        return (
+            f"its runtime {meta.get('runtime')!r} is loaded by module {meta.get('loader')!r}, which is not in "
+            f"${TRUSTED_LOADERS_ENV}: with an evidence key only named plugin loaders run"
+        )
+    return None
 
 
 def untrusted_code(local: Path) -> str | None:
@@ -125,10 +184,18 @@ def untrusted_code(local: Path) -> str | None:
     from quantgate import serving_model
 
     try:
-        conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
+        pyfunc = _pyfunc_conf(local)
     except (OSError, yaml.YAMLError) as exc:
         return f"its MLmodel cannot be read: {exc}"
-    pyfunc = (conf.get("flavors") or {}).get("python_function") or {}
+    unknown = sorted(set(pyfunc) - PYFUNC_KEYS)
+    if unknown:
+        return f"its MLmodel's python_function has fields {unknown} quantgate never writes"
+    escape = outside_files(local)
+    if escape:
+        return escape
+    loader = plugin_loader(local, pyfunc)
+    if loader:
+        return loader
     if pyfunc.get("loader_module") != CODE_LOADER or Path(str(pyfunc.get("model_code_path", ""))).name != (
         "serving_model.py"
     ):

@@ -172,7 +172,7 @@ def test_a_copied_gate_pass_does_not_let_a_hand_set_alias_be_served(signed, monk
     client = MlflowClient()
     assert _promote(signed["int8"], signed["thresholds"], "adv3-copy").exit_code == 0
     earned = client.get_model_version(COPY, signed["int8"]).tags
-    for tag in ("gate.passed.adv3-copy", "gate.passed.adv3-copy.signature"):
+    for tag in ("gate.passed.adv3-copy", "gate.passed.adv3-copy.signature", "gate.decision.adv3-copy"):
         client.set_model_version_tag(COPY, signed["fp32"], tag, earned[tag])
     client.set_registered_model_alias(COPY, "adv3-copy", signed["fp32"])
     served = _quantgate("serve", "--model", f"models:/{COPY}@adv3-copy", "--port", "1")
@@ -286,3 +286,98 @@ def test_serve_with_a_bad_key_prints_only_the_error(signed, monkeypatch):
     served = _quantgate("serve", "--model", f"models:/{COPY}/{signed['int8']}", "--port", "1")
     assert "has 5 characters" in _one_error_line(served)
     assert "serving" not in served.output and "curl" not in served.output
+
+
+# ------------------------------------------------------------------ the fifth independent run (helper-13)
+def _stored_copy_root(version: str) -> Path:
+    location = MlflowClient().get_model_version_download_uri(COPY, version)
+    return Path(unquote(urlparse(location).path) if location.startswith("file:") else location)
+
+
+def _refit(version: str, tmp_path) -> None:
+    """What the attacker does after editing files: record their digest as the registered one."""
+    from quantgate.model_files import digest, download, model_manifest
+
+    local = download(f"models:/{COPY}/{version}", tmp_path / f"dl-{len(list(tmp_path.iterdir()))}")
+    MlflowClient().set_model_version_tag(COPY, version, "model_sha256", digest(model_manifest(local)))
+
+
+@pytest.mark.parametrize("attack", ["data-redirect", "plugin-loader"])
+def test_e1b_e1c_model_code_cannot_come_from_outside_the_model_or_a_plugin_loader(
+    attack, signed, monkeypatch, tmp_path
+):
+    """Before: MLmodel's python_function.data pointed at a folder outside the version with its
+    own serving_model.py (E1b), or meta.json named the installed joblib as a plugin loader of a
+    pickled "model" (E1c): either way the defender's evaluate ran attacker code with the key."""
+    import yaml
+
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version = signed["int8"]
+    before = client.get_model_version(COPY, version).tags
+    root = _stored_copy_root(version)
+    edited = root / ("MLmodel" if attack == "data-redirect" else "artifacts/meta.json")
+    original = edited.read_bytes()
+    if attack == "data-redirect":
+        conf = yaml.safe_load(original)
+        conf["flavors"]["python_function"]["data"] = str(tmp_path / "elsewhere")
+        edited.write_text(yaml.safe_dump(conf))
+        expected = "loads data from"
+    else:
+        meta = json.loads(original)
+        meta.update(runtime="custom", loader="joblib")
+        edited.write_text(json.dumps(meta))
+        expected = "not in $QUANTGATE_TRUSTED_LOADERS"
+    _refit(version, tmp_path)
+    try:
+        line = _one_error_line(
+            _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
+        )
+        assert expected in line, line
+    finally:
+        edited.write_bytes(original)
+        for tag in ("model_sha256", "eval_status"):
+            client.set_model_version_tag(COPY, version, tag, before[tag])
+
+
+@pytest.mark.parametrize("hide", ["retag", "failed"])
+def test_a28b_a_newer_evaluation_hidden_by_a_tag_or_status_still_counts(hide, signed, monkeypatch):
+    """Before: the newer evaluation was found by its editable `quantgate.evaluated_version` tag
+    and only when FINISHED: re-tagging it, or marking it FAILED, let the gate judge an older one."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version = signed["int8"]
+    first = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
+    assert _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5").exit_code == 0
+    latest = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
+    if hide == "retag":
+        client.set_tag(latest["eval_run_id"], "quantgate.evaluated_version", "x")
+    else:
+        client.set_terminated(latest["eval_run_id"], "FAILED")
+    for tag, value in first.items():
+        client.set_model_version_tag(COPY, version, tag, value)
+    try:
+        result = _promote(version, signed["thresholds"], "adv5-replay")
+        assert result.exit_code == 1 and "is not the version's latest" in result.output, result.output
+    finally:
+        client.set_tag(latest["eval_run_id"], "quantgate.evaluated_version", version)
+        client.set_terminated(latest["eval_run_id"], "FINISHED")
+        for tag, value in latest.items():
+            client.set_model_version_tag(COPY, version, tag, value)
+
+
+def test_a11b_pass_tags_put_back_with_the_alias_tag_deleted_are_not_served(signed, monkeypatch, tmp_path):
+    """Before: the pass tags put back after a rejection, with `gate.alias` deleted, left nothing
+    that contradicted them: serve served the rejected version and the gate kept it."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version, alias = signed["int8"], "staging"
+    assert _promote(version, signed["thresholds"], alias).exit_code == 0
+    saved = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("gate.passed.")}
+    assert _promote(version, _yaml(tmp_path, {**RELATIVE, "max_size_mb": 0.001}), alias).exit_code == 1
+    for tag, value in saved.items():
+        client.set_model_version_tag(COPY, version, tag, value)
+    client.delete_model_version_tag(COPY, version, "gate.alias")
+    client.set_registered_model_alias(COPY, alias, version)
+    served = _quantgate("serve", "--model", f"models:/{COPY}@{alias}", "--port", "1")
+    assert "was withdrawn" in _one_error_line(served) and "rejected" in served.output

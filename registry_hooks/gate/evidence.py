@@ -350,30 +350,29 @@ def _n_classes(metrics: Mapping[str, float], table: pd.DataFrame) -> int:
 
 
 def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
-    """Why ``run`` is not the version's latest evaluation: finished evaluations of the same
-    version started after it, deleted ones included (pointing ``eval_run_id`` back at an older
-    evaluation that passed, or deleting the newer one, must not choose the figures judged)."""
+    """Why ``run`` is not the version's latest evaluation: evaluations of the same version
+    started after it, whatever their status (finished, failed, still running) and deleted ones
+    included, found by their ``model_uri`` param, which MLflow never lets anyone change (a tag
+    would be editable): pointing ``eval_run_id`` back at an older evaluation that passed, or
+    hiding the newer one, must not choose the figures judged."""
     from mlflow.entities import ViewType
 
+    uri = f"models:/{mv.name}/{mv.version}"
     try:
         experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
         runs = client.search_runs(
             experiments,
-            filter_string=(
-                f"tags.`quantgate.evaluated_version` = '{mv.version}' and attributes.status = 'FINISHED' "
-                f"and attributes.start_time > {int(run.info.start_time)}"
-            ),
+            filter_string=f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}",
             run_view_type=ViewType.ALL,
             max_results=50,
         )
     except MlflowException as exc:
         return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
-    uri = f"models:/{mv.name}/{mv.version}"
-    newer = [r.info.run_id for r in runs if r.data.params.get("model_uri") == uri]
+    newer = [f"{r.info.run_id} ({r.info.status.lower()})" for r in runs if r.info.run_id != run.info.run_id]
     if not newer:
         return []
     return [
-        f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later finished evaluation(s) "
+        f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later evaluation(s) "
         f"({', '.join(newer[:3])}) measured it again; the gate judges the latest (evaluate again to supersede it)"
     ]
 

@@ -73,10 +73,24 @@ def pass_signature(key: bytes, name: str, version: str, alias: str, tags: Mappin
     return sign(key, GATE_PASS, payload)
 
 
-def withdrawn_pass(tags: Mapping[str, str], alias: str) -> str | None:
-    """Why a pass tag for ``alias`` is contradicted by the version's own latest decision for it
-    (``gate.alias`` / ``gate.<target>.alias`` naming the alias, with a decision that is not
-    "passed"): a pass tag put back after a rejection. ``None`` when nothing contradicts it."""
+def decision_tag(alias: str) -> str:
+    """The gate's latest decision for ``alias`` on this version: ``passed <time>`` or
+    ``rejected <time>``. A pass tag counts only beside ``passed`` at the pass's own time, so pass
+    tags put back after a rejection (or with the alias tags removed) do not."""
+    return f"gate.decision.{alias}"
+
+
+def withdrawn_pass(tags: Mapping[str, str], alias: str, *, strict: bool = False) -> str | None:
+    """Why the version's pass tag for ``alias`` is not backed by the gate's latest decision for
+    that alias (``None`` when it is). ``strict`` (an evidence key is set): the per-alias decision
+    must exist; without it, a version gated before that tag existed is judged by the
+    ``gate.alias`` / ``gate.decision`` pair instead."""
+    when = (tags.get(pass_tag(alias)) or "").split(" ")[0]
+    decided = tags.get(decision_tag(alias))
+    if decided is not None:
+        return None if decided == f"passed {when}" else f"the latest decision for @{alias} is {decided!r}"
+    if strict:
+        return f"no {decision_tag(alias)} decision backs it"
     for key, value in tags.items():
         if key.startswith("gate.") and key.endswith(".alias") and value == alias:
             decision = tags.get(key.removesuffix("alias") + "decision")
@@ -110,18 +124,17 @@ def recorded_pass(
     version: str = "",
     key: bytes | None = None,
 ) -> bool:
-    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias), not
-    withdrawn by a later decision? With an evidence key, only a pass signed by the gate for this
-    version's files and evaluation counts."""
-    if withdrawn_pass(tags, alias):
-        return False
+    """Does the version carry its own recorded pass for ``alias`` (not just a hand-set alias),
+    backed by the gate's latest decision for it? With an evidence key, only a pass signed by the
+    gate for this version's files and evaluation counts."""
+    if tags.get(pass_tag(alias)):
+        if withdrawn_pass(tags, alias, strict=key is not None):
+            return False
+        return pass_problem(tags, alias, name=name, version=version, key=key) is None
     if key is not None:
-        signed = pass_problem(tags, alias, name=name, version=version, key=key) is None
-        return bool(tags.get(pass_tag(alias))) and signed
-    prefix = tag_prefix(target)
-    return bool(tags.get(pass_tag(alias))) or (
-        tags.get(f"{prefix}decision") == "passed" and tags.get(f"{prefix}alias") == alias
-    )
+        return False
+    prefix = tag_prefix(target)  # a version gated before pass tags existed
+    return tags.get(f"{prefix}decision") == "passed" and tags.get(f"{prefix}alias") == alias
 
 
 def assess(
@@ -153,6 +166,7 @@ def decision_tags(
         f"{prefix}alias": alias,
         pass_tag(alias): recorded,
         pass_signature_tag(alias): signature,
+        decision_tag(alias): f"{'passed' if verdict.decision.passed else 'rejected'} {now}",
     }
 
 
