@@ -258,8 +258,9 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
     default=TrainConfig.lora_targets,
     show_default=True,
     help=(
-        "Comma-separated module names that get LoRA adapters; auto: the architecture's "
-        "query/value projections (bert/roberta/xlm-roberta: query,value; distilbert: q_lin,v_lin)."
+        "Comma-separated module names that get LoRA adapters; auto: every linear layer of the encoder "
+        "blocks (bert/roberta/xlm-roberta: query,key,value,output.dense,intermediate.dense; distilbert: "
+        "q_lin,k_lin,v_lin,out_lin,lin1,lin2). query,value is the original LoRA set-up."
     ),
 )
 @click.option("--seed", default=TrainConfig.seed, show_default=True, type=int)

@@ -25,7 +25,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_targets: str = "auto"  # auto: the architecture's query/value projections (quantgate/architectures.py)
+    lora_targets: str = "auto"  # auto: the encoder blocks' linear layers (quantgate/architectures.py)
     seed: int = 13
     train_limit: int = 0  # 0: the whole train split; tests train on a few items
     text_column: str = "text"

@@ -20,17 +20,18 @@ import tiny_encoders
 from conftest import LENIENT, REPO
 
 SUPPORT3 = str(REPO / "data" / "support3")
+BERT_LINEAR = ["query", "key", "value", "output.dense", "intermediate.dense"]
 EXPECTED = {  # family -> (LoRA targets, ONNX inputs)
-    "bert": (["query", "value"], ["input_ids", "attention_mask", "token_type_ids"]),
-    "distilbert": (["q_lin", "v_lin"], ["input_ids", "attention_mask"]),
-    "roberta": (["query", "value"], ["input_ids", "attention_mask"]),
-    "xlm-roberta": (["query", "value"], ["input_ids", "attention_mask"]),
+    "bert": (BERT_LINEAR, ["input_ids", "attention_mask", "token_type_ids"]),
+    "distilbert": (["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"], ["input_ids", "attention_mask"]),
+    "roberta": (BERT_LINEAR, ["input_ids", "attention_mask"]),
+    "xlm-roberta": (BERT_LINEAR, ["input_ids", "attention_mask"]),
 }
 
 
 def test_lora_targets_per_architecture_and_override():
-    assert lora_targets("distilbert") == ["q_lin", "v_lin"]
-    assert lora_targets("xlm-roberta", "auto") == ["query", "value"]
+    assert lora_targets("distilbert") == ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]
+    assert lora_targets("xlm-roberta", "auto") == BERT_LINEAR
     assert lora_targets("distilbert", "q_lin, k_lin,v_lin") == ["q_lin", "k_lin", "v_lin"]
     with pytest.raises(ArchitectureError, match="no default LoRA target modules for model_type 'gpt2'.*--lora-targets"):
         lora_targets("gpt2")
@@ -134,3 +135,25 @@ def test_every_cpu_recipe_builds_and_serves_for_each_family_calibrated_on_the_pa
             assert json.loads(recipe["calibration_options"]) == {"label_column": "topic", "text_column": "body"}
         out = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").predict(texts)
         assert set(out["label"]) <= {"billing", "bug", "account"}, variant
+
+
+@pytest.mark.parametrize("family", tiny_encoders.FAMILIES)
+def test_lora_covers_every_encoder_linear_layer_and_the_head_trains_whole(family, tmp_path):
+    """LoRA on the encoder blocks' linear layers (not only query/value), never on a head layer;
+    the head (BERT's pooler too) trains in full."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from flows.train import TrainConfig, build_model
+
+    base = tiny_encoders.build(family, tmp_path / family)
+    plain = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=3)
+    blocks = {n for n, m in plain.named_modules() if isinstance(m, torch.nn.Linear) and ".layer." in n}
+    _, model = build_model(TrainConfig(base_model=str(base)), ["a", "b", "c"])
+    lora = [n for n, _ in model.named_parameters() if ".lora_A" in n]
+    adapted = {n.rsplit(".lora_A", 1)[0].removeprefix("base_model.model.") for n in lora}
+    assert blocks and adapted == blocks, (sorted(adapted), sorted(blocks))
+    head = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert head and all(("classifier" in n or "pooler" in n) for n in head), head
+    if family == "bert":
+        assert any("pooler" in n for n in head)
