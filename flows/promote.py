@@ -93,16 +93,19 @@ def settle(
 ) -> str | None:
     """Record every decision and move the alias. Returns the champion (``None``: nothing promoted).
 
-    1. Before the lock, each version gets its decision tags, so the alias never reaches a
-       version whose tags do not yet say "passed".
-    2. Under the lock, only the alias moves (``move_alias``). Keeping this section short keeps
-       concurrent gates fast.
+    1. First, each version gets its decision tags (under the lock, all at once, so a concurrent
+       gate checking the alias holder never sees a pass tag from one decision beside the
+       per-alias decision of another), so the alias never reaches a version whose tags do not
+       yet say "passed".
+    2. Then, under the lock again, only the alias moves (``move_alias``). Keeping each section
+       short keeps concurrent gates fast.
     3. After it: the promote run with ``decision.json``, the action tags, and the description
        notes (each appended under the lock, so two gates of one version cannot lose a note).
     """
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    for v in verdicts:
-        set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
+    with promotion_lock(lock_path):  # a concurrent gate never reads half of a version's decision tags
+        for v in verdicts:
+            set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
     outcome = move_alias(
         verdicts,
         client=client,
@@ -113,8 +116,9 @@ def settle(
         lock_path=lock_path,
         key=key,
     )
-    for v in outcome.changed:
-        set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
+    with promotion_lock(lock_path):
+        for v in outcome.changed:
+            set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
     for v in verdicts:
         v.action = outcome.actions[v.version]
     body = decision_body(
