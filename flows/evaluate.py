@@ -33,7 +33,7 @@ from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card, with_card
 from flows.data_options import DataOptions, data_options, pop_data_options
 from quantgate.contract import EVAL_SIGNATURE_TAG, EVIDENCE_SIGNATURE_TAG, PARENT_VERSION_TAG, PREDICTIONS_TABLE
-from quantgate.data import DataError, Dataset, dataset_digest, load_dataset
+from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
 from quantgate.evidence_signing import EVALUATION, evaluation_payload, load_key, sign
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
@@ -60,6 +60,7 @@ from quantgate.tracking import (
     version_uri,
 )
 
+TRUSTED_DATA_ENV = "QUANTGATE_TRUSTED_DATA"  # with a key: folders (os.pathsep-separated) `auto` may follow tags to
 MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
 AUTO = "auto"
 
@@ -98,6 +99,13 @@ def load_test_data(
     on or holds labels the model does not know. Returns (dataset, options, data)."""
     if dataset == AUTO:
         dataset, options = trained_on(mv)
+        untrusted = untrusted_source(dataset, os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep))
+        if untrusted and load_key() is not None:
+            raise DataError(
+                f"--dataset auto follows version {mv.version}'s tags to {dataset!r}, and with an evidence key set "
+                f"a tag (which any store writer can set) does not choose the data a verdict rests on: {untrusted}; "
+                f"pass --dataset <your test data>, or list its folder in ${TRUSTED_DATA_ENV}"
+            )
     options = options or DataOptions()
     data = load_dataset(dataset, ("train", "test"), **options.kwargs())
     if len(data["test"]) < MIN_TEST_ROWS:
@@ -208,6 +216,12 @@ def run_evaluator(
         model = verified_copy(client, mv, Path(tmp) / "model", trusted_only)
         if parent:
             parent_mv = client.get_model_version(mv.name, parent)
+            if str(parent_mv.version) == str(mv.version) or parent_mv.tags.get("parent_version"):
+                raise ModelIntegrityError(
+                    f"refusing to evaluate {mv.name} v{mv.version}: its parent_version tag names v{parent}, which is "
+                    f"{'the version itself' if str(parent) == str(mv.version) else 'a variant, not an FP32 model'}; "
+                    f"parity is measured against the FP32 model a variant was built from"
+                )
             config["parent_model_uri"] = str(verified_copy(client, parent_mv, Path(tmp) / "parent", trusted_only))
         result = mlflow.models.evaluate(
             str(model),

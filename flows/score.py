@@ -6,9 +6,11 @@ and writes the input columns plus ``row`` (the row's position in the input), ``l
 ``probability`` and ``model_version`` (``name/N``: the version that scored it).
 
 * The version is resolved once (``@staging`` by default), so an alias moved mid-job cannot mix
-  versions; its files are downloaded once, checked against the version's ``manifest_sha256``
-  tag (and, when the pyfunc loads, against ``meta.json``'s manifest), and those same files go
-  to the executors. A model that does not verify is refused before Spark starts.
+  versions; it is checked as ``quantgate serve`` checks it (an alias holder needs its own gate
+  pass; every file must match the registry's ``model_sha256``; with an evidence key, no code but
+  quantgate's own), its files are downloaded once, checked against ``manifest_sha256`` too, and
+  those same files go to the executors, which never see the key. A model that does not verify
+  is refused before Spark starts.
 * Batches are deterministic: rows are numbered in input order and each model call gets rows
   ``[k*B, (k+1)*B)`` (``--batch-size`` B), exactly what ``pyfunc.predict`` gets on the same
   rows in chunks of B. Dynamic INT8 computes activation scales per batch, so this is what
@@ -31,8 +33,9 @@ import click
 import yaml
 
 from flows.errors import UserError
+from quantgate.evidence_signing import forget_key
 from quantgate.score_io import FORMATS, OutputPlan, discard, download_inputs, infer_format, plan_output, publish
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, parse_model_ref, resolve_version
 
 DEFAULT_BATCH = 64  # the pyfunc's own internal batch (NewsClassifier.predict_proba)
 RESULT_TYPE = "label string, probability double"
@@ -78,14 +81,15 @@ def verify_model_files(local: Path, mv) -> str:
     return digest
 
 
-def fetch_verified_model(mv, into: Path) -> Path:
-    import mlflow
+def fetch_verified_model(model_uri: str, into: Path):
+    """``(version, local copy)``: the checks ``quantgate serve`` makes (an alias holder's own gate
+    pass, every file against ``model_sha256``, with a key no foreign code), then the per-artifact
+    manifest against ``manifest_sha256``."""
+    from flows.serve import verified_version
 
-    local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(into))
-    )
+    mv, local = verified_version(model_uri, into, verb="score")
     verify_model_files(local, mv)
-    return local
+    return mv, local
 
 
 # ---------------------------------------------------------------- Spark
@@ -266,13 +270,15 @@ def score(
     """Score ``inputs`` with a registered version; returns a summary. Writes nothing on failure."""
     check_sizes(batch_size, threads, partitions)
     configure_tracking(experiment=None)
-    mv = resolve_version(model_ref, DEFAULT_MODEL_NAME)
+    model_uri = parse_model_ref(model_ref, DEFAULT_MODEL_NAME)
+    resolve_version(model_uri)  # a reference to nothing fails before anything is created
     scratch = Path(tempfile.mkdtemp(prefix="quantgate-score-"))
     plan: OutputPlan | None = None
     spark = None
     try:
         plan = plan_output(output, output_format, overwrite, scratch)
-        local_model = fetch_verified_model(mv, scratch / "model")
+        mv, local_model = fetch_verified_model(model_uri, scratch / "model")
+        forget_key()  # Spark's Python workers inherit this environment: they never see the key
         click.echo(
             f"[score] {mv.name} v{mv.version} ({mv.tags.get('variant', '?')}) verified; starting Spark", err=True
         )

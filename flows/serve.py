@@ -76,33 +76,44 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
     """Download a ``models:/`` version into ``dst`` and check every file against the registry's
     ``model_sha256``; ``ModelIntegrityError`` when they differ. ``None`` for other URIs. With an
     evidence key, any model must also run only quantgate's own serving code (``untrusted_code``)."""
-    from quantgate.model_files import ModelIntegrityError, digest_problem, download, untrusted_code
-    from quantgate.tracking import resolve_version, version_uri
+    from quantgate.model_files import ModelIntegrityError, untrusted_code
 
-    key = load_key()
     if not model_uri.startswith("models:/"):
+        key = load_key()
         problem = untrusted_code(Path(model_uri)) if key is not None else None
         if problem:
             raise ModelIntegrityError(f"refusing to serve {model_uri} with an evidence key set: {problem}")
         return None
+    return verified_version(model_uri, dst)[1]
+
+
+def verified_version(model_uri: str, dst: str | Path, verb: str = "serve"):
+    """``(version, local copy)`` of a ``models:/`` reference, with every check ``serve`` and
+    ``score`` make before loading it: a reference by alias needs the holder's own gate pass for
+    that alias (not withdrawn, and signed when a key is set), the files must match the registry's
+    ``model_sha256``, and with a key the model may run no code but quantgate's own."""
+    from quantgate.model_files import ModelIntegrityError, digest_problem, download, untrusted_code
+    from quantgate.tracking import resolve_version, version_uri
+
+    key = load_key()
     mv = resolve_version(model_uri)
     alias = model_uri.partition("@")[2]
     if alias and not mv.tags.get(pass_tag(alias)):
         raise UserError(
-            f"refusing to serve {model_uri}: version {mv.version} holds @{alias} without a recorded gate pass "
-            f"({pass_tag(alias)}), so the alias was set by hand; run `quantgate promote` or serve "
+            f"refusing to {verb} {model_uri}: version {mv.version} holds @{alias} without a recorded gate pass "
+            f"({pass_tag(alias)}), so the alias was set by hand; run `quantgate promote` or {verb} "
             f"models:/{mv.name}/{mv.version} explicitly"
         )
     withdrawn = withdrawn_pass(mv.tags, alias, strict=key is not None) if alias else None
     if withdrawn:
         raise UserError(
-            f"refusing to serve {model_uri}: version {mv.version}'s pass for @{alias} was withdrawn: {withdrawn}; "
+            f"refusing to {verb} {model_uri}: version {mv.version}'s pass for @{alias} was withdrawn: {withdrawn}; "
             f"the alias was moved back by hand"
         )
     unsigned = pass_problem(mv.tags, alias, name=mv.name, version=str(mv.version), key=key) if alias else None
     if unsigned:
         raise UserError(
-            f"refusing to serve {model_uri}: version {mv.version}'s gate pass for @{alias} is not vouched for by "
+            f"refusing to {verb} {model_uri}: version {mv.version}'s gate pass for @{alias} is not vouched for by "
             f"the evidence key ({unsigned}); gate it again on a machine with QUANTGATE_EVIDENCE_KEY"
         )
     local = download(version_uri(mv), dst)
@@ -110,8 +121,8 @@ def verified_copy(model_uri: str, dst: str | Path) -> Path | None:
     if problem is None and key is not None:  # this process holds the key: run no code but quantgate's own
         problem = untrusted_code(local)
     if problem:
-        raise ModelIntegrityError(f"refusing to serve {model_uri} (version {mv.version}): {problem}")
-    return local
+        raise ModelIntegrityError(f"refusing to {verb} {model_uri} (version {mv.version}): {problem}")
+    return mv, local
 
 
 def app_from_env():

@@ -264,6 +264,24 @@ def _locate(source: str) -> tuple[Path | None, str]:
     return None, source
 
 
+def untrusted_source(source: str, trusted: list[str]) -> str | None:
+    """Why ``source`` (a dataset a registry tag named) is not one the user vouched for, ``None``
+    when it is: a bundled dataset, an entry of ``trusted`` given exactly, or a local path inside
+    a folder listed in ``trusted``. Anyone who can write tags can name a dataset; only the user
+    can say which data a judgement may rest on."""
+    entries = [t for t in (e.strip() for e in trusted) if t]
+    if source in entries:
+        return None
+    path, _ = _locate(source) if not source.startswith(("hf:",)) else (None, source)
+    if path is not None:
+        resolved = path.resolve()
+        roots = [BUNDLED_DIR.resolve()] + [Path(e).expanduser().resolve() for e in entries if not e.startswith("hf:")]
+        if any(resolved == r or r in resolved.parents for r in roots):
+            return None
+        return f"{source} is not bundled and not inside a trusted folder"
+    return f"{source} is a Hugging Face dataset not listed as trusted"
+
+
 def _label_names(labels: str, path: Path | None, hub_names: list[str] | None) -> tuple[list[str] | None, str]:
     """The given label list and where it came from: ``labels=``, else a ``labels.txt`` beside the
     data, else the Hugging Face ClassLabel names (None: the training split's labels decide)."""

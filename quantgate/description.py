@@ -10,6 +10,7 @@ the evaluation run. Pure text functions.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # MLflow's SQL schema declares model_versions.description as VARCHAR(5000): PostgreSQL and
@@ -32,19 +33,42 @@ class Parts:
     below: str = ""  # a person's text after the block
 
 
+def _block_span(text: str) -> tuple[int, int] | None:
+    """Where quantgate's block is: ``(start of BEGIN, end of END)``. The block is written as a
+    BEGIN line, the card and notes, and an END line, with no marker inside it; a person may quote
+    either marker in their own text above or below, so the block is the last BEGIN ... END pair
+    with no marker between them whose BEGIN starts a line and whose END ends one."""
+    spans, start = [], text.find(BEGIN)
+    while start != -1:
+        end = text.find(END, start)
+        if end == -1:
+            break
+        inner = text[start + len(BEGIN) : end]
+        on_lines = (start == 0 or text[start - 1] == "\n") and text[end + len(END) : end + len(END) + 1] in ("", "\n")
+        if BEGIN not in inner and on_lines and inner.startswith("\n") and inner.endswith("\n"):
+            spans.append((start, end + len(END)))
+        start = text.find(BEGIN, start + len(BEGIN))
+    return spans[-1] if spans else None
+
+
+# A model card written before blocks existed: "## <name> v<N>: <variant>" at the very start.
+LEGACY_CARD = re.compile(r"## \S+ v\d+: \S+\n\n")
+
+
 def split(description: str | None) -> Parts:
     """Separate a description into a person's text and quantgate's block."""
     text = description or ""
-    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
-        above, rest = text.split(BEGIN, 1)
-        block, below = rest.split(END, 1)
+    span = _block_span(text)
+    if span:
+        above, below = text[: span[0]], text[span[1] :]
+        block = text[span[0] + len(BEGIN) : span[1] - len(END)]
         block = block.removeprefix("\n").removesuffix("\n")
         above, below = above.removesuffix(SEP), below.removeprefix(SEP)  # the separators join() puts
     else:
         # No block yet. A model card written before blocks existed stood at the very start and
         # is quantgate's; everything else (including older gate notes) is kept as it is.
         above, block, below = "", "", text
-        if text.startswith("## ") and LEGACY_CARD_END in text:
+        if LEGACY_CARD.match(text) and LEGACY_CARD_END in text:
             block, below = text.split(LEGACY_CARD_END, 1)
             block += LEGACY_CARD_END
             below = below.removeprefix(SEP)

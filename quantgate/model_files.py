@@ -69,7 +69,17 @@ def differing(actual: dict[str, str], recorded: dict[str, str]) -> list[str]:
 
 
 def download(model_uri: str, dst: str | Path) -> Path:
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    """A local copy of the model's files; ``ModelIntegrityError`` (one line) when the store will
+    not hand them over (e.g. a file symlinked outside the artifact folder)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise
+        detail = " ".join(line.strip() for line in str(exc.message).splitlines()[-2:] if line.strip())
+        raise ModelIntegrityError(f"cannot download {model_uri}: {detail[:300]}") from None
 
 
 def digest_problem(local: Path, tags: dict[str, str], what: str = "version") -> str | None:

@@ -349,6 +349,21 @@ def _n_classes(metrics: Mapping[str, float], table: pd.DataFrame) -> int:
     return int(table[cols].max().max()) + 1
 
 
+def all_experiment_ids(client: MlflowClient) -> list[str]:
+    """Every experiment's id, deleted ones included, page by page: one call returns at most
+    1,000, newest first, so a store writer who creates 1,000 empty experiments would push the
+    evaluation's own experiment out of a single page."""
+    from mlflow.entities import ViewType
+
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
 def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     """Why ``run`` is not the version's latest evaluation: evaluations of the same version
     started after it, whatever their status (finished, failed, still running) and deleted ones
@@ -359,7 +374,7 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
 
     uri = f"models:/{mv.name}/{mv.version}"
     try:
-        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        experiments = all_experiment_ids(client)
         runs = client.search_runs(
             experiments,
             filter_string=f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}",
