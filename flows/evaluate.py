@@ -71,8 +71,15 @@ def trained_on(mv: ModelVersion) -> tuple[str, DataOptions]:
     source = mv
     if "dataset" not in mv.tags and mv.tags.get("parent_version"):
         source = MlflowClient().get_model_version(mv.name, mv.tags["parent_version"])
-    options = json.loads(source.tags.get("dataset_options") or "{}")
-    return source.tags.get("dataset", "news9"), DataOptions(**options)
+    raw = source.tags.get("dataset_options") or "{}"
+    try:
+        options = DataOptions(**json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"version {source.version}'s dataset_options tag is not options quantgate wrote ({type(exc).__name__}); "
+            "pass --dataset and the data options yourself"
+        ) from None
+    return source.tags.get("dataset", "news9"), options
 
 
 def model_labels(mv: ModelVersion) -> list[str]:
@@ -99,7 +106,10 @@ def load_test_data(
     on or holds labels the model does not know. Returns (dataset, options, data)."""
     if dataset == AUTO:
         dataset, options = trained_on(mv)
-        untrusted = untrusted_source(dataset, os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep))
+        trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
+        untrusted = untrusted_source(dataset, trusted)
+        if not untrusted and "," not in options.labels and options.labels.strip():
+            untrusted = untrusted_source(options.labels, trusted)  # a names file is read too
         if untrusted and load_key() is not None:
             raise DataError(
                 f"--dataset auto follows version {mv.version}'s tags to {dataset!r}, and with an evidence key set "

@@ -275,10 +275,12 @@ def untrusted_source(source: str, trusted: list[str]) -> str | None:
     path, _ = _locate(source) if not source.startswith(("hf:",)) else (None, source)
     if path is not None:
         resolved = path.resolve()
-        roots = [BUNDLED_DIR.resolve()] + [Path(e).expanduser().resolve() for e in entries if not e.startswith("hf:")]
+        if resolved.parent == BUNDLED_DIR.resolve() and (resolved / "train.csv").is_file():
+            return None  # a bundled dataset as a whole (not one of its files: a split or a source file)
+        roots = [Path(e).expanduser().resolve() for e in entries if not e.startswith("hf:")]
         if any(resolved == r or r in resolved.parents for r in roots):
             return None
-        return f"{source} is not bundled and not inside a trusted folder"
+        return f"{source} is not a bundled dataset and not inside a trusted folder"
     return f"{source} is a Hugging Face dataset not listed as trusted"
 
 

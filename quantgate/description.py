@@ -36,8 +36,9 @@ class Parts:
 def _block_span(text: str) -> tuple[int, int] | None:
     """Where quantgate's block is: ``(start of BEGIN, end of END)``. The block is written as a
     BEGIN line, the card and notes, and an END line, with no marker inside it; a person may quote
-    either marker in their own text above or below, so the block is the last BEGIN ... END pair
-    with no marker between them whose BEGIN starts a line and whose END ends one."""
+    either marker, or a whole example block, in their own text above or below, so the block is
+    the last BEGIN ... END pair with no marker between them whose BEGIN starts a line, whose END
+    ends one, and whose content starts as quantgate's does (a card heading or a gate note)."""
     spans, start = [], text.find(BEGIN)
     while start != -1:
         end = text.find(END, start)
@@ -45,14 +46,16 @@ def _block_span(text: str) -> tuple[int, int] | None:
             break
         inner = text[start + len(BEGIN) : end]
         on_lines = (start == 0 or text[start - 1] == "\n") and text[end + len(END) : end + len(END) + 1] in ("", "\n")
-        if BEGIN not in inner and on_lines and inner.startswith("\n") and inner.endswith("\n"):
+        if BEGIN not in inner and on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
             spans.append((start, end + len(END)))
         start = text.find(BEGIN, start + len(BEGIN))
     return spans[-1] if spans else None
 
 
 # A model card written before blocks existed: "## <name> v<N>: <variant>" at the very start.
-LEGACY_CARD = re.compile(r"## \S+ v\d+: \S+\n\n")
+LEGACY_CARD = re.compile(r"## .+ v\d+: .+\n\n")
+# What quantgate's own block starts with: its card, or (with the card dropped for room) a note.
+OWN_BLOCK = re.compile(r"\n(## .+ v\d+: .+\n\n|\n\n### Gate )")
 
 
 def split(description: str | None) -> Parts:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from mlflow import MlflowClient
 from test_adversarial import _one_error_line, _quantgate  # noqa: F401
 from test_adversarial_signed import COPY, KEY, _promote, _stored_copy_root, signed  # noqa: F401
@@ -136,3 +137,33 @@ def test_h5_parity_is_measured_only_against_an_fp32_parent(signed, monkeypatch):
         client.delete_model_version_tag(COPY, fp32, "parent_version")
         if "eval_status" in before:
             client.set_model_version_tag(COPY, version, "eval_status", before["eval_status"])
+
+
+# ------------------------------------------------------------------ the seventh independent run (helper-15)
+@pytest.mark.parametrize(
+    ("tag", "value", "expected"),
+    [
+        ("dataset_options", '{"labels": "/proc/self/environ"}', "QUANTGATE_TRUSTED_DATA"),  # H3: the key leaked
+        ("dataset", str(BUNDLED_DIR / "news9" / "train.csv"), "not a bundled dataset"),  # D1: one file of data/
+        ("dataset_options", '{"sample": 3', "not options quantgate wrote"),  # was a traceback
+    ],
+)
+def test_seventh_run_tags_cannot_steer_or_leak_through_the_test_data(tag, value, expected, signed, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version = signed["int8"]
+    before = client.get_model_version(COPY, version).tags
+    client.set_model_version_tag(COPY, version, tag, value)
+    if tag == "dataset_options":
+        client.set_model_version_tag(COPY, version, "dataset", "news9")
+    try:
+        result = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
+        line = _one_error_line(result)
+        assert expected in line, line
+        assert KEY not in result.output
+    finally:
+        for name in (tag, "dataset"):
+            if name in before:
+                client.set_model_version_tag(COPY, version, name, before[name])
+            else:
+                client.delete_model_version_tag(COPY, version, name)

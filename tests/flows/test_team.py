@@ -358,7 +358,8 @@ def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(
         timeout=300,
     )
     assert refused.returncode == 2, refused.stderr[-2000:]
-    assert f"refusing version {bad.version}" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"refusing to score models:/{MODEL}/{bad.version}" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
     assert not out.exists() and not list(out.parent.glob(".refused.parquet.partial-*"))
 
 

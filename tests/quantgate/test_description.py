@@ -35,3 +35,23 @@ def test_a_persons_heading_quoting_the_old_card_marker_is_not_taken_for_a_card()
     legacy = f"{CARD}\n\nan older note"
     parts = split(legacy)
     assert parts.card == CARD and parts.below == "an older note"
+
+
+@pytest.mark.parametrize("where", ["above", "below"])
+def test_a_quoted_example_block_is_a_persons_text_not_quantgates(where):
+    """The seventh run: a person's description quoting a whole example block (BEGIN, a line,
+    END, each on its own line) had that example replaced by the card; quantgate's block starts
+    with its card heading or a gate note."""
+    example = f"How the block looks:\n{BEGIN}\nALICE-EXAMPLE: keep me\n{END}\nend of example"
+    description = with_card("", CARD)
+    shared = f"{example}\n\n{description}" if where == "above" else f"{description}\n\n{example}"
+    updated = with_card(shared, CARD.replace("card text", "new card"))
+    assert example in updated and "new card" in updated and "card text" not in updated
+
+
+def test_a_block_whose_card_was_dropped_for_room_is_still_found():
+    from quantgate.description import Parts, join
+
+    text = join(Parts(above="mine", card="", notes=["\n\n### Gate passed: a note"], below="")) + "\n\nafter"
+    parts = split(text)
+    assert parts.above == "mine" and parts.below == "after" and parts.notes == ["\n\n### Gate passed: a note"]
