@@ -1,6 +1,8 @@
 """Issue 17, the sixth independent adversarial run (helper-14): what it got past the gate, tried
 again its way (the artifact store's files, MLflow's public API and the `quantgate` command
-line). Every test here failed on 0e0e4b1.
+line). Every sixth-run test here failed on 0e0e4b1; the seventh run's (helper-15: a names file
+in a tag read as labels, leaking the key; one file of data/ taken as a bundled dataset; a
+malformed options tag's traceback) failed on 6bf4f5d.
 
 - H1: a version's `dataset` tag pointed `evaluate --dataset auto` at a test split of only the
   texts the (label-swapped) model gets right; the defender's keyed evaluation signed it.
