@@ -226,10 +226,11 @@ def run_evaluator(
         model = verified_copy(client, mv, Path(tmp) / "model", trusted_only)
         if parent:
             parent_mv = client.get_model_version(mv.name, parent)
-            if str(parent_mv.version) == str(mv.version) or parent_mv.tags.get("parent_version"):
+            itself = str(parent_mv.version) == str(mv.version)
+            if itself or parent_mv.tags.get(PARENT_VERSION_TAG):
                 raise ModelIntegrityError(
-                    f"refusing to evaluate {mv.name} v{mv.version}: its parent_version tag names v{parent}, which is "
-                    f"{'the version itself' if str(parent) == str(mv.version) else 'a variant, not an FP32 model'}; "
+                    f"refusing to evaluate {mv.name} v{mv.version}: its {PARENT_VERSION_TAG} tag names "
+                    f"v{parent}, which is {'the version itself' if itself else 'a variant, not an FP32 model'}; "
                     f"parity is measured against the FP32 model a variant was built from"
                 )
             config["parent_model_uri"] = str(verified_copy(client, parent_mv, Path(tmp) / "parent", trusted_only))
