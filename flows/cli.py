@@ -7,6 +7,7 @@ import os
 import click
 
 from flows import (
+    attest,
     compare,
     evaluate,
     main,
@@ -31,6 +32,7 @@ EXAMPLES = {
     "quantise-torch": "quantgate quantise-torch --source 1",
     "quantise-openvino": "quantgate quantise-openvino --source 1",
     "quantise-trt": "quantgate quantise-trt --source 1 --precision all",
+    "attest": "quantgate attest --version 1",
     "evaluate": "quantgate evaluate --version 2",
     "promote": "quantgate promote --version 2 --thresholds registry_hooks/thresholds.yaml",
     "main": "quantgate main",
@@ -81,6 +83,7 @@ _add(
 _add(quantise_torch.cli, "quantise-torch", "PyTorch dynamic INT8 as TorchScript (no pickle), registered as a version.")
 _add(quantise_openvino.cli, "quantise-openvino", "OpenVINO FP32 and NNCF INT8 variants, one registered version each.")
 _add(quantise_trt.cli, "quantise-trt", "TensorRT FP16/INT8 engines (NVIDIA GPU only), registered as versions.")
+_add(attest.cli, "attest", "With the evidence key: vouch that an FP32 version is the model you trained.")
 _add(evaluate.cli, "evaluate", "Measure F1, size, latency and parity of a version; record them on it.")
 _add(promote.cli, "promote", "Gate a version against thresholds; set @staging only if it passes.")
 _add(main.cli, "main", "Run every step in order, reusing finished ones.")

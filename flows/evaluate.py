@@ -1,8 +1,9 @@
 """evaluate: measure one registered version with the `quantgate` MLflow evaluator.
 
 Reads: ``--version`` (number, ``name@alias`` or ``models:/`` URI) and its ``parent_version``
-tag, if any. Runs ``mlflow.models.evaluate(..., evaluators=["quantgate"])`` on the test split,
-which records in this run and on the version's logged model: macro F1, accuracy and
+tag, if any (an FP32 version; with an evidence key set, one attested by ``quantgate attest``).
+Runs ``mlflow.models.evaluate(..., evaluators=["quantgate"])`` on the test split, which
+records in this run and on the version's logged model: macro F1, accuracy and
 per-class F1; size and parameter count; batch-1 latency p50/p90/p95/p99 after warm-up
 (tokenisation timed apart) and batch-32 throughput; parity with the parent (agreement, F1
 drop, |Δprob|, KL, label flips) and speedup over it measured interleaved, with a bootstrap
@@ -28,13 +29,14 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card, with_card
 from flows.data_options import DataOptions, data_options, pop_data_options
 from quantgate.contract import EVAL_SIGNATURE_TAG, EVIDENCE_SIGNATURE_TAG, PARENT_VERSION_TAG, PREDICTIONS_TABLE
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
-from quantgate.evidence_signing import EVALUATION, evaluation_payload, load_key, sign
+from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, load_key, sign
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -138,7 +140,7 @@ def fingerprint_if_missing(client: MlflowClient, mv: ModelVersion) -> ModelVersi
     client.set_model_version_tag(mv.name, mv.version, MODEL_DIGEST_TAG, recorded)
     click.echo(
         f"note: {mv.name} v{mv.version} had no {MODEL_DIGEST_TAG} (registered outside quantgate); "
-        f"recorded the digest of the files evaluated now ({recorded[:12]}…)"
+        f"recorded the digest of its files as they are now ({recorded[:12]}…)"
     )
     return client.get_model_version(mv.name, mv.version)
 
@@ -159,10 +161,11 @@ def evaluate(
     key = load_key()  # a bad key fails before anything is measured
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
     mv = fingerprint_if_missing(client, mv)
+    parent = checked_parent(client, mv, key)
     if data is None:
         dataset, options, data = load_test_data(mv, dataset, options)
     options = options or DataOptions()
-    metrics = run_evaluator(mv, data, latency_runs, threads, trusted_only=key is not None)
+    metrics = run_evaluator(mv, data, latency_runs, threads, parent, trusted_only=key is not None)
     host = {**host_fingerprint(), "threads": str(threads)}
     log_run_context(mv, host, dataset=dataset, options=options, data=data, latency_runs=latency_runs)
     run_id = mlflow.active_run().info.run_id
@@ -171,7 +174,7 @@ def evaluate(
     logged = metrics_digest(client.get_run(run_id).data.metrics)
     predictions = artifact_sha256(run_id, PREDICTIONS_TABLE)
     mlflow.set_tags({METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions})
-    signature = sign_evidence(client, mv, run_id, key) if key else None
+    signature = sign_evidence(client, mv, run_id, key, parent) if key else None
     copy_to_source_run(client, mv, metrics, run_id)
     record_on_version(
         client,
@@ -188,12 +191,12 @@ def evaluate(
     return metrics
 
 
-def sign_evidence(client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes) -> str:
-    """Sign what this evaluation recorded (quantgate.evidence_signing) and tag the run with it;
-    the version gets the same signature from :func:`record_on_version`."""
-    parent = mv.tags.get(PARENT_VERSION_TAG)
-    parent_sha = client.get_model_version(mv.name, parent).tags.get(MODEL_DIGEST_TAG, "") if parent else ""
-    payload = evaluation_payload(mv.name, mv.version, run_id, mv.tags, client.get_run(run_id).data.tags, parent_sha)
+def sign_evidence(client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None) -> str:
+    """Sign what this evaluation recorded (quantgate.evidence_signing), the parent's files and
+    attestation as checked before measuring included, and tag the run with it; the version gets
+    the same signature from :func:`record_on_version`."""
+    parent_tags = dict(parent.tags) if parent is not None else None
+    payload = evaluation_payload(mv.name, mv.version, run_id, mv.tags, client.get_run(run_id).data.tags, parent_tags)
     signature = sign(key, EVALUATION, payload)
     mlflow.set_tag(EVIDENCE_SIGNATURE_TAG, signature)
     return signature
@@ -214,26 +217,50 @@ def verified_copy(client: MlflowClient, mv: ModelVersion, dst: Path, trusted_onl
     return local
 
 
+def checked_parent(client: MlflowClient, mv: ModelVersion, key: bytes | None) -> ModelVersion | None:
+    """The FP32 version ``mv``'s ``parent_version`` names (``None`` without one), refused in one
+    line when it is the version itself or a variant, or, with an evidence key, when no valid
+    attestation vouches for its files (``quantgate attest``): parity with a parent says nothing
+    unless the parent is the model that was trained."""
+    parent = mv.tags.get(PARENT_VERSION_TAG)
+    if not parent:
+        return None
+    refusal = f"refusing to evaluate {mv.name} v{mv.version}: its {PARENT_VERSION_TAG} tag names v{parent}"
+    try:
+        parent_mv = client.get_model_version(mv.name, parent)
+    except MlflowException as exc:
+        raise ModelIntegrityError(f"{refusal}, which cannot be read ({exc.message})") from None
+    itself = str(parent_mv.version) == str(mv.version)
+    if itself or parent_mv.tags.get(PARENT_VERSION_TAG):
+        raise ModelIntegrityError(
+            f"{refusal}, which is {'the version itself' if itself else 'a variant, not an FP32 model'}; "
+            f"parity is measured against the FP32 model a variant was built from"
+        )
+    unattested = attestation_problem(key, mv.name, parent, parent_mv.tags) if key else None
+    if unattested:
+        raise ModelIntegrityError(
+            f"{refusal}, which the evidence key does not vouch for as an FP32 parent: {unattested}; "
+            f"if v{parent} is the model you trained, run `quantgate attest --version {parent}` and evaluate again"
+        )
+    return parent_mv
+
+
 def run_evaluator(
-    mv: ModelVersion, data: Dataset, latency_runs: int, threads: int, trusted_only: bool = False
+    mv: ModelVersion,
+    data: Dataset,
+    latency_runs: int,
+    threads: int,
+    parent: ModelVersion | None = None,
+    trusted_only: bool = False,
 ) -> dict[str, float]:
-    """Run the ``quantgate`` evaluator on the test split (against the parent, if any); its metrics.
+    """Run the ``quantgate`` evaluator on the test split (against ``parent``, if any); its metrics.
     Both the version and its parent are verified copies (``trusted_only``: see :func:`verified_copy`)."""
     client = MlflowClient()
-    parent = mv.tags.get("parent_version")
     config = {"latency_runs": latency_runs, "threads": threads}
     with tempfile.TemporaryDirectory(prefix="quantgate-evaluate-") as tmp:
         model = verified_copy(client, mv, Path(tmp) / "model", trusted_only)
-        if parent:
-            parent_mv = client.get_model_version(mv.name, parent)
-            itself = str(parent_mv.version) == str(mv.version)
-            if itself or parent_mv.tags.get(PARENT_VERSION_TAG):
-                raise ModelIntegrityError(
-                    f"refusing to evaluate {mv.name} v{mv.version}: its {PARENT_VERSION_TAG} tag names "
-                    f"v{parent}, which is {'the version itself' if itself else 'a variant, not an FP32 model'}; "
-                    f"parity is measured against the FP32 model a variant was built from"
-                )
-            config["parent_model_uri"] = str(verified_copy(client, parent_mv, Path(tmp) / "parent", trusted_only))
+        if parent is not None:
+            config["parent_model_uri"] = str(verified_copy(client, parent, Path(tmp) / "parent", trusted_only))
         result = mlflow.models.evaluate(
             str(model),
             data["test"].frame[["text", "label"]],
@@ -340,10 +367,11 @@ def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str
 @click.option("--threads", default=2, show_default=True, type=int, help="Intra-op threads for torch and ONNX Runtime.")
 @data_options
 def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
-    load_key()  # a bad evidence key stops here: no run, the version's tags untouched
+    key = load_key()  # a bad evidence key stops here: no run, the version's tags untouched
     configure_tracking(model_name=model_name)
     requested = pop_data_options(options)
     mv = resolve_version(version_ref, model_name)
+    checked_parent(MlflowClient(), mv, key)  # so does a parent that cannot be measured against
     # a dataset mistake stops here: no run, the version's tags untouched
     dataset, requested, data = load_test_data(mv, dataset, requested)
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):

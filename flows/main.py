@@ -1,4 +1,4 @@
-"""main: run train -> quantise_onnx -> evaluate (both) -> promote, reusing finished steps.
+"""main: run train -> (attest) -> quantise_onnx -> evaluate (both) -> promote, reusing finished steps.
 
 Each step runs as its own MLflow run (a child of this one) through ``mlflow.projects.run``,
 the idiom of MLflow's multistep example. A step is reused when a FINISHED run of the same
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -21,10 +22,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from flows.attest import attest
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
+from quantgate.contract import version_run_tag
 from quantgate.data import dataset_digest, load_dataset
-from quantgate.evidence_signing import key_id, key_withheld, load_key
+from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
 
@@ -44,16 +47,18 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # * 0e0e4b1 moved the LoRA default from query/value to every encoder linear layer (#13): train
 #   trains a different model, so train runs from before it are not reused; since then train and
 #   quantise_onnx only gained a one-line error for a download the store refuses and the trusted
-#   data checks that only evaluate runs.
+#   data checks that only evaluate runs; then (#17) the contract's name of the FP32 attestation tag.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "aafc24aa924004fcd39e7338e848877d7090ef2ff5b128bd03ee4872d4e84ddf": [
+        "ea351ffb541c0c70971d89563e06b19dac8ea35a0a17c3dd1053e4cf707145e1": [
+            "aafc24aa924004fcd39e7338e848877d7090ef2ff5b128bd03ee4872d4e84ddf",  # 1857ca5
             "bcf6dcde1fb3407725487d174d6d64762e2cf272253c203c5730e82f41ad177e",  # 6bf4f5d
             "c34c9de6c0db39f95cc36b72dd19181295873bf33c392d20d2a743418464f775",  # 0e0e4b1
         ]
     },
     "quantise_onnx": {
-        "6eb6fabdca44a11baab2643340810833d7b2a6982399b8d6928334ffebf4e882": [
+        "8deac8c0c6fd533e332a6eec831fd733a12492419f477e6e81263ac6571a7e32": [
+            "6eb6fabdca44a11baab2643340810833d7b2a6982399b8d6928334ffebf4e882",  # 1857ca5
             "5d1b1ec0bb535853c1fce046a9e5ccca63b8b535febf251f546556c4a05f183f",  # 6bf4f5d
             "aea3c5bd71b54fe169aa92ff09e002ffd50caa596242b10e3e692e79c756e4d1",  # 0e0e4b1
             "683881072dcd80431d709d01cd6a9f83e8352606548ed2fc4c61d35003dd2603",  # 4b9159d
@@ -89,9 +94,15 @@ def _outputs_exist(run: Run, model_name: str) -> bool:
     return True
 
 
-def find_finished(experiment_id: str, entry_point: str, digests: list[str], model_name: str) -> Run | None:
+def find_finished(
+    experiment_id: str,
+    entry_point: str,
+    digests: list[str],
+    model_name: str,
+    accept: Callable[[Run], bool] | None = None,
+) -> Run | None:
     """The newest FINISHED run of the entry point with one of these inputs digests whose
-    registered versions still exist."""
+    registered versions still exist (and that ``accept``, when given, accepts)."""
     for digest in digests:
         runs = MlflowClient().search_runs(
             [experiment_id],
@@ -101,7 +112,7 @@ def find_finished(experiment_id: str, entry_point: str, digests: list[str], mode
             ),
             order_by=["attributes.start_time DESC"],
         )
-        found = next((r for r in runs if _outputs_exist(r, model_name)), None)
+        found = next((r for r in runs if _outputs_exist(r, model_name) and (accept is None or accept(r))), None)
         if found:
             return found
     return None
@@ -116,16 +127,17 @@ def get_or_run(
     code: str = "",
     data: str = "",
     reuse: bool = True,
+    accept: Callable[[Run], bool] | None = None,
 ) -> Run:
     """Reuse a finished run with the same inputs (parameters, ``code`` identity and ``data``
-    digest), or run the entry point. A run from before the code moved counts when its code
-    is still the same (:data:`EARLIER_LAYOUT`)."""
+    digest) that ``accept`` (if given) accepts, or run the entry point. A run from before the
+    code moved counts when its code is still the same (:data:`EARLIER_LAYOUT`)."""
     digest = inputs_digest(entry_point, params, code + data)
     earlier = [
         inputs_digest(entry_point, params, old + data) for old in EARLIER_LAYOUT.get(entry_point, {}).get(code, [])
     ]
     if reuse:
-        found = find_finished(experiment_id, entry_point, [digest, *earlier], model_name)
+        found = find_finished(experiment_id, entry_point, [digest, *earlier], model_name, accept)
         if found:
             click.echo(f"[{entry_point}] reusing finished run {found.info.run_id} (same inputs)")
             return found
@@ -159,12 +171,39 @@ def check_thresholds(path: str) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+def attested_fp32(model_name: str, key: bytes) -> Callable[[Run], bool]:
+    """Whether a finished train run may be reused under the evidence ``key``: only when the FP32
+    version it registered carries a valid attestation (``quantgate attest``). A run whose version
+    lacks one may be a store writer's, and main attests only what its own train step registers."""
+
+    def accept(run: Run) -> bool:
+        version = run.data.tags.get(version_run_tag("fp32"), "")
+        tags = MlflowClient().get_model_version(model_name, version).tags
+        problem = attestation_problem(key, model_name, version, tags)
+        if problem:
+            click.echo(f"[train] not reusing run {run.info.run_id}: its v{version} is not attested ({problem})")
+        return problem is None
+
+    return accept
+
+
+def attest_own(model_name: str, version: str, key: bytes) -> None:
+    """Attest the FP32 version main's own train step registered (a reused one already is)."""
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, version)
+    if attestation_problem(key, model_name, version, mv.tags):
+        attest(client, mv, key)
+        click.echo(f"[attest] v{version}, registered by this run's train step, attested with the evidence key")
+
+
 def train_and_quantise(
     *, dataset: str, base_model: str, max_epochs: int, train_limit: int, opts: dict, data: str, common: dict
 ) -> tuple[str, str]:
     """Train the FP32 version and quantise it to dynamic INT8 (each reused when its inputs did
-    not change). Returns the two version numbers."""
-    with key_withheld():  # train and quantise need no key; quantise runs the parent's code, so it never gets one
+    not change); with an evidence key, attest the FP32 version. Returns the two version numbers."""
+    key = load_key()
+    # train and quantise need no key; quantise runs the parent's code, so it never gets one
+    with key_withheld():
         train_run = get_or_run(
             "train",
             {
@@ -177,9 +216,13 @@ def train_and_quantise(
             },
             code=code_digest("flows.train"),
             data=data,
+            accept=attested_fp32(common["model_name"], key) if key else None,
             **common,
         )
-        fp32 = output_version(train_run, "fp32")
+    fp32 = output_version(train_run, "fp32")
+    if key is not None:
+        attest_own(common["model_name"], fp32, key)
+    with key_withheld():
         # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
         quant_run = get_or_run(
             "quantise_onnx",

@@ -6,8 +6,9 @@ a plain SHA-256 kept in the same tracking store as the things it describes. Anyo
 write artifacts, metrics and tags there can also recompute those digests, or fabricate a whole
 evaluation run, and no check made from the store's contents alone can tell. The key closes
 that: ``evaluate`` signs its evidence with it, the gate verifies the signature, and ``promote``
-signs the recorded pass that ``quantgate serve`` requires of an alias holder. A writer without
-the key can change the evidence but cannot make a signature that verifies.
+signs the recorded pass that ``quantgate serve`` requires of an alias holder, and ``attest``
+signs an FP32 version a key holder accepts as the parent variants are compared with. A writer
+without the key can change the evidence but cannot make a signature that verifies.
 
 The key comes from the environment of the machines that evaluate, gate and serve (never from
 the command line or the store): ``QUANTGATE_EVIDENCE_KEY`` (at least 32 characters), or
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from quantgate.contract import (
     DEVICE_TAG,
+    FP32_ATTESTATION_TAG,
     HOST_KEYS,
     MANIFEST_TAG,
     METRICS_DIGEST_TAG,
@@ -124,8 +126,35 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
 
 
 # ------------------------------------------------------------------ the statements signed
-EVALUATION = "quantgate.evaluation.v1"
+EVALUATION = "quantgate.evaluation.v2"  # v2: binds the parent's attestation
 GATE_PASS = "quantgate.gate-pass.v1"
+FP32_ATTESTATION = "quantgate.fp32-attestation.v1"
+
+
+def attestation_payload(name: str, version: str, version_tags: Mapping[str, str]) -> dict[str, str]:
+    """What ``quantgate attest`` vouches for: this registered version, with exactly these files
+    (its ``model_sha256`` and artifacts' manifest), is an FP32 model a key holder accepts as a
+    parent. Parity with a parent means nothing unless the parent itself is the real model: ``train``
+    runs without the key, so without this statement any store writer could register a parent
+    sharing a variant's defect."""
+    return {
+        "name": name,
+        "version": str(version),
+        "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),
+        "manifest_sha256": version_tags.get(MANIFEST_TAG, ""),
+    }
+
+
+def attestation_problem(key: bytes, name: str, version: str, version_tags: Mapping[str, str]) -> str | None:
+    """Why version ``version``'s attestation does not vouch for it as it is registered now
+    (``None`` when it does): missing, made with another key, or its files' digests changed since."""
+    if version_tags.get(PARENT_VERSION_TAG):
+        return f"it has a {PARENT_VERSION_TAG} tag (a variant is never a parent)"
+    if not version_tags.get(MODEL_DIGEST_TAG):
+        return f"it has no {MODEL_DIGEST_TAG} tag"
+    payload = attestation_payload(name, version, version_tags)
+    problem = signature_problem(key, FP32_ATTESTATION, payload, version_tags.get(FP32_ATTESTATION_TAG))
+    return None if problem is None else problem.replace("it is not signed", "it was never attested")
 
 
 def evaluation_payload(
@@ -134,12 +163,14 @@ def evaluation_payload(
     run_id: str,
     version_tags: Mapping[str, str],
     run_tags: Mapping[str, str],
-    parent_model_sha256: str = "",
+    parent_tags: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """What an evaluation vouches for, read from the version's and the evaluation run's tags:
-    which files of which version it measured (and against which parent's files), the digests of
-    the figures and the predictions table it logged, and the host it measured on. ``evaluate``
-    signs it once those tags are written; the gate rebuilds it from the same tags."""
+    which files of which version it measured (and against which parent's files, as attested),
+    the digests of the figures and the predictions table it logged, and the host it measured on.
+    ``evaluate`` signs it once those tags are written; the gate rebuilds it from the same tags
+    (``parent_tags``: the parent version's tags, none for a version without a parent)."""
+    parent_tags = parent_tags or {}
     return {
         "name": name,
         "version": str(version),
@@ -148,7 +179,8 @@ def evaluation_payload(
         "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),
         "device": version_tags.get(DEVICE_TAG, ""),
         "parent_version": version_tags.get(PARENT_VERSION_TAG, ""),
-        "parent_model_sha256": parent_model_sha256,
+        "parent_model_sha256": parent_tags.get(MODEL_DIGEST_TAG, ""),
+        "parent_attestation": parent_tags.get(FP32_ATTESTATION_TAG, ""),
         "metrics_sha256": run_tags.get(METRICS_DIGEST_TAG, ""),
         "predictions_sha256": run_tags.get(PREDICTIONS_DIGEST_TAG, ""),
         **{f"host:{tag}": run_tags.get(tag, "") for tag in sorted(HOST_KEYS.values())},

@@ -38,25 +38,35 @@ COPY = "adv3-signed"
 @pytest.fixture(scope="module")
 def signed(pipeline, tmp_path_factory):
     """The pipeline's FP32 and INT8 versions copied into their own registered model (so the
-    shared versions stay as other tests expect them), the INT8 copy evaluated with the key set."""
-    client = MlflowClient()
-    fp32, int8 = pipeline["fp32"], pipeline["int8"]
-    copies = {}
-    for mv in (fp32, int8):
-        copy = client.copy_model_version(f"models:/{TEST_MODEL}/{mv.version}", COPY)
-        source = client.get_model_version(TEST_MODEL, mv.version).tags
-        for key, value in source.items():
-            if not key.startswith(("eval_", "gate.")):
-                client.set_model_version_tag(COPY, copy.version, key, value)
-        copies[mv.version] = str(copy.version)
-    client.set_model_version_tag(COPY, copies[int8.version], "parent_version", copies[fp32.version])
+    shared versions stay as other tests expect them), the FP32 copy attested and the INT8 copy
+    evaluated with the key set."""
+    fp32, int8 = copy_pair(pipeline, COPY)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
-        result = _quantgate("evaluate", "--version", copies[int8.version], "--model-name", COPY, "--latency-runs", "5")
+        attested = _quantgate("attest", "--version", fp32, "--model-name", COPY)
+        assert attested.exit_code == 0, attested.output
+        result = _quantgate("evaluate", "--version", int8, "--model-name", COPY, "--latency-runs", "5")
     assert result.exit_code == 0, result.output
     thresholds = tmp_path_factory.mktemp("signed") / "relative.yaml"
     thresholds.write_text(json.dumps(RELATIVE))  # JSON is YAML
-    return {"fp32": copies[fp32.version], "int8": copies[int8.version], "thresholds": str(thresholds)}
+    return {"fp32": fp32, "int8": int8, "thresholds": str(thresholds)}
+
+
+def copy_pair(pipeline, name: str) -> tuple[str, str]:
+    """The pipeline's FP32 and INT8 versions copied (files and registration tags, no evaluation
+    or gate tags) into registered model ``name``, the INT8 copy's parent the FP32 copy; their
+    version numbers."""
+    client = MlflowClient()
+    copies = {}
+    for mv in (pipeline["fp32"], pipeline["int8"]):
+        copy = client.copy_model_version(f"models:/{TEST_MODEL}/{mv.version}", name)
+        for key, value in client.get_model_version(TEST_MODEL, mv.version).tags.items():
+            if not key.startswith(("eval_", "gate.")):
+                client.set_model_version_tag(name, copy.version, key, value)
+        copies[mv.version] = str(copy.version)
+    fp32, int8 = copies[pipeline["fp32"].version], copies[pipeline["int8"].version]
+    client.set_model_version_tag(name, int8, "parent_version", fp32)
+    return fp32, int8
 
 
 def _promote(version: str, thresholds: str, alias: str):

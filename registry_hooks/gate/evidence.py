@@ -18,9 +18,11 @@ For one registered version this collects, in order, stopping at the first group 
 4. paired statistics from the evaluation's per-example predictions: the bootstrap interval
    of the macro-F1 drop and the worst class's F1 drop.
 
-When an evidence key is set (``QUANTGATE_EVIDENCE_KEY``, see ``quantgate.evidence_signing``),
-step 2 also requires the evaluation's signature: the digests above are plain SHA-256 values in
-the same store, which a writer to it could recompute; the signature needs a key it does not hold.
+Step 2 also requires the run to be the version's latest evaluation, and, when an evidence key
+is set (``QUANTGATE_EVIDENCE_KEY``, see ``quantgate.evidence_signing``), the evaluation's
+signature and the parent's attestation (``registry_hooks.gate.provenance``): the digests above
+are plain SHA-256 values in the same store, which a writer to it could recompute; a signature
+needs a key it does not hold.
 
 Nothing is written here.
 """
@@ -49,19 +51,17 @@ from quantgate.contract import (
     EVAL_RUN_TAG,
     EVAL_SIGNATURE_TAG,
     EVAL_STATUS_TAG,
-    EVIDENCE_SIGNATURE_TAG,
     MANIFEST_TAG,
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
-    PARENT_VERSION_TAG,
     PREDICTIONS_DIGEST_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.evidence_signing import EVALUATION, evaluation_payload, signature_problem
 from quantgate.model_files import digest_problem, metrics_digest, size_bytes
 from quantgate.packaging import manifest, manifest_digest
 from quantgate.serving_model import sha256_file
 from registry_hooks.gate.decision import host_mismatches
+from registry_hooks.gate.provenance import newer_evaluations, parent_tags, signature_problems
 from registry_hooks.gate.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
 from registry_hooks.gate.thresholds import Thresholds
 
@@ -162,26 +162,6 @@ def run_problems(
                 "evaluate again"
             )
     return problems
-
-
-def signature_problems(
-    key: bytes | None, mv: ModelVersion, run_id: str, run_tags: Mapping[str, str], parent_model_sha256: str
-) -> list[str]:
-    """With an evidence key: why the evaluation's signature does not vouch for the evidence the
-    gate is about to trust (none without a key)."""
-    if key is None:
-        return []
-    tags = dict(mv.tags)
-    payload = evaluation_payload(mv.name, mv.version, run_id, tags, run_tags, parent_model_sha256)
-    problem = signature_problem(key, EVALUATION, payload, tags.get(EVAL_SIGNATURE_TAG))
-    if problem is None and run_tags.get(EVIDENCE_SIGNATURE_TAG) != tags.get(EVAL_SIGNATURE_TAG):
-        problem = "the evaluation run's signature differs from the version's"
-    if problem is None:
-        return []
-    return [
-        f"evidence not vouched for by the evidence key: {problem}; only an evaluation run with "
-        f"QUANTGATE_EVIDENCE_KEY set can sign it, so evaluate again there"
-    ]
 
 
 def predictions_problems(run_id: str, run_tags: Mapping[str, str], tags: Mapping[str, str], now: str) -> list[str]:
@@ -349,61 +329,6 @@ def _n_classes(metrics: Mapping[str, float], table: pd.DataFrame) -> int:
     return int(table[cols].max().max()) + 1
 
 
-def all_experiment_ids(client: MlflowClient) -> list[str]:
-    """Every experiment's id, deleted ones included, page by page: one call returns at most
-    1,000, newest first, so a store writer who creates 1,000 empty experiments would push the
-    evaluation's own experiment out of a single page."""
-    from mlflow.entities import ViewType
-
-    ids, token = [], None
-    while True:
-        page = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
-        ids += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            return ids
-
-
-def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
-    """Why ``run`` is not the version's latest evaluation: evaluations of the same version
-    started after it, whatever their status (finished, failed, still running) and deleted ones
-    included, found by their ``model_uri`` param, which MLflow never lets anyone change (a tag
-    would be editable): pointing ``eval_run_id`` back at an older evaluation that passed, or
-    hiding the newer one, must not choose the figures judged."""
-    from mlflow.entities import ViewType
-
-    uri = f"models:/{mv.name}/{mv.version}"
-    try:
-        experiments = all_experiment_ids(client)
-        runs = client.search_runs(
-            experiments,
-            filter_string=f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}",
-            run_view_type=ViewType.ALL,
-            max_results=50,
-        )
-    except MlflowException as exc:
-        return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
-    newer = [f"{r.info.run_id} ({r.info.status.lower()})" for r in runs if r.info.run_id != run.info.run_id]
-    if not newer:
-        return []
-    return [
-        f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later evaluation(s) "
-        f"({', '.join(newer[:3])}) measured it again; the gate judges the latest (evaluate again to supersede it)"
-    ]
-
-
-def parent_model_digest(client: MlflowClient, mv: ModelVersion) -> str:
-    """The registry's ``model_sha256`` of the version's parent ("" without one, or when unreadable:
-    a signature over the parent's digest then fails, which is what an unreadable parent deserves)."""
-    parent = mv.tags.get(PARENT_VERSION_TAG)
-    if not parent:
-        return ""
-    try:
-        return client.get_model_version(mv.name, parent).tags.get(MODEL_DIGEST_TAG, "")
-    except MlflowException:
-        return ""
-
-
 def gather(
     mv: ModelVersion, thresholds: Thresholds, client: MlflowClient | None = None, key: bytes | None = None
 ) -> Evidence:
@@ -425,7 +350,7 @@ def gather(
     ev.problems += host_mismatches(thresholds.host_requirements(), run.data.tags)
     ev.problems += newer_evaluations(client, mv, run) if not ev.problems else []
     if key is not None and not ev.problems:
-        ev.problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_model_digest(client, mv))
+        ev.problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
     if ev.problems:
         return ev
     ev.problems, size_mb = freshness_problems(mv)

@@ -69,6 +69,8 @@ def test_a_fresh_main_leaves_all_its_runs_in_one_experiment_named_after_the_mode
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env = _provider_registered({**env, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}, tmp_path)
+    env["QUANTGATE_EVIDENCE_KEY"] = "e" * 40  # with a key, main attests its own FP32 version and signs all
+    env.pop("QUANTGATE_EVIDENCE_KEY_FILE", None)
     # its own process group: on a timeout the steps `mlflow run` started are stopped with it
     proc = subprocess.Popen(
         [
@@ -103,6 +105,7 @@ def test_a_fresh_main_leaves_all_its_runs_in_one_experiment_named_after_the_mode
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
     assert "fp32 = exp-check v1" in out, out[-3000:] + err[-3000:]
+    assert "[attest] v1, registered by this run's train step, attested" in out and "gate PASSED" in out, out[-3000:]
     client = MlflowClient(tracking_uri=uri)
     experiments = client.search_experiments()
     runs = client.search_runs([e.experiment_id for e in experiments])

@@ -7,8 +7,11 @@ import pytest
 from quantgate.contract import HOST_KEYS
 from quantgate.evidence_signing import (
     EVALUATION,
+    FP32_ATTESTATION,
     GATE_PASS,
     EvidenceKeyError,
+    attestation_payload,
+    attestation_problem,
     evaluation_payload,
     key_id,
     load_key,
@@ -19,6 +22,7 @@ from quantgate.evidence_signing import (
 KEY = b"0123456789abcdef0123456789abcdef"
 VERSION_TAGS = {"manifest_sha256": "m" * 64, "model_sha256": "d" * 64, "device": "cpu", "parent_version": "1"}
 RUN_TAGS = {"quantgate.metrics_sha256": "a" * 64, "quantgate.predictions_sha256": "p" * 64, "host.cpu": "EPYC"}
+PARENT = {"model_sha256": "f" * 64, "manifest_sha256": "g" * 64, "fp32_attestation": "hmac-sha256:x:y"}
 
 
 def test_no_key_configured_means_none():
@@ -46,7 +50,7 @@ def test_a_weak_or_unreadable_key_is_a_user_error(environ, message):
 
 
 def test_a_signature_verifies_only_for_its_payload_kind_and_key():
-    payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, "f" * 64)
+    payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT)
     signature = sign(KEY, EVALUATION, payload)
     assert signature.startswith(f"hmac-sha256:{key_id(KEY)}:")
     assert signature_problem(KEY, EVALUATION, payload, signature) is None
@@ -71,19 +75,38 @@ def test_a_signature_verifies_only_for_its_payload_kind_and_key():
     ],
 )
 def test_every_field_the_gate_relies_on_is_covered(where, key):
-    signature = sign(KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, "f" * 64))
+    signature = sign(KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT))
     version_tags, run_tags = dict(VERSION_TAGS), dict(RUN_TAGS)
     (version_tags if where == "version" else run_tags)[key] = "edited"
-    payload = evaluation_payload("m", "2", "run1", version_tags, run_tags, "f" * 64)
+    payload = evaluation_payload("m", "2", "run1", version_tags, run_tags, PARENT)
     assert "edited after it was signed" in signature_problem(KEY, EVALUATION, payload, signature)
 
 
-def test_name_version_run_and_parent_files_are_covered():
-    signature = sign(KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, "f" * 64))
-    for args in (("n", "2", "run1", "f" * 64), ("m", "3", "run1", "f" * 64), ("m", "2", "run2", "f" * 64)):
-        name, version, run_id, parent = args
-        payload = evaluation_payload(name, version, run_id, VERSION_TAGS, RUN_TAGS, parent)
+def test_name_version_run_and_parent_files_and_attestation_are_covered():
+    signature = sign(KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT))
+    for name, version, run_id in (("n", "2", "run1"), ("m", "3", "run1"), ("m", "2", "run2")):
+        payload = evaluation_payload(name, version, run_id, VERSION_TAGS, RUN_TAGS, PARENT)
         assert signature_problem(KEY, EVALUATION, payload, signature) is not None
-    payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, "e" * 64)
-    assert signature_problem(KEY, EVALUATION, payload, signature) is not None
+    for edited in ({**PARENT, "model_sha256": "e" * 64}, {**PARENT, "fp32_attestation": ""}, None):
+        payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, edited)
+        assert signature_problem(KEY, EVALUATION, payload, signature) is not None
     assert set(HOST_KEYS.values()) <= {k.removeprefix("host:") for k in payload if k.startswith("host:")}
+
+
+FP32_TAGS = {"variant": "fp32", "model_sha256": "d" * 64, "manifest_sha256": "m" * 64}
+
+
+def test_an_attestation_vouches_for_one_version_with_these_files_under_this_key():
+    tags = {**FP32_TAGS, "fp32_attestation": sign(KEY, FP32_ATTESTATION, attestation_payload("m", "1", FP32_TAGS))}
+    assert attestation_problem(KEY, "m", "1", tags) is None
+    assert "signed with key" in attestation_problem(KEY[::-1], "m", "1", tags)
+    for name, version in (("n", "1"), ("m", "2")):  # copied onto another version or model
+        assert "edited after it was signed" in attestation_problem(KEY, name, version, tags)
+    for key in ("model_sha256", "manifest_sha256"):  # files rewritten, digest tags re-set
+        assert "edited after it was signed" in attestation_problem(KEY, "m", "1", {**tags, key: "e" * 64})
+    assert attestation_problem(KEY, "m", "1", FP32_TAGS) == "it was never attested"
+    assert "a variant is never a parent" in attestation_problem(KEY, "m", "1", {**tags, "parent_version": "1"})
+    assert "no model_sha256" in attestation_problem(KEY, "m", "1", {**tags, "model_sha256": ""})
+    # an evaluation's signature is not an attestation, nor the other way round
+    evaluation = sign(KEY, EVALUATION, attestation_payload("m", "1", FP32_TAGS))
+    assert attestation_problem(KEY, "m", "1", {**FP32_TAGS, "fp32_attestation": evaluation}) is not None

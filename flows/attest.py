@@ -1,0 +1,106 @@
+"""attest: vouch, with the evidence key, that an FP32 version is the model you trained.
+
+With ``QUANTGATE_EVIDENCE_KEY`` set, ``evaluate`` measures a variant's parity only against a
+parent a key holder attested, and the gate refuses parity measured against any other. ``train``
+runs without the key, so without this step nothing in the store tells the FP32 model it
+registered from one any store writer registered: a label-swapped copy, which a variant with the
+same swap agrees with perfectly.
+
+Before signing it checks that the version exists, is an FP32 model (no ``parent_version``, no
+other ``variant``), and that its files, downloaded now, are the files its ``model_sha256`` tag
+records; it prints what it attests (source run, dataset, creation time, digest), so you can
+check it is yours. The signature (version tag ``fp32_attestation``) covers the model's name,
+version, ``model_sha256`` and ``manifest_sha256``: a parent whose files or digest tags change
+afterwards is no longer attested. ``main`` attests the FP32 version its own train step
+registers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+
+import click
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from flows.evaluate import fingerprint_if_missing
+from quantgate.contract import FP32_ATTESTATION_TAG, MODEL_DIGEST_TAG, PARENT_VERSION_TAG, VARIANT_TAG
+from quantgate.errors import UserError
+from quantgate.evidence_signing import (
+    FP32_ATTESTATION,
+    KEY_ENV,
+    attestation_payload,
+    attestation_problem,
+    load_key,
+    sign,
+)
+from quantgate.model_files import ModelIntegrityError, digest_problem, download
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version, version_uri
+
+
+def not_a_parent(mv: ModelVersion) -> str | None:
+    """Why ``mv`` cannot be an FP32 parent (``None`` when it can)."""
+    if mv.tags.get(PARENT_VERSION_TAG):
+        return f"it is a variant of v{mv.tags[PARENT_VERSION_TAG]} ({PARENT_VERSION_TAG} tag)"
+    variant = mv.tags.get(VARIANT_TAG)
+    if variant and variant != "fp32":
+        return f"it is tagged {VARIANT_TAG}={variant!r}, not an FP32 model"
+    return None
+
+
+def describe(mv: ModelVersion) -> str:
+    """One line a person can check a version against: when, from which run, on which data."""
+    created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{mv.name} v{mv.version} ({mv.tags.get(VARIANT_TAG) or 'no variant tag'}): registered {created} "
+        f"from run {mv.run_id or '(none)'}, trained on {mv.tags.get('dataset', '(no dataset tag)')}"
+    )
+
+
+def attest(client: MlflowClient, mv: ModelVersion, key: bytes) -> str:
+    """Check ``mv`` is an FP32 model whose files match its ``model_sha256`` and sign it; returns
+    the signature (also written as its ``fp32_attestation`` tag)."""
+    refusal = not_a_parent(mv)
+    if refusal:
+        raise UserError(f"refusing to attest {mv.name} v{mv.version}: {refusal}; only an FP32 model is a parent")
+    mv = fingerprint_if_missing(client, mv)
+    with tempfile.TemporaryDirectory(prefix="quantgate-attest-") as tmp:
+        problem = digest_problem(download(version_uri(mv), tmp), dict(mv.tags), what=f"version {mv.version}")
+    if problem:
+        raise ModelIntegrityError(f"refusing to attest {mv.name} v{mv.version}: {problem}")
+    signature = sign(key, FP32_ATTESTATION, attestation_payload(mv.name, mv.version, mv.tags))
+    client.set_model_version_tag(mv.name, mv.version, FP32_ATTESTATION_TAG, signature)
+    return signature
+
+
+@click.command("attest", help=__doc__)
+@click.option(
+    "--version", "version_ref", required=True, help="FP32 version to attest: 1, news-classifier/1 or models:/…"
+)
+@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
+def cli(version_ref, model_name):
+    key = load_key()
+    if key is None:
+        raise UserError(f"attest signs with the evidence key, and none is set: set {KEY_ENV} (see the README)")
+    configure_tracking(model_name=model_name)
+    client = MlflowClient()
+    mv = resolve_version(version_ref, model_name)
+    click.echo(describe(mv))
+    earlier = attestation_problem(key, mv.name, mv.version, mv.tags)
+    if earlier is None:
+        click.echo(f"already attested under key {mv.tags[FP32_ATTESTATION_TAG].split(':')[1]}; nothing changed")
+        return
+    if mv.tags.get(FP32_ATTESTATION_TAG):
+        click.echo(f"its earlier attestation no longer holds: {earlier}")
+    attest(client, mv, key)
+    digest = client.get_model_version(mv.name, mv.version).tags[MODEL_DIGEST_TAG]
+    click.echo(
+        f"attested v{mv.version}: files {digest[:16]}…; variants evaluated against it from now on can pass the gate"
+    )
+
+
+if __name__ == "__main__":
+    from flows.errors import run
+
+    run(cli)

@@ -1,0 +1,106 @@
+"""Whose evidence it is: the gate's checks that an evaluation run is the version's latest, that
+the evaluation key signed it, and that the parent it was compared with was attested.
+
+Read-only MLflow calls and pure checks; nothing is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from quantgate.contract import EVAL_SIGNATURE_TAG, EVIDENCE_SIGNATURE_TAG, PARENT_VERSION_TAG
+from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, signature_problem
+
+
+def parent_tags(client: MlflowClient, mv: ModelVersion) -> dict[str, str] | None:
+    """The tags of the version's parent (``None`` without one; empty when it cannot be read: a
+    signature over the parent's digest then fails, which is what an unreadable parent deserves)."""
+    parent = mv.tags.get(PARENT_VERSION_TAG)
+    if not parent:
+        return None
+    try:
+        return dict(client.get_model_version(mv.name, parent).tags)
+    except MlflowException:
+        return {}
+
+
+def signature_problems(
+    key: bytes | None,
+    mv: ModelVersion,
+    run_id: str,
+    run_tags: Mapping[str, str],
+    parent: Mapping[str, str] | None,
+) -> list[str]:
+    """With an evidence key: why the evaluation's signature does not vouch for the evidence the
+    gate is about to trust, or the parent it was measured against is not attested as it stands
+    now (none without a key). ``parent``: the parent's tags (:func:`parent_tags`)."""
+    if key is None:
+        return []
+    tags = dict(mv.tags)
+    payload = evaluation_payload(mv.name, mv.version, run_id, tags, run_tags, parent)
+    problem = signature_problem(key, EVALUATION, payload, tags.get(EVAL_SIGNATURE_TAG))
+    if problem is None and run_tags.get(EVIDENCE_SIGNATURE_TAG) != tags.get(EVAL_SIGNATURE_TAG):
+        problem = "the evaluation run's signature differs from the version's"
+    problems = []
+    if problem is not None:
+        problems.append(
+            f"evidence not vouched for by the evidence key: {problem}; only an evaluation run with "
+            f"QUANTGATE_EVIDENCE_KEY set can sign it, so evaluate again there"
+        )
+    if parent is not None:
+        parent_version = tags[PARENT_VERSION_TAG]
+        unattested = attestation_problem(key, mv.name, parent_version, parent)
+        if unattested:
+            problems.append(
+                f"parity was measured against v{parent_version}, which the evidence key does not vouch for as "
+                f"an FP32 parent: {unattested}; if it is the model you trained, `quantgate attest --version "
+                f"{parent_version}`, then evaluate again"
+            )
+    return problems
+
+
+def all_experiment_ids(client: MlflowClient) -> list[str]:
+    """Every experiment's id, deleted ones included, page by page: one call returns at most
+    1,000, newest first, so a store writer who creates 1,000 empty experiments would push the
+    evaluation's own experiment out of a single page."""
+    from mlflow.entities import ViewType
+
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
+def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
+    """Why ``run`` is not the version's latest evaluation: evaluations of the same version
+    started after it, whatever their status (finished, failed, still running) and deleted ones
+    included, found by their ``model_uri`` param, which MLflow never lets anyone change (a tag
+    would be editable): pointing ``eval_run_id`` back at an older evaluation that passed, or
+    hiding the newer one, must not choose the figures judged."""
+    from mlflow.entities import ViewType
+
+    uri = f"models:/{mv.name}/{mv.version}"
+    try:
+        experiments = all_experiment_ids(client)
+        runs = client.search_runs(
+            experiments,
+            filter_string=f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}",
+            run_view_type=ViewType.ALL,
+            max_results=50,
+        )
+    except MlflowException as exc:
+        return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
+    newer = [f"{r.info.run_id} ({r.info.status.lower()})" for r in runs if r.info.run_id != run.info.run_id]
+    if not newer:
+        return []
+    return [
+        f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later evaluation(s) "
+        f"({', '.join(newer[:3])}) measured it again; the gate judges the latest (evaluate again to supersede it)"
+    ]

@@ -1,0 +1,204 @@
+"""Issue 17, the seventh adversarial run's last two holes (H1, H1b): a forged FP32 parent.
+
+Parity limits compare a variant with its parent; a variant sharing a forged parent's defect
+agrees with it perfectly. ``train`` runs without the evidence key, so before ``quantgate
+attest`` nothing in the store vouched for a parent: a keyed evaluation, the gate, ``serve`` and
+``score`` all accepted a label-swapped variant measured against a label-swapped "FP32" version
+the attacker registered (H1), or against the real parent rewritten in the artifact store with
+its digest tags re-set (H1b). Every test here that names H1 or H1b failed on 1857ca5.
+
+Tried the attacker's way: the artifact store's files, MLflow's public API and the `quantgate`
+command line; the defender's way: the README's commands with the key set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import RunTag
+from test_adversarial import RELATIVE, _holder, _one_error_line, _quantgate, _yaml
+from test_adversarial_signed import COPY, KEY, _promote, signed  # noqa: F401
+
+from conftest import TEST_MODEL
+
+
+def _stored_root(model: str, version: str) -> Path:
+    """The registered version's files in the artifact store (not a copy)."""
+    location = MlflowClient().get_model_version_download_uri(model, version)
+    return Path(unquote(urlparse(location).path) if location.startswith("file:") else location)
+
+
+def _swap_classifier_rows(root: Path) -> None:
+    """Swap the first two output rows of an FP32 model's classifier (its first two labels trade
+    places) and fix meta.json's manifest, as the seventh run did to the real parent."""
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from quantgate.packaging import manifest
+
+    weights = next(root.glob("artifacts/model/*.safetensors"))
+    tensors = load_file(str(weights))
+    for name in [n for n in tensors if n.split(".")[-2:-1] == ["classifier"]]:
+        order = list(range(tensors[name].shape[0]))
+        order[0], order[1] = 1, 0
+        tensors[name] = tensors[name][order].contiguous()
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    artifacts = yaml.safe_load((root / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]
+    meta_path = root / artifacts["meta"]["path"]
+    meta = json.loads(meta_path.read_text())
+    meta["manifest"] = manifest({k: str(root / spec["path"]) for k, spec in artifacts.items() if k != "meta"})
+    meta_path.write_text(json.dumps(meta))
+
+
+def _refit_tags(model: str, version: str) -> None:
+    """What the attacker does after editing a version's files: record their digests as registered."""
+    from quantgate.model_files import digest, model_manifest
+    from quantgate.packaging import manifest_digest
+
+    root = _stored_root(model, version)
+    meta = json.loads(next(root.glob("artifacts/meta.json")).read_text())
+    client = MlflowClient()
+    client.set_model_version_tag(model, version, "manifest_sha256", manifest_digest(meta["manifest"]))
+    client.set_model_version_tag(model, version, "model_sha256", digest(model_manifest(root)))
+
+
+def _register(model: str, source: str, version: str, tmp_path: Path, swap: bool = False, **tags: str) -> str:
+    """A store writer's version: the source version's files (label-swapped with ``swap``) logged
+    and registered anew (so they have files of their own: MLflow's copy_model_version shares
+    them), with every tag of the source (an attestation included) and ``tags``."""
+    import mlflow
+
+    client = MlflowClient()
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{source}/{version}", dst_path=str(tmp_path / "dl")))
+    if swap:
+        _swap_classifier_rows(local)
+    with mlflow.start_run(run_name="attacker") as run:
+        mlflow.log_artifacts(str(local), "model")
+    registered = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", model).version)
+    kept = {
+        k: v for k, v in client.get_model_version(source, version).tags.items() if not k.startswith(("eval_", "gate."))
+    }
+    for key, value in {**kept, **tags}.items():
+        client.set_model_version_tag(model, registered, key, value)
+    _refit_tags(model, registered)
+    return registered
+
+
+def _own_pair(pipeline, model: str, tmp_path: Path) -> tuple[str, str]:
+    """The pipeline's FP32 version and a candidate built from the same files (a variant of it)
+    in ``model``, with files of their own."""
+    fp32 = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path / "fp32")
+    candidate = _register(
+        model, TEST_MODEL, pipeline["fp32"].version, tmp_path / "cand", variant="onnx-int8-dynamic", parent_version=fp32
+    )
+    return fp32, candidate
+
+
+def _attest(model: str, version: str, monkeypatch) -> None:
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    result = _quantgate("attest", "--version", version, "--model-name", model)
+    assert result.exit_code == 0 and f"attested v{version}" in result.output, result.output
+
+
+def _evaluate(model: str, version: str):
+    return _quantgate("evaluate", "--version", version, "--model-name", model, "--latency-runs", "5")
+
+
+@pytest.mark.parametrize("attestation", ["copied", "deleted"])
+def test_h1_a_forged_fp32_parent_is_not_measured_against(attestation, pipeline, monkeypatch, tmp_path):
+    """Before: the attacker's label-swapped "FP32" version, and a candidate with the same swap naming
+    it as parent, passed a keyed evaluation and every parity limit; the gate promoted the candidate."""
+    model = f"adv7-h1-{attestation}"
+    real_fp32, _ = _own_pair(pipeline, model, tmp_path)
+    _attest(model, real_fp32, monkeypatch)  # the defender's real parent
+    forged = _register(model, model, real_fp32, tmp_path / "forged", swap=True)  # variant=fp32, no parent_version
+    if attestation == "deleted":
+        MlflowClient().delete_model_version_tag(model, forged, "fp32_attestation")
+    candidate = _register(model, model, forged, tmp_path / "cand2", variant="onnx-int8-dynamic", parent_version=forged)
+    before = MlflowClient().get_model_version(model, candidate).tags
+
+    line = _one_error_line(_evaluate(model, candidate))
+    assert f"names v{forged}, which the evidence key does not vouch for as an FP32 parent" in line, line
+    expected = "was never attested" if attestation == "deleted" else "edited after it was signed"
+    assert expected in line and f"quantgate attest --version {forged}" in line, line
+    assert MlflowClient().get_model_version(model, candidate).tags == before  # nothing measured, nothing signed
+    promoted = _quantgate(
+        "promote", "--version", candidate, "--model-name", model, "--thresholds", _yaml(tmp_path, RELATIVE)
+    )
+    assert promoted.exit_code == 1 and _holder(model, "staging") is None, promoted.output
+
+
+def test_h1b_the_real_parent_rewritten_in_the_store_with_its_tags_reset_is_not_measured_against(
+    pipeline, monkeypatch, tmp_path
+):
+    """Before: the real parent's classifier rows were swapped in the artifact store and its
+    manifest_sha256/model_sha256 re-set; a candidate with the same swap then passed a keyed
+    evaluation against it and was promoted."""
+    model = "adv7-h1b"
+    fp32, candidate = _own_pair(pipeline, model, tmp_path)
+    _attest(model, fp32, monkeypatch)
+    for version in (fp32, candidate):
+        _swap_classifier_rows(_stored_root(model, version))
+        _refit_tags(model, version)
+    line = _one_error_line(_evaluate(model, candidate))
+    assert "does not vouch for as an FP32 parent" in line and "edited after it was signed" in line, line
+
+
+def test_the_gate_refuses_parity_measured_against_a_parent_no_longer_attested(signed, monkeypatch):  # noqa: F811
+    """The evaluation was signed against the attested parent; deleting the parent's attestation
+    (or anything that changes it) afterwards withdraws the evidence."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    attestation = client.get_model_version(COPY, signed["fp32"]).tags["fp32_attestation"]
+    client.delete_model_version_tag(COPY, signed["fp32"], "fp32_attestation")
+    try:
+        result = _promote(signed["int8"], signed["thresholds"], "adv7-unattested")
+        assert result.exit_code == 1, result.output
+        assert f"measured against v{signed['fp32']}, which the evidence key does not vouch for" in result.output
+        assert _holder(COPY, "adv7-unattested") is None
+    finally:
+        client.set_model_version_tag(COPY, signed["fp32"], "fp32_attestation", attestation)
+    assert _promote(signed["int8"], signed["thresholds"], "adv7-unattested").exit_code == 0
+
+
+def test_attest_refuses_without_a_key_a_variant_and_changed_files_in_one_line(pipeline, monkeypatch, tmp_path):
+    model = "adv7-attest"
+    fp32, int8 = _own_pair(pipeline, model, tmp_path)
+    monkeypatch.delenv("QUANTGATE_EVIDENCE_KEY", raising=False)
+    monkeypatch.delenv("QUANTGATE_EVIDENCE_KEY_FILE", raising=False)
+    assert "none is set" in _one_error_line(_quantgate("attest", "--version", fp32, "--model-name", model))
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    variant = _one_error_line(_quantgate("attest", "--version", int8, "--model-name", model))
+    assert f"it is a variant of v{fp32}" in variant, variant
+    _swap_classifier_rows(_stored_root(model, fp32))  # files changed, tags not re-set
+    changed = _one_error_line(_quantgate("attest", "--version", fp32, "--model-name", model))
+    assert "model files changed since registration" in changed, changed
+    assert "fp32_attestation" not in MlflowClient().get_model_version(model, fp32).tags
+
+
+def test_attesting_again_changes_nothing(signed, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    before = MlflowClient().get_model_version(COPY, signed["fp32"]).tags
+    again = _quantgate("attest", "--version", signed["fp32"], "--model-name", COPY)
+    assert again.exit_code == 0 and "already attested" in again.output, again.output
+    assert MlflowClient().get_model_version(COPY, signed["fp32"]).tags == before
+
+
+def test_main_reuses_a_train_run_under_a_key_only_when_its_version_is_attested(pipeline, monkeypatch, tmp_path):
+    """A finished train run is main's to reuse by its inputs digest, which a store writer can copy
+    onto a run of their own; with a key, main reuses one only when its FP32 version is attested."""
+    from flows.main import attested_fp32
+
+    model = "adv7-reuse"
+    fp32 = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path)
+    client = MlflowClient()
+    run = client.create_run(client.get_experiment_by_name("quantgate-tests").experiment_id)
+    client.log_batch(run.info.run_id, tags=[RunTag("quantgate.version.fp32", fp32)])
+    accept = attested_fp32(model, KEY.encode())
+    assert not accept(client.get_run(run.info.run_id))
+    _attest(model, fp32, monkeypatch)
+    assert accept(client.get_run(run.info.run_id))
