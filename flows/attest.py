@@ -8,24 +8,25 @@ same swap agrees with perfectly.
 
 Before signing it checks that the version exists, is an FP32 model (no ``parent_version``, no
 other ``variant``), and that its files, downloaded now, are the files its ``model_sha256`` tag
-records; it prints what it attests (source run, dataset, creation time, digest), so you can
-check it is yours. The signature (version tag ``fp32_attestation``) covers the model's name,
-version, ``model_sha256`` and ``manifest_sha256``: a parent whose files or digest tags change
-afterwards is no longer attested. ``main`` attests the FP32 version its own train step
-registers.
+records (and its artifacts, its ``manifest_sha256``); it prints what it attests (source run,
+dataset, creation time, digest), so you can check it is yours. The signature (version tag
+``fp32_attestation``) covers the model's name, version, ``model_sha256`` and
+``manifest_sha256``: a parent whose files or digest tags change afterwards is no longer
+attested. ``main`` attests the FP32 version its own train step registered, as the step's
+receipt (a local file, outside the store) names it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 
 import click
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from flows.evaluate import fingerprint_if_missing
-from quantgate.contract import FP32_ATTESTATION_TAG, MODEL_DIGEST_TAG, PARENT_VERSION_TAG, VARIANT_TAG
+from quantgate.contract import FP32_ATTESTATION_TAG, MANIFEST_TAG, MODEL_DIGEST_TAG, PARENT_VERSION_TAG, VARIANT_TAG
 from quantgate.errors import UserError
 from quantgate.evidence_signing import (
     FP32_ATTESTATION,
@@ -35,8 +36,10 @@ from quantgate.evidence_signing import (
     load_key,
     sign,
 )
-from quantgate.model_files import ModelIntegrityError, digest_problem, download
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version, version_uri
+from quantgate.model_files import ModelIntegrityError
+from quantgate.packaging import manifest_digest
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
+from registry_hooks.gate.evidence import registered_files
 
 
 def not_a_parent(mv: ModelVersion) -> str | None:
@@ -58,15 +61,27 @@ def describe(mv: ModelVersion) -> str:
     )
 
 
+def files_problem(mv: ModelVersion) -> str | None:
+    """Why the version's files, downloaded now, are not the ones its tags record: every file
+    against ``model_sha256``, and the artifacts against ``manifest_sha256`` where it has one."""
+    try:
+        files = registered_files(mv)
+    except (MlflowException, OSError, ValueError, KeyError) as exc:
+        return f"cannot read its files to check them: {exc}"
+    recorded, actual = mv.tags.get(MANIFEST_TAG), manifest_digest(files.actual)
+    if files.model_problem is None and recorded and actual != recorded:
+        return f"its artifacts' SHA-256 manifest is {actual[:16]}…, the registry recorded {recorded[:16]}…"
+    return files.model_problem
+
+
 def attest(client: MlflowClient, mv: ModelVersion, key: bytes) -> str:
-    """Check ``mv`` is an FP32 model whose files match its ``model_sha256`` and sign it; returns
-    the signature (also written as its ``fp32_attestation`` tag)."""
+    """Check ``mv`` is an FP32 model whose files match its ``model_sha256`` (and
+    ``manifest_sha256``) and sign it; returns the signature (also its ``fp32_attestation`` tag)."""
     refusal = not_a_parent(mv)
     if refusal:
         raise UserError(f"refusing to attest {mv.name} v{mv.version}: {refusal}; only an FP32 model is a parent")
     mv = fingerprint_if_missing(client, mv)
-    with tempfile.TemporaryDirectory(prefix="quantgate-attest-") as tmp:
-        problem = digest_problem(download(version_uri(mv), tmp), dict(mv.tags), what=f"version {mv.version}")
+    problem = files_problem(mv)
     if problem:
         raise ModelIntegrityError(f"refusing to attest {mv.name} v{mv.version}: {problem}")
     signature = sign(key, FP32_ATTESTATION, attestation_payload(mv.name, mv.version, mv.tags))
@@ -83,7 +98,7 @@ def cli(version_ref, model_name):
     key = load_key()
     if key is None:
         raise UserError(f"attest signs with the evidence key, and none is set: set {KEY_ENV} (see the README)")
-    configure_tracking(model_name=model_name)
+    configure_tracking(experiment=None, model_name=model_name)  # it logs no run: no experiment to create
     client = MlflowClient()
     mv = resolve_version(version_ref, model_name)
     click.echo(describe(mv))

@@ -371,9 +371,10 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
     configure_tracking(model_name=model_name)
     requested = pop_data_options(options)
     mv = resolve_version(version_ref, model_name)
-    checked_parent(MlflowClient(), mv, key)  # so does a parent that cannot be measured against
-    # a dataset mistake stops here: no run, the version's tags untouched
+    # a dataset mistake stops here, and so does a parent that cannot be measured against: no run,
+    # the version's tags untouched
     dataset, requested, data = load_test_data(mv, dataset, requested)
+    checked_parent(MlflowClient(), mv, key)
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)

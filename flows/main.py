@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from flows.attest import attest
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
-from quantgate.contract import version_run_tag
+from quantgate.contract import MANIFEST_TAG, MODEL_DIGEST_TAG, TRAIN_RECEIPT_ENV, version_run_tag
 from quantgate.data import dataset_digest, load_dataset
 from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
@@ -47,17 +52,20 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # * 0e0e4b1 moved the LoRA default from query/value to every encoder linear layer (#13): train
 #   trains a different model, so train runs from before it are not reused; since then train and
 #   quantise_onnx only gained a one-line error for a download the store refuses and the trusted
-#   data checks that only evaluate runs; then (#17) the contract's name of the FP32 attestation tag.
+#   data checks that only evaluate runs; then (#17) the contract's name of the FP32 attestation tag,
+#   and train's receipt for main (a local file, written only when main names one).
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "ea351ffb541c0c70971d89563e06b19dac8ea35a0a17c3dd1053e4cf707145e1": [
+        "55578cd1427e21538dfcdd354f7b81cf7a09d7652a13d860d66195493e6918a2": [
+            "ea351ffb541c0c70971d89563e06b19dac8ea35a0a17c3dd1053e4cf707145e1",  # adef176
             "aafc24aa924004fcd39e7338e848877d7090ef2ff5b128bd03ee4872d4e84ddf",  # 1857ca5
             "bcf6dcde1fb3407725487d174d6d64762e2cf272253c203c5730e82f41ad177e",  # 6bf4f5d
             "c34c9de6c0db39f95cc36b72dd19181295873bf33c392d20d2a743418464f775",  # 0e0e4b1
         ]
     },
     "quantise_onnx": {
-        "8deac8c0c6fd533e332a6eec831fd733a12492419f477e6e81263ac6571a7e32": [
+        "cbfe8d0d18688172339a73374c7c9eca09316a661c9b4808d161a590966d6fbc": [
+            "8deac8c0c6fd533e332a6eec831fd733a12492419f477e6e81263ac6571a7e32",  # adef176
             "6eb6fabdca44a11baab2643340810833d7b2a6982399b8d6928334ffebf4e882",  # 1857ca5
             "5d1b1ec0bb535853c1fce046a9e5ccca63b8b535febf251f546556c4a05f183f",  # 6bf4f5d
             "aea3c5bd71b54fe169aa92ff09e002ffd50caa596242b10e3e692e79c756e4d1",  # 0e0e4b1
@@ -171,29 +179,77 @@ def check_thresholds(path: str) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def attested_fp32(model_name: str, key: bytes) -> Callable[[Run], bool]:
-    """Whether a finished train run may be reused under the evidence ``key``: only when the FP32
-    version it registered carries a valid attestation (``quantgate attest``). A run whose version
-    lacks one may be a store writer's, and main attests only what its own train step registers."""
+def attested_fp32(model_name: str, key: bytes, params: dict | None = None) -> Callable[[Run], bool]:
+    """Whether a finished train run may be reused under the evidence ``key``: only when it ran
+    with ``params`` (MLflow never lets a logged param change) and the FP32 version its tag names
+    was registered by that run and carries a valid attestation. A run's inputs digest and version
+    tag are store tags: a writer can put them on any run, pointing at any version, and main
+    attests only what its own train step registers."""
 
     def accept(run: Run) -> bool:
+        differs = [k for k, v in (params or {}).items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v)))]
+        if differs:
+            click.echo(f"[train] not reusing run {run.info.run_id}: it ran with other {', '.join(sorted(differs))}")
+            return False
         version = run.data.tags.get(version_run_tag("fp32"), "")
-        tags = MlflowClient().get_model_version(model_name, version).tags
-        problem = attestation_problem(key, model_name, version, tags)
+        try:
+            mv = MlflowClient().get_model_version(model_name, version) if version else None
+        except MlflowException:
+            mv = None
+        if mv is None:
+            problem = f"its {version_run_tag('fp32')} tag names no version of {model_name}"
+        elif mv.run_id != run.info.run_id:
+            problem = f"v{version} was registered by run {mv.run_id}, not by it"
+        else:
+            problem = attestation_problem(key, model_name, version, mv.tags)
+            problem = f"v{version} is not attested ({problem})" if problem else None
         if problem:
-            click.echo(f"[train] not reusing run {run.info.run_id}: its v{version} is not attested ({problem})")
+            click.echo(f"[train] not reusing run {run.info.run_id}: {problem}")
         return problem is None
 
     return accept
 
 
-def attest_own(model_name: str, version: str, key: bytes) -> None:
-    """Attest the FP32 version main's own train step registered (a reused one already is)."""
+def receipt_problem(receipt: dict, run: Run, mv: ModelVersion) -> str | None:
+    """Why the train step's receipt (written by the step itself to a local file) does not name
+    ``mv`` with the files it has now (``None``: it does). The run's version tag and the version's
+    digest tags are in the store, where a writer could have changed them after the step ended."""
+    if receipt.get("run_id") != run.info.run_id:
+        return f"the receipt is from run {receipt.get('run_id')!r}, not from train run {run.info.run_id}"
+    if receipt.get("version") != str(mv.version):
+        return (
+            f"the train step registered v{receipt.get('version')}, but its run's {version_run_tag('fp32')} tag "
+            f"now names v{mv.version}"
+        )
+    if mv.run_id != run.info.run_id:
+        return f"v{mv.version} was registered by run {mv.run_id}, not by the train run {run.info.run_id}"
+    for tag in (MANIFEST_TAG, MODEL_DIGEST_TAG):
+        if mv.tags.get(tag) != receipt.get(tag):
+            return f"v{mv.version}'s {tag} tag is not the digest the train step computed"
+    return None
+
+
+def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes) -> str:
+    """The FP32 version main's train step registered, attested: a reused one already is (see
+    :func:`attested_fp32`); a fresh one only when the step's receipt names it, with its files."""
+    version = output_version(run, "fp32")
     client = MlflowClient()
     mv = client.get_model_version(model_name, version)
-    if attestation_problem(key, model_name, version, mv.tags):
-        attest(client, mv, key)
-        click.echo(f"[attest] v{version}, registered by this run's train step, attested with the evidence key")
+    if mv.run_id == run.info.run_id and attestation_problem(key, model_name, version, mv.tags) is None:
+        return version
+    try:
+        receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        receipt = {}
+    problem = receipt_problem(receipt, run, mv) if receipt else f"train run {run.info.run_id} left no receipt"
+    if problem:
+        raise click.ClickException(
+            f"not attesting v{version}: {problem}; the store changed while main ran, so nothing was attested "
+            "(check the versions, then run main again)"
+        )
+    attest(client, mv, key)
+    click.echo(f"[attest] v{version}, registered by this run's train step, attested with the evidence key")
+    return version
 
 
 def train_and_quantise(
@@ -202,26 +258,30 @@ def train_and_quantise(
     """Train the FP32 version and quantise it to dynamic INT8 (each reused when its inputs did
     not change); with an evidence key, attest the FP32 version. Returns the two version numbers."""
     key = load_key()
-    # train and quantise need no key; quantise runs the parent's code, so it never gets one
-    with key_withheld():
-        train_run = get_or_run(
-            "train",
-            {
-                "dataset": dataset,
-                "base_model": base_model,
-                "model_name": common["model_name"],
-                "max_epochs": max_epochs,
-                "train_limit": train_limit,
-                **opts,
-            },
-            code=code_digest("flows.train"),
-            data=data,
-            accept=attested_fp32(common["model_name"], key) if key else None,
-            **common,
-        )
-    fp32 = output_version(train_run, "fp32")
-    if key is not None:
-        attest_own(common["model_name"], fp32, key)
+    with tempfile.TemporaryDirectory(prefix="quantgate-main-") as tmp:
+        receipt = Path(tmp) / "train-receipt.json"
+        # train and quantise need no key; quantise runs the parent's code, so it never gets one
+        params = {
+            "dataset": dataset,
+            "base_model": base_model,
+            "model_name": common["model_name"],
+            "max_epochs": max_epochs,
+            "train_limit": train_limit,
+            **opts,
+        }
+        with key_withheld(), receipt_requested(receipt):
+            train_run = get_or_run(
+                "train",
+                params,
+                code=code_digest("flows.train"),
+                data=data,
+                accept=attested_fp32(common["model_name"], key, params) if key else None,
+                **common,
+            )
+        if key is not None:
+            fp32 = attest_own(common["model_name"], train_run, receipt, key)
+        else:
+            fp32 = output_version(train_run, "fp32")
     with key_withheld():
         # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
         quant_run = get_or_run(
@@ -231,6 +291,16 @@ def train_and_quantise(
             **common,
         )
     return fp32, output_version(quant_run, "onnx-int8-dynamic")
+
+
+@contextmanager
+def receipt_requested(path: Path) -> Iterator[None]:
+    """Within: a train step started here writes its receipt to ``path`` (``TRAIN_RECEIPT_ENV``)."""
+    os.environ[TRAIN_RECEIPT_ENV] = str(path)
+    try:
+        yield
+    finally:
+        os.environ.pop(TRAIN_RECEIPT_ENV, None)
 
 
 def evaluate_versions(

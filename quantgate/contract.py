@@ -36,6 +36,9 @@ METRICS_DIGEST_TAG = "quantgate.metrics_sha256"  # on the evaluation run
 PREDICTIONS_DIGEST_TAG = "quantgate.predictions_sha256"  # on the evaluation run
 EVIDENCE_SIGNATURE_TAG = "quantgate.evidence_signature"  # on the evaluation run, equal to the version's
 VERSION_RUN_TAG = "quantgate.version."  # + variant: the version a step registered or reused
+# A file `main` names for its train step: the step writes there which version it registered and
+# the digests it computed, outside the store, where no store writer can change them.
+TRAIN_RECEIPT_ENV = "QUANTGATE_TRAIN_RECEIPT"
 PREDICTIONS_TABLE = "eval_predictions.json"  # one row per test example; the gate's bootstrap reads it
 
 

@@ -103,6 +103,7 @@ def log_variant(
     params: Mapping[str, object] | None = None,
     packages: Sequence[str] = FP32_PACKAGES,
     loader: Path | None = None,
+    receipt: dict | None = None,
 ) -> ModelVersion:
     """Log the variant into the active run, register it and tag the new version.
 
@@ -116,6 +117,9 @@ def log_variant(
     passes its parent's, the FP32 model the dataset's.
     ``packages`` are what serving it imports (a backend's ``packages``); ``loader``, a plugin
     runtime's serving loader module, travels in the model's code and is named in ``meta.json``.
+    ``receipt``, when given, is filled with the version number and the ``manifest_sha256`` and
+    ``model_sha256`` this process computed: the returned version's tags are read back from the
+    store, where any writer could have changed them meanwhile.
     """
     with tempfile.TemporaryDirectory(prefix="quantgate-pkg-") as tmp:
         artifacts = _write_artifacts(Path(tmp), model_path, tokenizer_dir, labels, quant_config)
@@ -135,8 +139,10 @@ def log_variant(
             registered_model_name=registered_model_name,
             tags=tags,
         )
-    mv_number = _tag_version(registered_model_name, info, tags, description)
+    mv_number, tags = _tag_version(registered_model_name, info, tags, description)
     mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
+    if receipt is not None:
+        receipt.update(version=mv_number, manifest_sha256=tags["manifest_sha256"], model_sha256=tags[MODEL_DIGEST_TAG])
     return MlflowClient().get_model_version(registered_model_name, mv_number)
 
 
@@ -185,8 +191,11 @@ def _version_tags(
     }
 
 
-def _tag_version(registered_model_name: str, info: ModelInfo, tags: dict[str, str], description: str | None) -> str:
-    """Tag the new version (``tags`` plus the whole-model digest), describe it; return its number."""
+def _tag_version(
+    registered_model_name: str, info: ModelInfo, tags: dict[str, str], description: str | None
+) -> tuple[str, dict[str, str]]:
+    """Tag the new version (``tags`` plus the whole-model digest), describe it; return its number
+    and the tags written."""
     client = MlflowClient()
     mv_number = str(info.registered_model_version)
     tags = {**tags, MODEL_DIGEST_TAG: record_model_manifest(info.model_uri, mv_number)}
@@ -194,4 +203,4 @@ def _tag_version(registered_model_name: str, info: ModelInfo, tags: dict[str, st
         client.set_model_version_tag(registered_model_name, mv_number, key, value)
     if description:
         client.update_model_version(registered_model_name, mv_number, description=description)
-    return mv_number
+    return mv_number, tags

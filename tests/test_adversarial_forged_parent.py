@@ -5,7 +5,10 @@ agrees with it perfectly. ``train`` runs without the evidence key, so before ``q
 attest`` nothing in the store vouched for a parent: a keyed evaluation, the gate, ``serve`` and
 ``score`` all accepted a label-swapped variant measured against a label-swapped "FP32" version
 the attacker registered (H1), or against the real parent rewritten in the artifact store with
-its digest tags re-set (H1b). Every test here that names H1 or H1b failed on 1857ca5.
+its digest tags re-set (H1b). Every test here that names H1 or H1b failed on 1857ca5. The
+eighth run (helper-16, on adef176) then made `main` attest a forged version (H1: the train run's
+version tag rewritten in the moment between the step and the attestation) and reuse a forged
+train run (A13); those tests failed on adef176.
 
 Tried the attacker's way: the artifact store's files, MLflow's public API and the `quantgate`
 command line; the defender's way: the README's commands with the key set.
@@ -188,17 +191,78 @@ def test_attesting_again_changes_nothing(signed, monkeypatch):  # noqa: F811
     assert MlflowClient().get_model_version(COPY, signed["fp32"]).tags == before
 
 
-def test_main_reuses_a_train_run_under_a_key_only_when_its_version_is_attested(pipeline, monkeypatch, tmp_path):
-    """A finished train run is main's to reuse by its inputs digest, which a store writer can copy
-    onto a run of their own; with a key, main reuses one only when its FP32 version is attested."""
+def test_main_reuses_a_train_run_under_a_key_only_when_it_registered_an_attested_version(
+    pipeline, monkeypatch, tmp_path
+):
+    """The eighth run (A13, A2): a train run is main's to reuse by its inputs digest, which a store
+    writer can copy onto a run of their own pointing at any version (an attested one too), or at
+    none (a traceback stopped main). With a key, main reuses a run only when that run registered
+    the version it names and the version is attested."""
     from flows.main import attested_fp32
 
     model = "adv7-reuse"
     fp32 = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path)
     client = MlflowClient()
-    run = client.create_run(client.get_experiment_by_name("quantgate-tests").experiment_id)
-    client.log_batch(run.info.run_id, tags=[RunTag("quantgate.version.fp32", fp32)])
+    own_run_id = client.get_model_version(model, fp32).run_id
+    client.set_tag(own_run_id, "quantgate.version.fp32", fp32)  # as log_variant tags the train run
+    own_run = client.get_run(own_run_id)
+    experiment = client.get_experiment_by_name("quantgate-tests").experiment_id
+    forged, empty = client.create_run(experiment), client.create_run(experiment)
+    client.log_batch(forged.info.run_id, tags=[RunTag("quantgate.version.fp32", fp32)])
     accept = attested_fp32(model, KEY.encode())
-    assert not accept(client.get_run(run.info.run_id))
+    assert not accept(own_run)  # not attested yet
     _attest(model, fp32, monkeypatch)
-    assert accept(client.get_run(run.info.run_id))
+    assert accept(own_run)
+    assert not attested_fp32(model, KEY.encode(), {"max_epochs": 5})(own_run)  # logged params are immutable
+    assert not accept(client.get_run(forged.info.run_id))  # attested, but registered by another run
+    assert not accept(client.get_run(empty.info.run_id))  # names no version: no traceback
+
+
+def _train_receipt(model: str, version: str, path: Path) -> Path:
+    """What main's train step writes to main's receipt file: its run, the version, the digests."""
+    mv = MlflowClient().get_model_version(model, version)
+    MlflowClient().set_tag(mv.run_id, "quantgate.version.fp32", version)  # as log_variant tags the run
+    receipt = {"run_id": mv.run_id, "version": version, **{t: mv.tags[t] for t in ("manifest_sha256", "model_sha256")}}
+    path.write_text(json.dumps(receipt))
+    return path
+
+
+@pytest.mark.parametrize("race", ["tag-rewritten", "files-rewritten"])
+def test_h1_eighth_run_main_attests_only_what_its_own_train_step_registered(race, pipeline, tmp_path):
+    """The eighth run (H1): after main's train step finished and before main read its run's
+    `quantgate.version.fp32` tag, the attacker pointed the tag at a forged FP32 version (or
+    rewrote the fresh version's files and digest tags); main attested what the store then said."""
+    import click
+
+    from flows.main import attest_own
+
+    model = f"adv8-race-{race}"
+    fp32 = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path / "real")
+    client = MlflowClient()
+    train_run = client.get_model_version(model, fp32).run_id
+    receipt = _train_receipt(model, fp32, tmp_path / "receipt.json")
+    if race == "tag-rewritten":
+        attacked = _register(model, model, fp32, tmp_path / "forged", swap=True)
+        client.set_tag(train_run, "quantgate.version.fp32", attacked)
+        expected = f"the train step registered v{fp32}, but its run's quantgate.version.fp32 tag now names v{attacked}"
+    else:
+        attacked = fp32
+        _swap_classifier_rows(_stored_root(model, fp32))
+        _refit_tags(model, fp32)
+        expected = "tag is not the digest the train step computed"
+    with pytest.raises(click.ClickException, match="not attesting") as refused:
+        attest_own(model, client.get_run(train_run), receipt, KEY.encode())
+    assert expected in refused.value.message, refused.value.message
+    assert "fp32_attestation" not in client.get_model_version(model, attacked).tags
+
+
+def test_main_attests_the_version_its_train_step_registered(pipeline, tmp_path):
+    from flows.main import attest_own
+
+    model = "adv8-race-none"
+    fp32 = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path)
+    client = MlflowClient()
+    receipt = _train_receipt(model, fp32, tmp_path / "receipt.json")
+    train_run = client.get_run(client.get_model_version(model, fp32).run_id)
+    assert attest_own(model, train_run, receipt, KEY.encode()) == fp32
+    assert client.get_model_version(model, fp32).tags["fp32_attestation"].startswith("hmac-sha256:")

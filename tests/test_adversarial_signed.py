@@ -83,6 +83,27 @@ def _rewrite_digest_tags(run_id: str, version: str, run_tag: str, version_tag: s
     client.set_model_version_tag(COPY, version, version_tag, value)
 
 
+def _eval_tags(version: str) -> dict[str, str]:
+    return {k: v for k, v in MlflowClient().get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
+
+
+def _put_back(version: str, tags: dict[str, str]) -> None:
+    for tag, value in tags.items():
+        MlflowClient().set_model_version_tag(COPY, version, tag, value)
+
+
+def _older_evaluation_put_back(version: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The defender evaluates the version again (with the key); the attacker, without it, puts the
+    version's eval_* tags back on the earlier evaluation. Returns (earlier, latest) eval_* tags."""
+    first = _eval_tags(version)
+    again = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
+    assert again.exit_code == 0, again.output
+    latest = _eval_tags(version)
+    assert latest["eval_run_id"] != first["eval_run_id"]
+    _put_back(version, first)
+    return first, latest
+
+
 def test_the_signed_evaluation_passes_and_its_signature_is_on_the_run_and_the_version(signed, monkeypatch):
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     tags = MlflowClient().get_model_version(COPY, signed["int8"]).tags
@@ -268,13 +289,7 @@ def test_a28_an_older_signed_evaluation_put_back_is_not_judged(signed, monkeypat
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
     version = signed["int8"]
-    first = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
-    again = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
-    assert again.exit_code == 0, again.output
-    latest = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
-    assert latest["eval_run_id"] != first["eval_run_id"]
-    for tag, value in first.items():  # the attacker, without the key
-        client.set_model_version_tag(COPY, version, tag, value)
+    _, latest = _older_evaluation_put_back(version)
     try:
         result = _promote(version, signed["thresholds"], "adv4-replay")
         assert result.exit_code == 1, result.output
@@ -284,8 +299,7 @@ def test_a28_an_older_signed_evaluation_put_back_is_not_judged(signed, monkeypat
         assert "is not the version's latest" in _promote(version, signed["thresholds"], "adv4-replay").output
     finally:
         client.restore_run(latest["eval_run_id"])
-        for tag, value in latest.items():
-            client.set_model_version_tag(COPY, version, tag, value)
+        _put_back(version, latest)
     assert _promote(version, signed["thresholds"], "adv4-replay").exit_code == 0
 
 
@@ -357,23 +371,18 @@ def test_a28b_a_newer_evaluation_hidden_by_a_tag_or_status_still_counts(hide, si
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
     version = signed["int8"]
-    first = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
-    assert _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5").exit_code == 0
-    latest = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
+    _, latest = _older_evaluation_put_back(version)
     if hide == "retag":
         client.set_tag(latest["eval_run_id"], "quantgate.evaluated_version", "x")
     else:
         client.set_terminated(latest["eval_run_id"], "FAILED")
-    for tag, value in first.items():
-        client.set_model_version_tag(COPY, version, tag, value)
     try:
         result = _promote(version, signed["thresholds"], "adv5-replay")
         assert result.exit_code == 1 and "is not the version's latest" in result.output, result.output
     finally:
         client.set_tag(latest["eval_run_id"], "quantgate.evaluated_version", version)
         client.set_terminated(latest["eval_run_id"], "FINISHED")
-        for tag, value in latest.items():
-            client.set_model_version_tag(COPY, version, tag, value)
+        _put_back(version, latest)
 
 
 def test_a11b_pass_tags_put_back_with_the_alias_tag_deleted_are_not_served(signed, monkeypatch, tmp_path):

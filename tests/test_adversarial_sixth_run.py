@@ -20,7 +20,15 @@ import shutil
 import pytest
 from mlflow import MlflowClient
 from test_adversarial import _one_error_line, _quantgate  # noqa: F401
-from test_adversarial_signed import COPY, KEY, _promote, _stored_copy_root, signed  # noqa: F401
+from test_adversarial_signed import (  # noqa: F401
+    COPY,
+    KEY,
+    _older_evaluation_put_back,
+    _promote,
+    _put_back,
+    _stored_copy_root,
+    signed,
+)
 
 from quantgate.data import BUNDLED_DIR
 from quantgate.description import BEGIN
@@ -51,11 +59,7 @@ def test_h2_a_thousand_experiments_do_not_hide_the_newer_evaluation(signed, monk
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
     version = signed["int8"]
-    first = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
-    assert _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5").exit_code == 0
-    latest = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("eval_")}
-    for tag, value in first.items():
-        client.set_model_version_tag(COPY, version, tag, value)
+    _, latest = _older_evaluation_put_back(version)
     flood = [client.create_experiment(f"flood-{i:04d}") for i in range(1000)]
     try:
         result = _promote(version, signed["thresholds"], "adv6-flood")
@@ -63,8 +67,7 @@ def test_h2_a_thousand_experiments_do_not_hide_the_newer_evaluation(signed, monk
     finally:
         for experiment_id in flood:
             client.delete_experiment(experiment_id)
-        for tag, value in latest.items():
-            client.set_model_version_tag(COPY, version, tag, value)
+        _put_back(version, latest)
 
 
 def test_h3_score_refuses_a_hand_set_alias_and_edited_code(signed, monkeypatch, tmp_path):  # noqa: F811
