@@ -329,7 +329,8 @@ def record_on_version(
         client.delete_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG)
     current = client.get_model_version(mv.name, mv.version)
     card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
-    client.update_model_version(mv.name, mv.version, description=with_card(current.description, card))
+    owner = f"{mv.name} v{mv.version}"  # a whole block of another version quoted in the text stays the person's
+    client.update_model_version(mv.name, mv.version, description=with_card(current.description, card, owner))
 
 
 def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:

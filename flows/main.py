@@ -25,16 +25,19 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import ExecutionException, MlflowException
 
 from flows.attest import attest
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
-from quantgate.contract import MANIFEST_TAG, MODEL_DIGEST_TAG, TRAIN_RECEIPT_ENV, version_run_tag
+from quantgate.contract import EVAL_RUN_TAG, MANIFEST_TAG, MODEL_DIGEST_TAG, TRAIN_RECEIPT_ENV, version_run_tag
 from quantgate.data import dataset_digest, load_dataset
+from quantgate.errors import UserError
 from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
+from quantgate.model_files import ModelIntegrityError
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
-from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, ThresholdError, load_thresholds
+from registry_hooks.gate.provenance import parent_tags, signature_problems
+from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Reuse across code versions whose step behaves the same: the code identity of a step as it
@@ -150,14 +153,17 @@ def get_or_run(
             click.echo(f"[{entry_point}] reusing finished run {found.info.run_id} (same inputs)")
             return found
     click.echo(f"[{entry_point}] running with {params}")
-    submitted = mlflow.projects.run(
-        str(PROJECT_DIR),
-        entry_point=entry_point,
-        parameters=params,
-        env_manager="local",
-        experiment_id=experiment_id,
-        synchronous=True,
-    )
+    try:
+        submitted = mlflow.projects.run(
+            str(PROJECT_DIR),
+            entry_point=entry_point,
+            parameters=params,
+            env_manager="local",
+            experiment_id=experiment_id,
+            synchronous=True,
+        )
+    except ExecutionException:  # the step printed its own error above; no second traceback
+        raise StepFailed(f"the {entry_point} step failed (its error is above); main stopped there") from None
     client = MlflowClient()
     client.set_tag(submitted.run_id, "quantgate.entry_point", entry_point)
     client.set_tag(submitted.run_id, "quantgate.inputs_digest", digest)
@@ -171,12 +177,13 @@ def output_version(run: Run, variant: str) -> str:
         raise click.ClickException(f"run {run.info.run_id} registered no {variant} version") from None
 
 
+class StepFailed(UserError):
+    """A step main started exited with an error (which it printed itself)."""
+
+
 def check_thresholds(path: str) -> None:
-    """Refuse a bad thresholds file in one line, before an hour of work."""
-    try:
-        load_thresholds(path)
-    except ThresholdError as exc:
-        raise click.ClickException(str(exc)) from None
+    """Refuse a bad thresholds file in one line (``error: …``, exit 2), before an hour of work."""
+    load_thresholds(path)
 
 
 def attested_fp32(model_name: str, key: bytes, params: dict | None = None) -> Callable[[Run], bool]:
@@ -243,7 +250,7 @@ def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes) -> str
         receipt = {}
     problem = receipt_problem(receipt, run, mv) if receipt else f"train run {run.info.run_id} left no receipt"
     if problem:
-        raise click.ClickException(
+        raise ModelIntegrityError(
             f"not attesting v{version}: {problem}; the store changed while main ran, so nothing was attested "
             "(check the versions, then run main again)"
         )
@@ -303,12 +310,33 @@ def receipt_requested(path: Path) -> Iterator[None]:
         os.environ.pop(TRAIN_RECEIPT_ENV, None)
 
 
+def signed_evaluation(model_name: str, version: str, key: bytes) -> Callable[[Run], bool]:
+    """Whether a finished evaluate run may be reused under the evidence ``key``: only when it is
+    the version's recorded evaluation and its signature vouches for it, as the gate will check.
+    The key's id in the reuse digest is public, so a writer could put that digest on a run of
+    their own; reusing it would leave the version unevaluated for the gate."""
+
+    def accept(run: Run) -> bool:
+        client = MlflowClient()
+        mv = client.get_model_version(model_name, version)
+        if mv.tags.get(EVAL_RUN_TAG) != run.info.run_id:
+            problem = f"v{version}'s recorded evaluation is {mv.tags.get(EVAL_RUN_TAG)!r}, not this run"
+        else:
+            problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
+            problem = problems[0] if problems else None
+        if problem:
+            click.echo(f"[evaluate] not reusing run {run.info.run_id}: {problem}")
+        return problem is None
+
+    return accept
+
+
 def evaluate_versions(
     versions: tuple[str, ...], *, dataset: str, latency_runs: int, opts: dict, data: str, common: dict
 ) -> None:
     """Evaluate each version on the test split (reused when its inputs did not change). With an
-    evidence key, the key's id is an input: an evaluation signed by no key, or another, is not
-    reused, since the gate would refuse its evidence."""
+    evidence key, the key's id is an input, and only the version's own signed evaluation is
+    reused (:func:`signed_evaluation`), since the gate would refuse any other."""
     key = load_key()
     signed = f"signed:{key_id(key)}" if key else ""
     for version in versions:
@@ -323,6 +351,7 @@ def evaluate_versions(
             },
             code=code_digest("flows.evaluate"),
             data=data + signed,
+            accept=signed_evaluation(common["model_name"], version, key) if key else None,
             **common,
         )
 

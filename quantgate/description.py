@@ -33,12 +33,15 @@ class Parts:
     below: str = ""  # a person's text after the block
 
 
-def _block_span(text: str) -> tuple[int, int] | None:
+def _block_span(text: str, owner: str | None = None) -> tuple[int, int] | None:
     """Where quantgate's block is: ``(start of BEGIN, end of END)``. The block is written as a
     BEGIN line, the card and notes, and an END line, with no marker inside it; a person may quote
     either marker, or a whole example block, in their own text above or below, so the block is
     the last BEGIN ... END pair with no marker between them whose BEGIN starts a line, whose END
-    ends one, and whose content starts as quantgate's does (a card heading or a gate note)."""
+    ends one, and whose content starts as quantgate's does (a card heading or a gate note).
+    ``owner`` (``"<name> v<version>"``, the card's heading): of several such pairs, the last one
+    whose card names this version wins, so a whole block of another version quoted below stays
+    the person's."""
     spans, start = [], text.find(BEGIN)
     while start != -1:
         end = text.find(END, start)
@@ -49,7 +52,9 @@ def _block_span(text: str) -> tuple[int, int] | None:
         if BEGIN not in inner and on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
             spans.append((start, end + len(END)))
         start = text.find(BEGIN, start + len(BEGIN))
-    return spans[-1] if spans else None
+    heading = f"{BEGIN}\n## {owner}: "
+    mine = [span for span in spans if owner and text.startswith(heading, span[0])]
+    return (mine or spans or [None])[-1]
 
 
 # A model card written before blocks existed: "## <name> v<N>: <variant>" at the very start.
@@ -58,10 +63,11 @@ LEGACY_CARD = re.compile(r"## .+ v\d+: .+\n\n")
 OWN_BLOCK = re.compile(r"\n(## .+ v\d+: .+\n\n|\n\n### Gate )")
 
 
-def split(description: str | None) -> Parts:
-    """Separate a description into a person's text and quantgate's block."""
+def split(description: str | None, owner: str | None = None) -> Parts:
+    """Separate a description into a person's text and quantgate's block (``owner``: see
+    :func:`_block_span`)."""
     text = description or ""
-    span = _block_span(text)
+    span = _block_span(text, owner)
     if span:
         above, below = text[: span[0]], text[span[1] :]
         block = text[span[0] + len(BEGIN) : span[1] - len(END)]
@@ -97,16 +103,18 @@ def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
     return f"{above}{BEGIN}\n{block}\n{END}{below}"
 
 
-def with_card(description: str | None, card: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    """Put (or replace) the model card in quantgate's block; keep its notes and everything else."""
-    parts = split(description)
+def with_card(description: str | None, card: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
+    """Put (or replace) the model card in quantgate's block; keep its notes and everything else.
+    ``owner``: the version's ``"<name> v<version>"`` (see :func:`_block_span`)."""
+    parts = split(description, owner)
     parts.card = card
     return join(parts, limit)
 
 
-def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    """Add a gate note at the end of quantgate's block; keep everything a person wrote."""
-    parts = split(description)
+def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
+    """Add a gate note at the end of quantgate's block; keep everything a person wrote.
+    ``owner``: the version's ``"<name> v<version>"`` (see :func:`_block_span`)."""
+    parts = split(description, owner)
     if parts.card == "" and not parts.notes and not parts.above:  # no block yet: notes go after the text
         parts.above, parts.below = parts.below, ""
     parts.notes.append(note)

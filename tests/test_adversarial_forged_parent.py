@@ -232,9 +232,8 @@ def test_h1_eighth_run_main_attests_only_what_its_own_train_step_registered(race
     """The eighth run (H1): after main's train step finished and before main read its run's
     `quantgate.version.fp32` tag, the attacker pointed the tag at a forged FP32 version (or
     rewrote the fresh version's files and digest tags); main attested what the store then said."""
-    import click
-
     from flows.main import attest_own
+    from quantgate.model_files import ModelIntegrityError
 
     model = f"adv8-race-{race}"
     fp32 = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path / "real")
@@ -250,9 +249,9 @@ def test_h1_eighth_run_main_attests_only_what_its_own_train_step_registered(race
         _swap_classifier_rows(_stored_root(model, fp32))
         _refit_tags(model, fp32)
         expected = "tag is not the digest the train step computed"
-    with pytest.raises(click.ClickException, match="not attesting") as refused:
+    with pytest.raises(ModelIntegrityError, match="not attesting") as refused:
         attest_own(model, client.get_run(train_run), receipt, KEY.encode())
-    assert expected in refused.value.message, refused.value.message
+    assert expected in str(refused.value), str(refused.value)
     assert "fp32_attestation" not in client.get_model_version(model, attacked).tags
 
 
@@ -266,3 +265,41 @@ def test_main_attests_the_version_its_train_step_registered(pipeline, tmp_path):
     train_run = client.get_run(client.get_model_version(model, fp32).run_id)
     assert attest_own(model, train_run, receipt, KEY.encode()) == fp32
     assert client.get_model_version(model, fp32).tags["fp32_attestation"].startswith("hmac-sha256:")
+
+
+def test_with_a_key_an_fp32_version_is_promoted_on_its_own_only_when_attested(pipeline, monkeypatch, tmp_path):
+    """`promote --allow-fp32` judges an FP32 version on its own figures. With a key it must also be
+    one a key holder vouched for: a store writer's copy of the real model with two classes swapped
+    (its attestation tag copied along) is no more the trained model than a forged parent is."""
+    model = "adv8-allow-fp32"
+    real = _register(model, TEST_MODEL, pipeline["fp32"].version, tmp_path / "real")
+    _attest(model, real, monkeypatch)
+    forged = _register(model, model, real, tmp_path / "forged", swap=True)
+    for version in (real, forged):
+        assert _evaluate(model, version).exit_code == 0
+    absolute = _yaml(tmp_path, {"min_macro_f1": 0.0, "max_latency_p95_ms": 5000.0})
+
+    def promote(version: str):
+        return _quantgate(
+            "promote", "--version", version, "--allow-fp32", "--model-name", model, "--thresholds", absolute
+        )
+
+    refused = promote(forged)
+    assert refused.exit_code == 1 and "does not vouch for it as an FP32 model" in refused.output, refused.output
+    assert _holder(model, "staging") is None
+    passed = promote(real)
+    assert passed.exit_code == 0 and _holder(model, "staging") == real, passed.output
+
+
+def test_main_reuses_under_a_key_only_the_versions_own_signed_evaluation(signed):  # noqa: F811
+    """The ninth run (N1, from the code): the key id in main's reuse digest is public, so a forged
+    FINISHED evaluate run carrying that digest would be reused and the version left unevaluated."""
+    from flows.main import signed_evaluation
+
+    client = MlflowClient()
+    accept = signed_evaluation(COPY, signed["int8"], KEY.encode())
+    evaluation = client.get_run(client.get_model_version(COPY, signed["int8"]).tags["eval_run_id"])
+    assert accept(evaluation)
+    forged = client.create_run(evaluation.info.experiment_id)
+    assert not accept(client.get_run(forged.info.run_id))
+    assert not signed_evaluation(COPY, signed["int8"], KEY[::-1].encode())(evaluation)  # another key

@@ -36,8 +36,9 @@ def signature_problems(
     parent: Mapping[str, str] | None,
 ) -> list[str]:
     """With an evidence key: why the evaluation's signature does not vouch for the evidence the
-    gate is about to trust, or the parent it was measured against is not attested as it stands
-    now (none without a key). ``parent``: the parent's tags (:func:`parent_tags`)."""
+    gate is about to trust, or the parent it was measured against (a version without one: the
+    version itself) is not attested as it stands now (none without a key). ``parent``: the
+    parent's tags (:func:`parent_tags`)."""
     if key is None:
         return []
     tags = dict(mv.tags)
@@ -59,6 +60,13 @@ def signature_problems(
                 f"parity was measured against v{parent_version}, which the evidence key does not vouch for as "
                 f"an FP32 parent: {unattested}; if it is the model you trained, `quantgate attest --version "
                 f"{parent_version}`, then evaluate again"
+            )
+    else:  # judged as an FP32 model itself (--allow-fp32): it must be one a key holder vouched for
+        unattested = attestation_problem(key, mv.name, mv.version, tags)
+        if unattested:
+            problems.append(
+                f"v{mv.version} has no parent, and the evidence key does not vouch for it as an FP32 model: "
+                f"{unattested}; if it is the model you trained, `quantgate attest --version {mv.version}`"
             )
     return problems
 

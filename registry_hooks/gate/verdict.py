@@ -195,7 +195,8 @@ def append_description(
         run_id=run_id,
     )
     current = client.get_model_version(verdict.mv.name, verdict.version).description
-    client.update_model_version(verdict.mv.name, verdict.version, description=append_note(current, note))
+    owner = f"{verdict.mv.name} v{verdict.version}"  # as its card's heading names it
+    client.update_model_version(verdict.mv.name, verdict.version, description=append_note(current, note, owner=owner))
 
 
 def decision_body(

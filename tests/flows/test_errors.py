@@ -56,3 +56,23 @@ def test_debug_shows_the_traceback(tmp_path):
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "UserError" in proc.stderr
+
+
+def test_main_with_a_step_that_fails_or_a_bad_thresholds_file_is_one_line_exit_2(tmp_path):
+    """The ninth adversarial run: `main --max-epochs 0` printed the train step's one line and then
+    MLflow's ExecutionException traceback (exit 1); a bad thresholds file was `Error: …`, exit 1,
+    the status of a rejected gate."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_size_mb: 1\nmax_size_mb: 2\n")
+    for extra in (["--max-epochs", "0"], ["--thresholds", str(bad)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "main", "--train-limit", "16", *extra],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]

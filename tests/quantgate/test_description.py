@@ -55,3 +55,21 @@ def test_a_block_whose_card_was_dropped_for_room_is_still_found():
     text = join(Parts(above="mine", card="", notes=["\n\n### Gate passed: a note"], below="")) + "\n\nafter"
     parts = split(text)
     assert parts.above == "mine" and parts.below == "after" and parts.notes == ["\n\n### Gate passed: a note"]
+
+
+def test_another_versions_whole_block_quoted_below_stays_the_persons():
+    """The ninth run: text below the block quoting another version's whole block (its card and a
+    gate note) took the note of the next gate and then lost the quoted card to the next
+    evaluation, since the last marker pair counted as quantgate's."""
+    from quantgate.description import append_note
+
+    other = with_card("", CARD.replace("m v3", "m v2").replace("card text", "v2's card"))
+    other = append_note(other, "\n\n### Gate passed: v2's note")
+    mine = with_card("", CARD)
+    shared = f"{mine}\n\nFor comparison, v2's block:\n\n{other}\n\nthat was v2."
+    noted = append_note(shared, "\n\n### Gate rejected: v3's note", owner="m v3")
+    recarded = with_card(noted, CARD.replace("card text", "new card"), owner="m v3")
+    assert recarded.endswith(f"For comparison, v2's block:\n\n{other}\n\nthat was v2."), recarded
+    parts = split(recarded, owner="m v3")
+    assert "new card" in parts.card and parts.notes == ["\n\n### Gate rejected: v3's note"]
+    assert "card text" not in recarded
