@@ -22,12 +22,12 @@ from mlflow.exceptions import MlflowException
 
 from evaluators.plots import pareto_png
 from evaluators.report import compare_table
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter
 
 
 def collect(name: str) -> list[dict]:
     client = MlflowClient()
-    versions = client.search_model_versions(f"name='{name}'")
+    versions = client.search_model_versions(name_filter(name))
     if not versions:
         raise click.ClickException(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
     aliases: dict[str, list[str]] = {}

@@ -39,7 +39,7 @@ from quantgate.errors import UserError
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
 from quantgate.recipes.base import CALIBRATE_ON_PARENT
-from quantgate.tracking import configure_tracking, resolve_version, version_uri
+from quantgate.tracking import configure_tracking, name_filter, resolve_version, version_uri
 from registry_hooks.gate.parity import describe, parity
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
 
@@ -50,7 +50,7 @@ LIBRARIES = ("torch", "onnx", "onnxruntime", "transformers")
 
 # --------------------------------------------------------------------------- the parent
 def latest_fp32_version(model_name: str) -> ModelVersion:
-    found = MlflowClient().search_model_versions(f"name='{model_name}' and tags.variant='fp32'")
+    found = MlflowClient().search_model_versions(f"{name_filter(model_name)} and tags.variant='fp32'")
     if not found:
         raise UserError(f"no version of {model_name!r} is tagged variant=fp32: run `quantgate train` first")
     return max(found, key=lambda mv: int(mv.version))
@@ -101,7 +101,9 @@ def recipe_identity(recipe: Recipe, source: ModelVersion) -> str:
 
 def find_existing(source: ModelVersion, recipe_sha256: str) -> ModelVersion | None:
     """The newest version of the source's model that was built with this exact identity."""
-    found = MlflowClient().search_model_versions(f"name='{source.name}' and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'")
+    found = MlflowClient().search_model_versions(
+        f"{name_filter(source.name)} and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'"
+    )
     return max(found, key=lambda mv: int(mv.version)) if found else None
 
 

@@ -40,6 +40,17 @@ def configure_tracking(experiment: str | None = AFTER_MODEL, *, model_name: str 
     return mlflow.get_tracking_uri()
 
 
+def name_filter(name: str) -> str:
+    """``name=<name>`` for MLflow's search filters, quoted so that a name with an apostrophe
+    (MLflow accepts ``o'brien``) still parses; a name with both quote kinds cannot be written in
+    a filter at all, which is one line (``UserError``) rather than MLflow's traceback."""
+    if "'" not in name:
+        return f"name='{name}'"
+    if '"' not in name:
+        return f'name="{name}"'
+    raise UserError(f"model name {name!r} holds both ' and \"; MLflow's search filters cannot express it: rename it")
+
+
 def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:
     """Accept ``models:/name/3``, ``models:/name@staging``, ``name/3`` or just ``3``; return a
     ``models:/`` URI."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from quantgate.tracking import name_filter
 from registry_hooks.gate.decision import Decision, Reason, explain_ranking, rank_candidates
 from registry_hooks.gate.evidence import SNAPSHOT_TAGS, tag_problems
 from registry_hooks.gate.lock import promotion_lock
@@ -60,7 +61,8 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> str | None:
 def staged_versions(client: MlflowClient, name: str) -> list[str]:
     """The versions in stage Staging, in version order."""
     return sorted(
-        (str(mv.version) for mv in client.search_model_versions(f"name='{name}'") if mv.current_stage == STAGE), key=int
+        (str(mv.version) for mv in client.search_model_versions(name_filter(name)) if mv.current_stage == STAGE),
+        key=int,
     )
 
 

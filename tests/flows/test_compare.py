@@ -103,3 +103,22 @@ def test_compare_prints_the_ui_link_for_the_versions_it_lists(pipeline, tmp_path
     assert runs[str(pipeline["fp32"].version)] == pipeline["fp32"].run_id
     assert runs[str(pipeline["int8"].version)] == pipeline["int8"].run_id
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_a_model_name_with_an_apostrophe_works_or_is_one_line(store):
+    """The tenth adversarial run: MLflow accepts the name `o'brien`, but `compare` and `promote
+    --candidates` built `name='o'brien'` filters and ended in MLflow's traceback."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from flows.cli import cli
+
+    from promote_helpers import log_trivial_model
+
+    mlflow.register_model(log_trivial_model("apostrophe")[0], "o'brien")
+    shown = CliRunner().invoke(cli, ["compare", "--name", "o'brien"])
+    assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
+    gated = CliRunner().invoke(cli, ["promote", "--candidates", "--model-name", "o'brien", "--dry-run"])
+    assert gated.exit_code == 2 and "has no non-fp32 versions" in gated.output, gated.output
+    both = CliRunner().invoke(cli, ["compare", "--name", "a'b\"c"])
+    assert both.exit_code == 2 and "holds both ' and" in both.output, both.output
