@@ -270,7 +270,6 @@ def train_and_quantise(
     key = load_key()
     with tempfile.TemporaryDirectory(prefix="quantgate-main-") as tmp:
         receipt = Path(tmp) / "train-receipt.json"
-        # train and quantise need no key; quantise runs the parent's code, so it never gets one
         params = {
             "dataset": dataset,
             "base_model": base_model,
@@ -279,6 +278,7 @@ def train_and_quantise(
             "train_limit": train_limit,
             **opts,
         }
+        # train and quantise need no key; quantise runs the parent's code, so it never gets one
         with key_withheld(), receipt_requested(receipt):
             train_run = get_or_run(
                 "train",

@@ -18,21 +18,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from test_adversarial import RELATIVE, _holder, _one_error_line, _quantgate, _yaml
-from test_adversarial_signed import COPY, KEY, _promote, signed  # noqa: F401
+from test_adversarial_signed import COPY, KEY, _promote, _stored_copy_root, signed  # noqa: F401
 
 from conftest import TEST_MODEL
-
-
-def _stored_root(model: str, version: str) -> Path:
-    """The registered version's files in the artifact store (not a copy)."""
-    location = MlflowClient().get_model_version_download_uri(model, version)
-    return Path(unquote(urlparse(location).path) if location.startswith("file:") else location)
 
 
 def _swap_classifier_rows(root: Path) -> None:
@@ -62,7 +55,7 @@ def _refit_tags(model: str, version: str) -> None:
     from quantgate.model_files import digest, model_manifest
     from quantgate.packaging import manifest_digest
 
-    root = _stored_root(model, version)
+    root = _stored_copy_root(model=model, version=version)
     meta = json.loads(next(root.glob("artifacts/meta.json")).read_text())
     client = MlflowClient()
     client.set_model_version_tag(model, version, "manifest_sha256", manifest_digest(meta["manifest"]))
@@ -145,7 +138,7 @@ def test_h1b_the_real_parent_rewritten_in_the_store_with_its_tags_reset_is_not_m
     fp32, candidate = _own_pair(pipeline, model, tmp_path)
     _attest(model, fp32, monkeypatch)
     for version in (fp32, candidate):
-        _swap_classifier_rows(_stored_root(model, version))
+        _swap_classifier_rows(_stored_copy_root(model=model, version=version))
         _refit_tags(model, version)
     line = _one_error_line(_evaluate(model, candidate))
     assert "does not vouch for as an FP32 parent" in line and "edited after it was signed" in line, line
@@ -177,7 +170,7 @@ def test_attest_refuses_without_a_key_a_variant_and_changed_files_in_one_line(pi
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     variant = _one_error_line(_quantgate("attest", "--version", int8, "--model-name", model))
     assert f"it is a variant of v{fp32}" in variant, variant
-    _swap_classifier_rows(_stored_root(model, fp32))  # files changed, tags not re-set
+    _swap_classifier_rows(_stored_copy_root(model=model, version=fp32))  # files changed, tags not re-set
     changed = _one_error_line(_quantgate("attest", "--version", fp32, "--model-name", model))
     assert "model files changed since registration" in changed, changed
     assert "fp32_attestation" not in MlflowClient().get_model_version(model, fp32).tags
@@ -246,7 +239,7 @@ def test_h1_eighth_run_main_attests_only_what_its_own_train_step_registered(race
         expected = f"the train step registered v{fp32}, but its run's quantgate.version.fp32 tag now names v{attacked}"
     else:
         attacked = fp32
-        _swap_classifier_rows(_stored_root(model, fp32))
+        _swap_classifier_rows(_stored_copy_root(model=model, version=fp32))
         _refit_tags(model, fp32)
         expected = "tag is not the digest the train step computed"
     with pytest.raises(ModelIntegrityError, match="not attesting") as refused:

@@ -313,8 +313,9 @@ def test_serve_with_a_bad_key_prints_only_the_error(signed, monkeypatch):
 
 
 # ------------------------------------------------------------------ the fifth independent run (helper-13)
-def _stored_copy_root(version: str) -> Path:
-    location = MlflowClient().get_model_version_download_uri(COPY, version)
+def _stored_copy_root(version: str, model: str = COPY) -> Path:
+    """The registered version's files in the artifact store (not a copy)."""
+    location = MlflowClient().get_model_version_download_uri(model, version)
     return Path(unquote(urlparse(location).path) if location.startswith("file:") else location)
 
 
