@@ -32,10 +32,17 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from evaluators.measure import host_fingerprint
-from evaluators.report import headline_tags, model_card, with_card
+from evaluators.report import headline_tags, model_card
 from flows.data_options import DataOptions, data_options, pop_data_options
-from quantgate.contract import EVAL_SIGNATURE_TAG, EVIDENCE_SIGNATURE_TAG, PARENT_VERSION_TAG, PREDICTIONS_TABLE
+from quantgate.contract import (
+    DESCRIPTION_BLOCK_TAG,
+    EVAL_SIGNATURE_TAG,
+    EVIDENCE_SIGNATURE_TAG,
+    PARENT_VERSION_TAG,
+    PREDICTIONS_TABLE,
+)
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
+from quantgate.description import put_card
 from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, load_key, sign
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
@@ -329,8 +336,13 @@ def record_on_version(
         client.delete_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG)
     current = client.get_model_version(mv.name, mv.version)
     card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
-    owner = f"{mv.name} v{mv.version}"  # a whole block of another version quoted in the text stays the person's
-    client.update_model_version(mv.name, mv.version, description=with_card(current.description, card, owner))
+    # quantgate's block is the one it wrote last (by digest): a block quoted in a person's text stays theirs
+    description, block = put_card(
+        current.description, card, owner=f"{mv.name} v{mv.version}", own=current.tags.get(DESCRIPTION_BLOCK_TAG)
+    )
+    client.update_model_version(mv.name, mv.version, description=description)
+    if block:
+        client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)
 
 
 def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:

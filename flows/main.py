@@ -57,10 +57,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   quantise_onnx only gained a one-line error for a download the store refuses and the trusted
 #   data checks that only evaluate runs; then (#17) the contract's name of the FP32 attestation tag,
 #   and train's receipt for main (a local file, written only when main names one); then model
-#   names with an apostrophe quoted in search filters.
+#   names with an apostrophe quoted in search filters, and the description block's digest tag.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "707d2be3997f24fcf3c3f96922f9a5429e8b7f6baf8ba29fc774ee1975ccbc9c": [
+        "29c517ebbc83d39afd7834e7a6dea936209f16a85e30f41040967be7262c4666": [
+            "707d2be3997f24fcf3c3f96922f9a5429e8b7f6baf8ba29fc774ee1975ccbc9c",  # 10dc3a1
             "55578cd1427e21538dfcdd354f7b81cf7a09d7652a13d860d66195493e6918a2",  # 1a6fdb7
             "ea351ffb541c0c70971d89563e06b19dac8ea35a0a17c3dd1053e4cf707145e1",  # adef176
             "aafc24aa924004fcd39e7338e848877d7090ef2ff5b128bd03ee4872d4e84ddf",  # 1857ca5
@@ -69,7 +70,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "cd43d5c613da0682c0ef36aefe5a53691bd842e7bcb14678bca74fcaacdc5440": [
+        "228f3078e06e9b4b13bb6cfc1275ce063191c1ef4f960b4a5f96df086924e0d1": [
+            "cd43d5c613da0682c0ef36aefe5a53691bd842e7bcb14678bca74fcaacdc5440",  # 10dc3a1
             "cbfe8d0d18688172339a73374c7c9eca09316a661c9b4808d161a590966d6fbc",  # 1a6fdb7
             "8deac8c0c6fd533e332a6eec831fd733a12492419f477e6e81263ac6571a7e32",  # adef176
             "6eb6fabdca44a11baab2643340810833d7b2a6982399b8d6928334ffebf4e882",  # 1857ca5

@@ -29,6 +29,7 @@ EVAL_MODEL_DIGEST_TAG = "eval_model_sha256"  # the model digest the evaluation m
 EVAL_METRICS_DIGEST_TAG = "eval_metrics_sha256"  # the evaluation's figures, as logged
 EVAL_PREDICTIONS_DIGEST_TAG = "eval_predictions_sha256"  # the predictions table, as logged
 EVAL_SIGNATURE_TAG = "eval_evidence_signature"  # HMAC of the evaluation's evidence (quantgate.evidence_signing)
+DESCRIPTION_BLOCK_TAG = "description_block_sha256"  # the description block quantgate wrote last (quantgate.description)
 FP32_ATTESTATION_TAG = "fp32_attestation"  # HMAC: a key holder vouched for these FP32 files (`quantgate attest`)
 
 # ---------------------------------------------------------------- run tags and tables

@@ -10,6 +10,7 @@ the evaluation run. Pure text functions.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -33,15 +34,23 @@ class Parts:
     below: str = ""  # a person's text after the block
 
 
-def _block_span(text: str, owner: str | None = None) -> tuple[int, int] | None:
+def block_sha256(block: str) -> str:
+    """SHA-256 of a whole block as written (BEGIN line to END line): what the version's
+    ``description_block_sha256`` tag records, so the block can be told from a copy of another."""
+    return hashlib.sha256(block.encode("utf-8")).hexdigest()
+
+
+def _block_span(text: str, owner: str | None = None, own: str | None = None) -> tuple[int, int] | None:
     """Where quantgate's block is: ``(start of BEGIN, end of END)``. The block is written as a
     BEGIN line, the card and notes, and an END line, with no marker inside it; a person may quote
     either marker, or a whole example block, in their own text above or below, so the block is
     the last BEGIN ... END pair with no marker between them whose BEGIN starts a line, whose END
     ends one, and whose content starts as quantgate's does (a card heading or a gate note).
-    ``owner`` (``"<name> v<version>"``, the card's heading): of several such pairs, the last one
-    whose card names this version wins, so a whole block of another version quoted below stays
-    the person's."""
+    ``own`` (the SHA-256 of the block quantgate last wrote, :func:`block_sha256`): the pair with
+    exactly that content is quantgate's, whatever a person quoted around it (of two identical
+    ones, the first: a copy is made after the original). Without it (descriptions written before
+    the digest was kept, or a block a person edited), ``owner`` (``"<name> v<version>"``, the
+    card's heading): the last pair whose card names this version; then the last pair."""
     spans, start = [], text.find(BEGIN)
     while start != -1:
         end = text.find(END, start)
@@ -52,6 +61,9 @@ def _block_span(text: str, owner: str | None = None) -> tuple[int, int] | None:
         if BEGIN not in inner and on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
             spans.append((start, end + len(END)))
         start = text.find(BEGIN, start + len(BEGIN))
+    exact = [span for span in spans if own and block_sha256(text[span[0] : span[1]]) == own]
+    if exact:
+        return exact[0]
     heading = f"{BEGIN}\n## {owner}: "
     mine = [span for span in spans if owner and text.startswith(heading, span[0])]
     return (mine or spans or [None])[-1]
@@ -63,11 +75,11 @@ LEGACY_CARD = re.compile(r"## .+ v\d+: .+\n\n")
 OWN_BLOCK = re.compile(r"\n(## .+ v\d+: .+\n\n|\n\n### Gate )")
 
 
-def split(description: str | None, owner: str | None = None) -> Parts:
-    """Separate a description into a person's text and quantgate's block (``owner``: see
-    :func:`_block_span`)."""
+def split(description: str | None, owner: str | None = None, own: str | None = None) -> Parts:
+    """Separate a description into a person's text and quantgate's block (``owner``, ``own``:
+    see :func:`_block_span`)."""
     text = description or ""
-    span = _block_span(text, owner)
+    span = _block_span(text, owner, own)
     if span:
         above, below = text[: span[0]], text[span[1] :]
         block = text[span[0] + len(BEGIN) : span[1] - len(END)]
@@ -87,6 +99,11 @@ def split(description: str | None, owner: str | None = None) -> Parts:
 
 def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
     """The description with the block fitted into what the person's text leaves of ``limit``."""
+    return compose(parts, limit)[0]
+
+
+def compose(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> tuple[str, str | None]:
+    """:func:`join`, and the SHA-256 of the block it wrote (``None`` when no block fitted)."""
     above = parts.above + SEP if parts.above else ""
     below = SEP + parts.below if parts.below else ""
     room = limit - len(above) - len(below) - len(BEGIN) - len(END) - 2
@@ -99,23 +116,48 @@ def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
         notes = [notes[-1][: max(room, 0)]]
     block = card + "".join(notes)
     if not block or room <= 0:
-        return parts.above + (SEP if parts.above and parts.below else "") + parts.below  # the person's text alone
-    return f"{above}{BEGIN}\n{block}\n{END}{below}"
+        return parts.above + (SEP if parts.above and parts.below else "") + parts.below, None  # the person's text alone
+    written = f"{BEGIN}\n{block}\n{END}"
+    return f"{above}{written}{below}", block_sha256(written)
 
 
-def with_card(description: str | None, card: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
+def put_card(
+    description: str | None,
+    card: str,
+    *,
+    owner: str | None = None,
+    own: str | None = None,
+    limit: int = DESCRIPTION_LIMIT,
+) -> tuple[str, str | None]:
     """Put (or replace) the model card in quantgate's block; keep its notes and everything else.
-    ``owner``: the version's ``"<name> v<version>"`` (see :func:`_block_span`)."""
-    parts = split(description, owner)
+    Returns the description and its block's SHA-256 (keep it, and pass it back as ``own``)."""
+    parts = split(description, owner, own)
     parts.card = card
-    return join(parts, limit)
+    return compose(parts, limit)
 
 
-def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
+def put_note(
+    description: str | None,
+    note: str,
+    *,
+    owner: str | None = None,
+    own: str | None = None,
+    limit: int = DESCRIPTION_LIMIT,
+) -> tuple[str, str | None]:
     """Add a gate note at the end of quantgate's block; keep everything a person wrote.
-    ``owner``: the version's ``"<name> v<version>"`` (see :func:`_block_span`)."""
-    parts = split(description, owner)
+    Returns the description and its block's SHA-256 (keep it, and pass it back as ``own``)."""
+    parts = split(description, owner, own)
     if parts.card == "" and not parts.notes and not parts.above:  # no block yet: notes go after the text
         parts.above, parts.below = parts.below, ""
     parts.notes.append(note)
-    return join(parts, limit)
+    return compose(parts, limit)
+
+
+def with_card(description: str | None, card: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
+    """:func:`put_card`'s description (``owner``: the version's ``"<name> v<version>"``)."""
+    return put_card(description, card, owner=owner, limit=limit)[0]
+
+
+def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
+    """:func:`put_note`'s description (``owner``: the version's ``"<name> v<version>"``)."""
+    return put_note(description, note, owner=owner, limit=limit)[0]

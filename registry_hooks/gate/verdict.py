@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from quantgate.contract import EVAL_SIGNATURE_TAG, MODEL_DIGEST_TAG
+from quantgate.contract import DESCRIPTION_BLOCK_TAG, EVAL_SIGNATURE_TAG, MODEL_DIGEST_TAG
+from quantgate.description import put_note
 from quantgate.evidence_signing import GATE_PASS, gate_pass_payload, sign, signature_problem
 from registry_hooks.gate.decision import Decision, decide
 from registry_hooks.gate.evidence import Evidence, gather
-from registry_hooks.gate.report import append_note, gate_note, reasons_digest
+from registry_hooks.gate.report import gate_note, reasons_digest
 from registry_hooks.gate.thresholds import Thresholds
 
 
@@ -194,9 +195,16 @@ def append_description(
         confidence_level=thresholds.confidence_level,
         run_id=run_id,
     )
-    current = client.get_model_version(verdict.mv.name, verdict.version).description
-    owner = f"{verdict.mv.name} v{verdict.version}"  # as its card's heading names it
-    client.update_model_version(verdict.mv.name, verdict.version, description=append_note(current, note, owner=owner))
+    current = client.get_model_version(verdict.mv.name, verdict.version)
+    description, block = put_note(
+        current.description,
+        note,
+        owner=f"{verdict.mv.name} v{verdict.version}",  # as its card's heading names it
+        own=current.tags.get(DESCRIPTION_BLOCK_TAG),  # the block quantgate wrote last
+    )
+    client.update_model_version(verdict.mv.name, verdict.version, description=description)
+    if block:
+        client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)
 
 
 def decision_body(

@@ -73,3 +73,26 @@ def test_another_versions_whole_block_quoted_below_stays_the_persons():
     parts = split(recarded, owner="m v3")
     assert "new card" in parts.card and parts.notes == ["\n\n### Gate rejected: v3's note"]
     assert "card text" not in recarded
+
+
+@pytest.mark.parametrize("case", ["notes-only", "renamed", "same-version-copy"])
+def test_the_block_quantgate_wrote_last_is_found_by_its_digest(case):
+    """The tenth run: a block holding only gate notes (no card heading to match), a card naming
+    the model's old name, and a person's word-for-word copy of the same block below it each let
+    the person's quote take quantgate's next note or card."""
+    from quantgate.description import append_note, put_card, put_note
+
+    other = append_note(with_card("", CARD.replace("m v3", "m v2")), "\n\n### Gate passed: v2's note")
+    if case == "notes-only":
+        mine, own = put_note("", "\n\n### Gate rejected: never evaluated")
+    else:
+        mine, own = put_card("", CARD)
+    quote = mine if case == "same-version-copy" else other
+    person = f"Alice, quoting a block:\n\n{quote}\n\nend of quote."
+    shared = f"{mine}\n\n{person}"
+    owner = "m-prod v3" if case == "renamed" else "m v3"
+    noted, own = put_note(shared, "\n\n### Gate passed: the next note", owner=owner, own=own)
+    recarded, own = put_card(noted, CARD.replace("card text", "new card"), owner=owner, own=own)
+    assert recarded.endswith(person), recarded
+    parts = split(recarded, owner, own)
+    assert "new card" in parts.card and parts.notes[-1] == "\n\n### Gate passed: the next note"
