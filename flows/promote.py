@@ -238,7 +238,7 @@ def run_gate(
     if bool(version_ref) == bool(candidates):
         raise click.UsageError("give exactly one of --version N or --candidates")
     alias = alias or default_alias(target)
-    configure_tracking(model_name=model_name)
+    configure_tracking(None)  # the experiment only once a promote run will be logged (not for a dry run)
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)
@@ -250,6 +250,7 @@ def run_gate(
             click.echo(hint)
         return code
     name = versions[0].name
+    configure_tracking(model_name=name)
     run_name = "promote-candidates" if candidates else f"promote-v{versions[0].version}"
     champion = settle(
         verdicts,

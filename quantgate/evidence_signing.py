@@ -121,7 +121,10 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
     if signed_by != key_id(key):
         return f"it was signed with key {signed_by}, not with this machine's key {key_id(key)}"
     if not hmac.compare_digest(signature, sign(key, kind, payload)):
-        return "its signature does not match what is recorded now (edited after it was signed)"
+        return (
+            "its signature does not match what is recorded now (edited after it was signed;"
+            " the registered model's name and the version number are part of what is signed)"
+        )
     return None
 
 

@@ -105,7 +105,7 @@ def test_compare_prints_the_ui_link_for_the_versions_it_lists(pipeline, tmp_path
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
-def test_a_model_name_with_an_apostrophe_works_or_is_one_line(store):
+def test_a_model_name_with_an_apostrophe_works_or_is_one_line(store, monkeypatch):
     """The tenth adversarial run: MLflow accepts the name `o'brien`, but `compare` and `promote
     --candidates` built `name='o'brien'` filters and ended in MLflow's traceback."""
     import mlflow
@@ -118,7 +118,10 @@ def test_a_model_name_with_an_apostrophe_works_or_is_one_line(store):
     mlflow.register_model(log_trivial_model("apostrophe")[0], "o'brien")
     shown = CliRunner().invoke(cli, ["compare", "--name", "o'brien"])
     assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
+    for chosen in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):  # so promote would pick "o'brien"
+        monkeypatch.delenv(chosen, raising=False)
     gated = CliRunner().invoke(cli, ["promote", "--candidates", "--model-name", "o'brien", "--dry-run"])
     assert gated.exit_code == 2 and "has no non-fp32 versions" in gated.output, gated.output
+    assert mlflow.get_experiment_by_name("o'brien") is None  # the same run: promote logs nothing, so creates no experiment
     both = CliRunner().invoke(cli, ["compare", "--name", "a'b\"c"])
     assert both.exit_code == 2 and "holds both ' and" in both.output, both.output
