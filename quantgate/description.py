@@ -50,7 +50,11 @@ def _block_span(text: str, owner: str | None = None, own: str | None = None) -> 
     exactly that content is quantgate's, whatever a person quoted around it (of two identical
     ones, the first: a copy is made after the original). Without it (descriptions written before
     the digest was kept, or a block a person edited), ``owner`` (``"<name> v<version>"``, the
-    card's heading): the last pair whose card names this version; then the last pair."""
+    card's heading): the last pair whose card names this version. Nothing else is taken as
+    quantgate's: a pair that matches neither may be a person's quote of another version's block
+    (a fresh version has no block of its own yet), so a new block is written and the pair is kept
+    as their text; an old block of quantgate's it cannot recognise stays behind, which loses
+    nothing."""
     spans, start = [], text.find(BEGIN)
     while start != -1:
         end = text.find(END, start)
@@ -66,7 +70,7 @@ def _block_span(text: str, owner: str | None = None, own: str | None = None) -> 
         return exact[0]
     heading = f"{BEGIN}\n## {owner}: "
     mine = [span for span in spans if owner and text.startswith(heading, span[0])]
-    return (mine or spans or [None])[-1]
+    return mine[-1] if mine else None
 
 
 # A model card written before blocks existed: "## <name> v<N>: <variant>" at the very start.

@@ -122,6 +122,6 @@ def test_a_model_name_with_an_apostrophe_works_or_is_one_line(store, monkeypatch
         monkeypatch.delenv(chosen, raising=False)
     gated = CliRunner().invoke(cli, ["promote", "--candidates", "--model-name", "o'brien", "--dry-run"])
     assert gated.exit_code == 2 and "has no non-fp32 versions" in gated.output, gated.output
-    assert mlflow.get_experiment_by_name("o'brien") is None  # the same run: promote logs nothing, so creates no experiment
+    assert mlflow.get_experiment_by_name("o'brien") is None  # promote logged no run, so created no experiment
     both = CliRunner().invoke(cli, ["compare", "--name", "a'b\"c"])
     assert both.exit_code == 2 and "holds both ' and" in both.output, both.output

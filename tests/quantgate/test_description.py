@@ -8,6 +8,7 @@ import pytest
 from quantgate.description import BEGIN, END, LEGACY_CARD_END, split, with_card
 
 CARD = f"## m v3: onnx-int8-dynamic\n\ncard text\n{LEGACY_CARD_END}"
+OWNER = "m v3"  # the version the card's heading names, as evaluate and the gate pass it
 
 
 @pytest.mark.parametrize(
@@ -22,9 +23,9 @@ CARD = f"## m v3: onnx-int8-dynamic\n\ncard text\n{LEGACY_CARD_END}"
 def test_text_around_the_block_survives_a_new_card(above, below):
     description = with_card("", CARD)
     shared = "\n\n".join(part for part in (above, description, below) if part)
-    parts = split(shared)
+    parts = split(shared, OWNER)
     assert (parts.above, parts.below) == (above, below)
-    updated = with_card(shared, CARD.replace("card text", "new card"))
+    updated = with_card(shared, CARD.replace("card text", "new card"), owner=OWNER)
     assert updated.startswith(above) and updated.endswith(below) and "new card" in updated
     assert "card text" not in updated
 
@@ -45,15 +46,16 @@ def test_a_quoted_example_block_is_a_persons_text_not_quantgates(where):
     example = f"How the block looks:\n{BEGIN}\nALICE-EXAMPLE: keep me\n{END}\nend of example"
     description = with_card("", CARD)
     shared = f"{example}\n\n{description}" if where == "above" else f"{description}\n\n{example}"
-    updated = with_card(shared, CARD.replace("card text", "new card"))
+    updated = with_card(shared, CARD.replace("card text", "new card"), owner=OWNER)
     assert example in updated and "new card" in updated and "card text" not in updated
 
 
 def test_a_block_whose_card_was_dropped_for_room_is_still_found():
-    from quantgate.description import Parts, join
+    from quantgate.description import Parts, compose
 
-    text = join(Parts(above="mine", card="", notes=["\n\n### Gate passed: a note"], below="")) + "\n\nafter"
-    parts = split(text)
+    text, own = compose(Parts(above="mine", card="", notes=["\n\n### Gate passed: a note"], below=""))
+    text += "\n\nafter"
+    parts = split(text, OWNER, own)
     assert parts.above == "mine" and parts.below == "after" and parts.notes == ["\n\n### Gate passed: a note"]
 
 
@@ -96,3 +98,22 @@ def test_the_block_quantgate_wrote_last_is_found_by_its_digest(case):
     assert recarded.endswith(person), recarded
     parts = split(recarded, owner, own)
     assert "new card" in parts.card and parts.notes[-1] == "\n\n### Gate passed: the next note"
+
+
+@pytest.mark.parametrize("write", ["card", "note"])
+def test_a_fresh_versions_quote_of_another_versions_block_stays_the_persons(write):
+    """A version with no block of its own yet (no digest, no card naming it) whose description
+    quotes another version's whole block: the quote was the "last pair", so the first evaluate
+    wrote the new card into it and the first gate its note."""
+    from quantgate.description import append_note, put_card, put_note
+
+    other = append_note(with_card("", CARD.replace("m v3", "m v2")), "\n\n### Gate passed: v2's note")
+    person = f"Alice: v3 should look like v2 did:\n\n{other}\n\nthanks"
+    if write == "card":
+        updated, own = put_card(person, CARD.replace("card text", "new card"), owner=OWNER)
+    else:
+        updated, own = put_note(person, "\n\n### Gate rejected: never evaluated", owner=OWNER)
+    assert person in updated, updated  # a card goes above a person's text, a note below it
+    parts = split(updated, OWNER, own)
+    assert parts.above + parts.below == person
+    assert ("new card" in parts.card) if write == "card" else parts.notes == ["\n\n### Gate rejected: never evaluated"]
