@@ -76,15 +76,6 @@ def headline_tags(metrics: dict[str, float]) -> dict[str, str]:
     }
 
 
-def with_card(description: str | None, card: str, owner: str | None = None) -> str:
-    """Put the card into quantgate's block of the description (``quantgate.description``): an
-    earlier card is replaced, the gate's notes and everything a person wrote are kept
-    (``owner``: the version's ``"<name> v<version>"``, which its card's heading names)."""
-    from quantgate.description import with_card as put_card
-
-    return put_card(description, card, owner=owner)
-
-
 def compare_table(rows: list[dict]) -> str:
     cols = [
         ("version", "version", 7),

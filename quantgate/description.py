@@ -34,6 +34,9 @@ class Parts:
     below: str = ""  # a person's text after the block
 
 
+NO_BLOCK = "none: no room for quantgate's block"  # the tag's value when the person's text left no room
+
+
 def block_sha256(block: str) -> str:
     """SHA-256 of a whole block as written (BEGIN line to END line): what the version's
     ``description_block_sha256`` tag records, so the block can be told from a copy of another."""
@@ -41,20 +44,23 @@ def block_sha256(block: str) -> str:
 
 
 def _block_span(text: str, owner: str | None = None, own: str | None = None) -> tuple[int, int] | None:
-    """Where quantgate's block is: ``(start of BEGIN, end of END)``. The block is written as a
-    BEGIN line, the card and notes, and an END line, with no marker inside it; a person may quote
-    either marker, or a whole example block, in their own text above or below, so the block is
-    the last BEGIN ... END pair with no marker between them whose BEGIN starts a line, whose END
-    ends one, and whose content starts as quantgate's does (a card heading or a gate note).
-    ``own`` (the SHA-256 of the block quantgate last wrote, :func:`block_sha256`): the pair with
-    exactly that content is quantgate's, whatever a person quoted around it (of two identical
-    ones, the first: a copy is made after the original). Without it (descriptions written before
-    the digest was kept, or a block a person edited), ``owner`` (``"<name> v<version>"``, the
-    card's heading): the last pair whose card names this version. Nothing else is taken as
-    quantgate's: a pair that matches neither may be a person's quote of another version's block
-    (a fresh version has no block of its own yet), so a new block is written and the pair is kept
-    as their text; an old block of quantgate's it cannot recognise stays behind, which loses
-    nothing."""
+    """Where quantgate's block is: ``(start of BEGIN, end of END)``, or ``None`` for no block.
+
+    The block is written as a BEGIN line, the card and notes, and an END line, with no marker
+    inside it; a person may quote either marker, or a whole block, in their own text above or
+    below, so the candidates are the BEGIN ... END pairs with no marker between them whose BEGIN
+    starts a line, whose END ends one, and whose content starts as quantgate's does (a card
+    heading or a gate note).
+
+    ``own``, the version's ``description_block_sha256`` tag, decides whenever it is set: the pair
+    with exactly that content (:func:`block_sha256`) is quantgate's (of two identical ones, the
+    first); without one - the block was edited, or removed, or had no room (:data:`NO_BLOCK`) -
+    there is none, and a new block is written. Guessing instead would rewrite a person's copy
+    of the block; not guessing at worst leaves an edited block behind as their text.
+
+    Without the tag (a description written before it was kept), ``owner``
+    (``"<name> v<version>"``, the card's heading) decides: the one pair whose card names this
+    version. None, or several (a person's copy of it), is no block, for the same reason."""
     spans, start = [], text.find(BEGIN)
     while start != -1:
         end = text.find(END, start)
@@ -65,12 +71,12 @@ def _block_span(text: str, owner: str | None = None, own: str | None = None) -> 
         if BEGIN not in inner and on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
             spans.append((start, end + len(END)))
         start = text.find(BEGIN, start + len(BEGIN))
-    exact = [span for span in spans if own and block_sha256(text[span[0] : span[1]]) == own]
-    if exact:
-        return exact[0]
+    if own is not None:
+        exact = [span for span in spans if block_sha256(text[span[0] : span[1]]) == own]
+        return exact[0] if exact else None
     heading = f"{BEGIN}\n## {owner}: "
     mine = [span for span in spans if owner and text.startswith(heading, span[0])]
-    return mine[-1] if mine else None
+    return mine[0] if len(mine) == 1 else None
 
 
 # A model card written before blocks existed: "## <name> v<N>: <variant>" at the very start.
@@ -81,7 +87,8 @@ OWN_BLOCK = re.compile(r"\n(## .+ v\d+: .+\n\n|\n\n### Gate )")
 
 def split(description: str | None, owner: str | None = None, own: str | None = None) -> Parts:
     """Separate a description into a person's text and quantgate's block (``owner``, ``own``:
-    see :func:`_block_span`)."""
+    see :func:`_block_span`). A model card from before blocks existed counts only on a version
+    quantgate never wrote a block for (no ``own``), and only when its heading names ``owner``."""
     text = description or ""
     span = _block_span(text, owner, own)
     if span:
@@ -93,7 +100,8 @@ def split(description: str | None, owner: str | None = None, own: str | None = N
         # No block yet. A model card written before blocks existed stood at the very start and
         # is quantgate's; everything else (including older gate notes) is kept as it is.
         above, block, below = "", "", text
-        if LEGACY_CARD.match(text) and LEGACY_CARD_END in text:
+        legacy = own is None and LEGACY_CARD.match(text) and (owner is None or text.startswith(f"## {owner}: "))
+        if legacy and LEGACY_CARD_END in text:
             block, below = text.split(LEGACY_CARD_END, 1)
             block += LEGACY_CARD_END
             below = below.removeprefix(SEP)
@@ -106,8 +114,10 @@ def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
     return compose(parts, limit)[0]
 
 
-def compose(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> tuple[str, str | None]:
-    """:func:`join`, and the SHA-256 of the block it wrote (``None`` when no block fitted)."""
+def compose(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> tuple[str, str]:
+    """:func:`join`, and what the version's ``description_block_sha256`` tag is to hold: the
+    SHA-256 of the block it wrote, or :data:`NO_BLOCK` when none fitted (so that a person's copy
+    of an earlier block never matches a digest left behind)."""
     above = parts.above + SEP if parts.above else ""
     below = SEP + parts.below if parts.below else ""
     room = limit - len(above) - len(below) - len(BEGIN) - len(END) - 2
@@ -120,7 +130,7 @@ def compose(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> tuple[str, str | No
         notes = [notes[-1][: max(room, 0)]]
     block = card + "".join(notes)
     if not block or room <= 0:
-        return parts.above + (SEP if parts.above and parts.below else "") + parts.below, None  # the person's text alone
+        return parts.above + (SEP if parts.above and parts.below else "") + parts.below, NO_BLOCK  # their text alone
     written = f"{BEGIN}\n{block}\n{END}"
     return f"{above}{written}{below}", block_sha256(written)
 
@@ -132,9 +142,9 @@ def put_card(
     owner: str | None = None,
     own: str | None = None,
     limit: int = DESCRIPTION_LIMIT,
-) -> tuple[str, str | None]:
+) -> tuple[str, str]:
     """Put (or replace) the model card in quantgate's block; keep its notes and everything else.
-    Returns the description and its block's SHA-256 (keep it, and pass it back as ``own``)."""
+    Returns the description and its block's tag (:func:`compose`; keep it, pass it back as ``own``)."""
     parts = split(description, owner, own)
     parts.card = card
     return compose(parts, limit)
@@ -147,21 +157,11 @@ def put_note(
     owner: str | None = None,
     own: str | None = None,
     limit: int = DESCRIPTION_LIMIT,
-) -> tuple[str, str | None]:
+) -> tuple[str, str]:
     """Add a gate note at the end of quantgate's block; keep everything a person wrote.
-    Returns the description and its block's SHA-256 (keep it, and pass it back as ``own``)."""
+    Returns the description and its block's tag (:func:`compose`; keep it, pass it back as ``own``)."""
     parts = split(description, owner, own)
     if parts.card == "" and not parts.notes and not parts.above:  # no block yet: notes go after the text
         parts.above, parts.below = parts.below, ""
     parts.notes.append(note)
     return compose(parts, limit)
-
-
-def with_card(description: str | None, card: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
-    """:func:`put_card`'s description (``owner``: the version's ``"<name> v<version>"``)."""
-    return put_card(description, card, owner=owner, limit=limit)[0]
-
-
-def append_note(description: str | None, note: str, limit: int = DESCRIPTION_LIMIT, owner: str | None = None) -> str:
-    """:func:`put_note`'s description (``owner``: the version's ``"<name> v<version>"``)."""
-    return put_note(description, note, owner=owner, limit=limit)[0]

@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from quantgate.description import DESCRIPTION_LIMIT, NOTE_MARK, append_note  # noqa: F401 - re-exported
+from quantgate.description import NOTE_MARK
 from registry_hooks.gate.decision import Decision
 
 

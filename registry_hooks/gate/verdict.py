@@ -203,8 +203,7 @@ def append_description(
         own=current.tags.get(DESCRIPTION_BLOCK_TAG),  # the block quantgate wrote last
     )
     client.update_model_version(verdict.mv.name, verdict.version, description=description)
-    if block:
-        client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)
+    client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)
 
 
 def decision_body(

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from evaluators.metrics import block_bootstrap_speedup, flip_matrix, mean_kl_divergence
 from evaluators.plugin import EvaluatorConfig
-from evaluators.report import CARD_END, model_card, with_card
+from evaluators.report import CARD_END, model_card
 from quantgate.data import load_dataset
 from quantgate.tracking import logged_model_id
 
@@ -62,10 +62,13 @@ def test_evaluator_config_validation():
 
 
 def test_model_card_replaces_itself_and_keeps_gate_history():
+    from quantgate.description import put_card
+
     card1 = model_card("m", "2", {"variant": "x"}, {"macro_f1": 0.9}, {})
-    described = with_card("", card1) + "\n\n### Gate passed for `@staging`\n- ok"
+    described, own = put_card("", card1, owner="m v2")
+    described += "\n\n### Gate passed for `@staging`\n- ok"  # a note from before notes went into the block
     card2 = model_card("m", "2", {"variant": "x"}, {"macro_f1": 0.8}, {})
-    updated = with_card(described, card2)
+    updated, _ = put_card(described, card2, owner="m v2", own=own)
     assert updated.count(CARD_END) == 1 and "0.8" in updated and "| 0.9 |" not in updated
     assert updated.endswith("### Gate passed for `@staging`\n- ok")
 
@@ -121,7 +124,7 @@ def test_plugin_runs_from_plain_mlflow_evaluate(pipeline, test_frame):
     client = MlflowClient()
     names = {a.path for a in client.list_artifacts(run.info.run_id, "quantgate")}
     assert "quantgate/confusion_matrix.png" in names and "quantgate/confidence_bars.png" in names
-    table = mlflow.load_table("eval_predictions.json", run_ids=[run.info.run_id])
+    table = MlflowClient().load_table(run.info.experiment_id, "eval_predictions.json", run_ids=[run.info.run_id])
     assert len(table) == len(test_frame) and {"label_id", "pred_id", "parent_pred_id"} <= set(table.columns)
     # MLflow attaches the evaluator's metrics to the version's logged model (the UI's per-model view)
     logged = client.get_logged_model(logged_model_id(int8))

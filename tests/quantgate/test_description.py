@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from quantgate.description import BEGIN, END, LEGACY_CARD_END, split, with_card
+from quantgate.description import BEGIN, END, LEGACY_CARD_END, put_card, put_note, split
 
 CARD = f"## m v3: onnx-int8-dynamic\n\ncard text\n{LEGACY_CARD_END}"
 OWNER = "m v3"  # the version the card's heading names, as evaluate and the gate pass it
+
+
+def with_card(description: str | None, card: str, owner: str | None = None) -> str:
+    """The card put in as quantgate did before it kept the block's digest (no tag to pass)."""
+    return put_card(description, card, owner=owner)[0]
+
+
+def append_note(description: str | None, note: str, owner: str | None = None) -> str:
+    """A gate note put in as quantgate did before it kept the block's digest."""
+    return put_note(description, note, owner=owner)[0]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +73,6 @@ def test_another_versions_whole_block_quoted_below_stays_the_persons():
     """The ninth run: text below the block quoting another version's whole block (its card and a
     gate note) took the note of the next gate and then lost the quoted card to the next
     evaluation, since the last marker pair counted as quantgate's."""
-    from quantgate.description import append_note
 
     other = with_card("", CARD.replace("m v3", "m v2").replace("card text", "v2's card"))
     other = append_note(other, "\n\n### Gate passed: v2's note")
@@ -82,7 +91,6 @@ def test_the_block_quantgate_wrote_last_is_found_by_its_digest(case):
     """The tenth run: a block holding only gate notes (no card heading to match), a card naming
     the model's old name, and a person's word-for-word copy of the same block below it each let
     the person's quote take quantgate's next note or card."""
-    from quantgate.description import append_note, put_card, put_note
 
     other = append_note(with_card("", CARD.replace("m v3", "m v2")), "\n\n### Gate passed: v2's note")
     if case == "notes-only":
@@ -105,7 +113,6 @@ def test_a_fresh_versions_quote_of_another_versions_block_stays_the_persons(writ
     """A version with no block of its own yet (no digest, no card naming it) whose description
     quotes another version's whole block: the quote was the "last pair", so the first evaluate
     wrote the new card into it and the first gate its note."""
-    from quantgate.description import append_note, put_card, put_note
 
     other = append_note(with_card("", CARD.replace("m v3", "m v2")), "\n\n### Gate passed: v2's note")
     person = f"Alice: v3 should look like v2 did:\n\n{other}\n\nthanks"
@@ -117,3 +124,46 @@ def test_a_fresh_versions_quote_of_another_versions_block_stays_the_persons(writ
     parts = split(updated, OWNER, own)
     assert parts.above + parts.below == person
     assert ("new card" in parts.card) if write == "card" else parts.notes == ["\n\n### Gate rejected: never evaluated"]
+
+
+def test_no_room_leaves_no_digest_behind_for_a_persons_verbatim_quote():
+    """The eleventh run, H1: with a person's text too long for the block, the gate wrote their
+    text alone but kept the old digest tag; their word-for-word quote of that block then matched
+    it, and the next gate rewrote the quote."""
+    from quantgate.description import NO_BLOCK
+
+    block, own = put_note("", "\n\n### Gate passed: at release", owner=OWNER)
+    person = f"For the record:\n\n{block}\n\nEnd of quote (Bob).\n\n" + "n" * (4980 - len(block))
+    squeezed, own = put_note(f"{block}\n\n{person}", "\n\n### Gate passed: again", owner=OWNER, own=own)
+    assert squeezed == person and own == NO_BLOCK  # no room: their text alone, and a tag no quote can match
+    again, own = put_note(squeezed, "\n\n### Gate passed: a third time", owner=OWNER, own=own)
+    assert again == person
+
+
+def test_a_card_shaped_text_of_another_version_is_not_taken_for_this_versions_old_card():
+    """The eleventh run, H2: a fresh version's description starting with another version's card
+    (copied from between the markers) was taken as quantgate's card from before blocks existed,
+    replaced by the first evaluate and pulled into the block by the first gate."""
+
+    person = CARD.replace("m v3", "m v2").replace("card text", "v2's card, for comparison") + "\n\nCarol"
+    carded, _ = put_card(person, CARD.replace("card text", "new card"), owner=OWNER)
+    noted, _ = put_note(person, "\n\n### Gate rejected: never evaluated", owner=OWNER)
+    assert carded.endswith(person) and noted.startswith(person)
+    legacy = CARD + "\n\nan older note"  # this version's own card from before blocks: still quantgate's
+    assert split(legacy, OWNER).card == CARD
+
+
+def test_a_block_a_person_edited_is_left_to_them_not_mistaken_for_their_quote_below():
+    """The eleventh run, H3: a person signed off inside quantgate's block and pasted the block
+    as it stood at an earlier gate below it; the digest no longer matched, the fallback took the
+    last pair naming the version (the quote), and the gate's note went into it. (A copy that is
+    word for word the block quantgate wrote last cannot be told from it: the first such pair is
+    taken, and the edited block is kept whole as the person's text.)"""
+
+    earlier, own = put_card("", CARD, owner=OWNER)
+    block, own = put_note(earlier, "\n\n### Gate passed: at sign-off", owner=OWNER, own=own)
+    edited = block.replace("at sign-off", "at sign-off\nSigned off by Carol.")
+    person_below = f"The card as it stood before the gate (Carol):\n\n{earlier}"
+    noted, own = put_note(f"{edited}\n\n{person_below}", "\n\n### Gate passed: later", owner=OWNER, own=own)
+    assert noted.startswith(f"{edited}\n\n{person_below}")  # both kept whole; a new block after them
+    assert split(noted, OWNER, own).notes == ["\n\n### Gate passed: later"]
