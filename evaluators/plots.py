@@ -80,7 +80,7 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
     joined. Right: each variant's speed-up over its parent with its confidence interval as an
     error bar, against macro F1 (versions without a parent have no speed-up and are left out)."""
     fig, (ax, ax_speed) = plt.subplots(1, 2, figsize=(12, 5))
-    pts = [(r["latency_p50_ms"], r["macro_f1"], r["size_mb"], r["label"]) for r in rows]
+    pts = [(r["latency_p50_ms"], r["macro_f1"], r.get("size_mb", 0.0), r["label"]) for r in rows]  # size: marker only
     for x, y, size, label in pts:
         ax.scatter(x, y, s=max(20.0, size * 3), alpha=0.6)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)

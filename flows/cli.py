@@ -104,7 +104,7 @@ _add(score.cli, "score", "Batch-score Parquet/CSV with a version (default @stagi
     show_default=True,
     help="Interface to bind; 0.0.0.0 exposes the model to the network.",
 )
-@click.option("--port", default=5001, show_default=True, type=int)
+@click.option("--port", default=5001, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
     "--workers",
     default=os.cpu_count() or 1,

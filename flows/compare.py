@@ -6,7 +6,8 @@ saves ``pareto.png`` (also logged to a ``compare`` run): latency against F1 with
 frontier, and each variant's speed-up over its parent with its interval as error bars. Ends
 with the URL of the MLflow UI's comparison of the listed versions (their source runs carry
 the evaluation's metrics). Figures from different hosts are not comparable: the table says
-when hosts differ.
+when hosts differ. With an evidence key, figures and aliases the key does not vouch for are
+marked, and such figures are left out of the plot.
 """
 
 from __future__ import annotations
@@ -22,27 +23,39 @@ from mlflow.exceptions import MlflowException
 
 from evaluators.plots import pareto_png
 from evaluators.report import compare_table
+from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter
+from registry_hooks.gate.provenance import parent_tags, signature_problems
+from registry_hooks.gate.verdict import recorded_pass
+
+UNVERIFIED = "unverified"  # a row whose figures the evidence key does not vouch for
 
 
-def collect(name: str) -> list[dict]:
+def collect(name: str, key: bytes | None = None) -> list[dict]:
+    """One row per version. With an evidence key, figures from an evaluation the key does not
+    vouch for are marked (and kept out of the plot), and so is an alias on a version without a
+    pass the gate signed: any store writer can point ``eval_run_id`` or an alias anywhere."""
     client = MlflowClient()
     versions = client.search_model_versions(name_filter(name))
     if not versions:
         raise click.ClickException(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
     aliases: dict[str, list[str]] = {}
     for alias, version in client.get_registered_model(name).aliases.items():
-        aliases.setdefault(str(version), []).append(f"@{alias}")
+        aliases.setdefault(str(version), []).append(alias)
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version)):
+        held = [
+            f"@{alias}"
+            + ("" if recorded_pass(mv.tags, alias, None, name=name, version=str(mv.version), key=key) else " (no pass)")
+            if key
+            else f"@{alias}"
+            for alias in aliases.get(str(mv.version), [])
+        ]
         row = {
             "version": str(mv.version),
             "variant": mv.tags.get("variant", "?"),
             "run_id": mv.run_id,
-            "where": " ".join(
-                aliases.get(str(mv.version), [])
-                + ([mv.current_stage] if mv.current_stage not in (None, "None") else [])
-            ),
+            "where": " ".join(held + ([mv.current_stage] if mv.current_stage not in (None, "None") else [])),
         }
         run_id = mv.tags.get("eval_run_id")
         if run_id and mv.tags.get("eval_status") == "complete":
@@ -54,6 +67,9 @@ def collect(name: str) -> list[dict]:
                     run.data.tags.get("host.isa"),
                     run.data.tags.get("threads"),
                 )
+                if signature_problems(key, mv, run_id, run.data.tags, parent_tags(client, mv)):
+                    row[UNVERIFIED] = True
+                    row["where"] += " (figures not vouched for by the key)"
             except MlflowException:
                 row["where"] += " (evaluation run missing)"
         else:
@@ -95,8 +111,9 @@ LOCAL_UI = "http://127.0.0.1:5000"
     help=f"Base URL of the MLflow UI for the printed link [default: the tracking server, else {LOCAL_UI}].",
 )
 def cli(model_name, out_path, ui_url):
+    key = load_key()
     tracking_uri = configure_tracking(model_name=model_name)
-    rows = collect(model_name)
+    rows = collect(model_name, key)
     click.echo(compare_table(rows))
     base = ui_base_url(tracking_uri, ui_url)
     listed = {r["version"]: r["run_id"] for r in rows if r.get("run_id")}
@@ -108,7 +125,13 @@ def cli(model_name, out_path, ui_url):
         click.echo(
             f"\nnote: versions were measured on {len(hosts)} different hosts/thread counts: {sorted(map(str, hosts))}"
         )
-    measured = [r for r in rows if "macro_f1" in r and "latency_p50_ms" in r]
+    unverified = [f"v{r['version']}" for r in rows if r.get(UNVERIFIED)]
+    if unverified:
+        click.echo(
+            f"\nnote: the evidence key does not vouch for the figures of {', '.join(unverified)} "
+            "(left out of the plot; `quantgate promote --dry-run` says why)"
+        )
+    measured = [r for r in rows if "macro_f1" in r and "latency_p50_ms" in r and not r.get(UNVERIFIED)]
     if not measured:
         click.echo("\nno evaluated versions yet: run `quantgate evaluate --version N` first")
         return

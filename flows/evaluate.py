@@ -114,6 +114,12 @@ def load_test_data(
     on), refused in one line (``DataError``) when the test split is too small to measure anything
     on or holds labels the model does not know. Returns (dataset, options, data)."""
     if dataset == AUTO:
+        if options is not None and options.changed():
+            flags = ", ".join("--" + name.replace("_", "-") for name in options.changed())
+            raise DataError(
+                f"{flags} apply to a dataset you name; --dataset auto reads version {mv.version}'s training data "
+                "with the options it was trained with: pass --dataset <file or folder> as well"
+            )
         dataset, options = trained_on(mv)
         trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
         untrusted = untrusted_source(dataset, trusted)
@@ -341,8 +347,7 @@ def record_on_version(
         current.description, card, owner=f"{mv.name} v{mv.version}", own=current.tags.get(DESCRIPTION_BLOCK_TAG)
     )
     client.update_model_version(mv.name, mv.version, description=description)
-    if block:
-        client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)
+    client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)
 
 
 def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:
@@ -375,9 +380,19 @@ def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str
     ),
 )
 @click.option(
-    "--latency-runs", default=200, show_default=True, type=int, help="Timed batch-1 calls (after 20 warm-up calls)."
+    "--latency-runs",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),  # refused before any run: a typo must not mark the version's evaluation failed
+    help="Timed batch-1 calls (after 20 warm-up calls).",
 )
-@click.option("--threads", default=2, show_default=True, type=int, help="Intra-op threads for torch and ONNX Runtime.")
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Intra-op threads for torch and ONNX Runtime.",
+)
 @data_options
 def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
     key = load_key()  # a bad evidence key stops here: no run, the version's tags untouched

@@ -87,7 +87,7 @@ def hooks():
     show_default=True,
     help="Interface to bind; keep loopback unless MLflow runs elsewhere.",
 )
-@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model to watch.")
 @click.option(
     "--secret-env",

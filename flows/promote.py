@@ -277,13 +277,25 @@ def run_gate(
 
 
 # The promotion lock options, shared with `quantgate hooks serve` (whose gates take the same lock).
+def _shared_lock_file(ctx, param, value: str | None) -> str | None:
+    """A lock protects only gates that name the same file, so its folder must exist already:
+    creating it would turn a typo into a lock no other gate takes."""
+    if value and not Path(value).expanduser().parent.is_dir():
+        raise click.BadParameter(
+            f"folder {str(Path(value).parent)!r} does not exist; every gate must name the same lock file, "
+            "so create the folder (or fix the path)"
+        )
+    return value
+
+
 lock_file_option = click.option(
     "--lock-file",
     default=None,
     type=click.Path(dir_okay=False),
+    callback=_shared_lock_file,
     envvar="QUANTGATE_PROMOTE_LOCK",
-    help="Lock file shared by all gates [default: <database>.promote.lock beside a sqlite registry; "
-    "env QUANTGATE_PROMOTE_LOCK].",
+    help="Lock file shared by all gates, in a folder that exists [default: <database>.promote.lock beside a "
+    "sqlite registry; env QUANTGATE_PROMOTE_LOCK].",
 )
 lock_uri_option = click.option(
     "--lock-uri",

@@ -34,7 +34,7 @@ from mlflow.entities.model_registry import ModelVersion
 from flows.quantise_options import LATEST, common_options
 from quantgate.backends import Backend, Built, backend_for, runtimes
 from quantgate.code_identity import code_identity
-from quantgate.contract import RECIPE_SHA_TAG, RECIPE_TAG, version_run_tag
+from quantgate.contract import PARENT_VERSION_TAG, RECIPE_SHA_TAG, RECIPE_TAG, version_run_tag
 from quantgate.errors import UserError
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
@@ -61,7 +61,14 @@ def resolve_source(source: str, model_name: str) -> ModelVersion:
     version reference (number, name@alias, models:/ URI)."""
     if source in ("", LATEST):
         return latest_fp32_version(model_name)
-    return resolve_version(source, model_name)
+    mv = resolve_version(source, model_name)
+    variant, parent = mv.tags.get("variant"), mv.tags.get(PARENT_VERSION_TAG)
+    if parent or variant not in (None, "fp32"):  # said before any run is logged
+        raise UserError(
+            f"version {mv.version} is the {variant or 'variant'} of v{parent or '?'}; quantise builds from the "
+            f"FP32 model: --source {parent or 'latest-fp32'}"
+        )
+    return mv
 
 
 def load_parent(source: ModelVersion):

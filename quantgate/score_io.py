@@ -24,6 +24,7 @@ Output appears whole or not at all:
 from __future__ import annotations
 
 import fnmatch
+import glob
 import os
 import re
 import shutil
@@ -90,10 +91,14 @@ def s3_matches(uri: str, client=None) -> list[str]:
 
 def download_inputs(uris: list[str], into: Path) -> list[str]:
     """Local paths for the inputs: s3:// objects are downloaded (in order, keeping their names
-    distinct), local paths and globs pass through for Spark to expand."""
+    distinct), local paths and globs pass through for Spark to expand, once something is there
+    (Spark's own "path not found" is a traceback)."""
     out, client = [], None
     for i, uri in enumerate(uris):
         if not is_s3(uri):
+            local = uri.removeprefix("file://")  # s3a://, hdfs://, …: for a Spark that can read them
+            if not has_scheme(local) and "{" not in local and not glob.glob(local):  # Spark's {a,b}: left to Spark
+                raise UserError(f"--input {uri}: no such file, folder or match")
             out.append(uri)
             continue
         client = client or s3_client()

@@ -175,7 +175,8 @@ def derive_evaluation(mv, source_run_id: str, order: np.ndarray) -> str:
 
     client = MlflowClient()
     source = client.get_run(source_run_id)
-    table = mlflow.load_table("eval_predictions.json", run_ids=[source_run_id])
+    # in the run's own experiment (mlflow.load_table searches only the active one, which other tests move)
+    table = client.load_table(source.info.experiment_id, "eval_predictions.json", run_ids=[source_run_id])
     inverse = np.argsort(order)  # source class c now comes out as class inverse[c]
     table["pred_id"] = inverse[table["pred_id"].astype(int).to_numpy()]
     n = sum(1 for k in source.data.metrics if k.startswith("f1."))

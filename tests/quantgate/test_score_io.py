@@ -119,3 +119,16 @@ def test_hadoop_outputs_are_refused_with_what_works(tmp_path):
     with pytest.raises(UserError, match="not hdfs://"):
         plan_output("hdfs:///scores/x.parquet", None, False, tmp_path)
     assert plan_output(f"file://{tmp_path}/x.parquet", None, False, tmp_path).target == str(tmp_path / "x.parquet")
+
+
+@pytest.mark.parametrize("missing", ["{root}/nope.parquet", "{root}/*.parquet", "file://{root}/nope.csv"])
+def test_a_local_input_that_matches_nothing_is_one_line(tmp_path, missing):
+    """The eleventh run: `score --input /nonexistent/*.parquet` ended in Spark's AnalysisException."""
+    from quantgate.errors import UserError
+    from quantgate.score_io import download_inputs
+
+    with pytest.raises(UserError, match="no such file"):
+        download_inputs([missing.format(root=tmp_path)], tmp_path)
+    present = tmp_path / "there.parquet"
+    present.write_bytes(b"")
+    assert download_inputs([str(present), f"{tmp_path}/*.parquet", "hdfs://nn/x"], tmp_path)[0] == str(present)

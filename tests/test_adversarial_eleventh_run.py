@@ -1,0 +1,107 @@
+"""Issue 17, what the eleventh adversarial run found besides descriptions (those are in
+tests/quantgate/test_description.py): command-line mistakes that ended in a traceback or, worse,
+marked the promoted version's evaluation failed; a refusal that logged a run first; a lock file
+in a folder that does not exist; and `compare` showing figures the evidence key does not vouch
+for. Tried as the adversary did: the `quantgate` command line and MLflow's public API."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+from test_adversarial import _one_error_line, _quantgate
+from test_adversarial_signed import copy_pair
+
+KEY = "e" * 20 + "0123456789abcdef0123"
+MODEL = "adv11"
+
+
+@pytest.fixture(scope="module")
+def evaluated(pipeline):
+    """The pipeline's two versions copied into their own model: the FP32 copy attested, the
+    INT8 copy evaluated with the key."""
+    fp32, int8 = copy_pair(pipeline, MODEL)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+        assert _quantgate("attest", "--version", fp32, "--model-name", MODEL).exit_code == 0
+        result = _quantgate("evaluate", "--version", int8, "--model-name", MODEL, "--latency-runs", "5")
+    assert result.exit_code == 0, result.output
+    return {"fp32": fp32, "int8": int8}
+
+
+def _runs() -> int:
+    client = MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return len(client.search_runs(ids, run_view_type=ViewType.ALL, max_results=50_000))
+
+
+def _tags(version: str) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(MODEL, version).tags)
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        ["--latency-runs", "0"],
+        ["--latency-runs", "-5"],
+        ["--threads", "0"],
+        ["--text-column", "nope"],  # ignored under --dataset auto before: evaluated on `text`, exit 0
+    ],
+)
+def test_an_evaluate_mistake_is_refused_before_a_run_and_leaves_the_version_alone(evaluated, monkeypatch, mistake):
+    """H4: `evaluate --latency-runs 0` ended in the evaluator plugin's traceback inside the run,
+    left a FAILED run and tagged the version's evaluation failed, so the next gate took
+    @staging away from the promoted version."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    before, runs = _tags(evaluated["int8"]), _runs()
+    result = _quantgate("evaluate", "--version", evaluated["int8"], "--model-name", MODEL, *mistake)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert mistake[0] in result.output
+    assert _tags(evaluated["int8"]) == before and _runs() == runs
+
+
+def test_quantise_from_a_variant_is_refused_before_a_run_is_logged(evaluated):
+    """H6: `quantise-onnx --source <a variant>` refused, but only after logging a quantise run."""
+    runs = _runs()
+    line = _one_error_line(_quantgate("quantise-onnx", "--source", evaluated["int8"], "--model-name", MODEL))
+    assert "FP32" in line and f"--source {evaluated['fp32']}" in line
+    assert _runs() == runs
+
+
+def test_serve_on_a_port_out_of_range_is_a_usage_error(evaluated):
+    """H6: `serve --port 99999` ended in socket's OverflowError traceback."""
+    result = _quantgate("serve", "--model", f"models:/{MODEL}/{evaluated['int8']}", "--port", "99999")
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--port" in result.output
+
+
+def test_a_lock_file_in_a_folder_that_does_not_exist_is_refused(evaluated, monkeypatch, tmp_path):
+    """A typo in --lock-file created its folders: a lock no other gate shares, so two gates could
+    promote at once."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    missing = tmp_path / "no-such-folder" / "gate.lock"
+    result = _quantgate("promote", "--version", evaluated["int8"], "--model-name", MODEL, "--lock-file", str(missing))
+    assert result.exit_code == 2 and "does not exist" in result.output, result.output
+    assert not missing.parent.exists()
+
+
+def test_compare_marks_figures_and_aliases_the_key_does_not_vouch_for(evaluated, monkeypatch, tmp_path):
+    """H5: with the key, `compare` showed a forged evaluation run's figures (F1 0.999) and a
+    hand-set alias on the version with no mark, in the table and the plot a person picks from."""
+    import mlflow
+
+    client = MlflowClient()
+    with mlflow.start_run(run_name="forged-evaluation") as run:
+        mlflow.log_metrics({"macro_f1": 0.999, "accuracy": 0.999, "latency_p50_ms": 0.5, "latency_p95_ms": 0.6})
+    fp32 = evaluated["fp32"]
+    client.set_model_version_tag(MODEL, fp32, "eval_run_id", run.info.run_id)
+    client.set_model_version_tag(MODEL, fp32, "eval_status", "complete")
+    client.set_registered_model_alias(MODEL, "adv11-fake", fp32)
+    plot = str(tmp_path / "p.png")
+    keyless = _quantgate("compare", "--name", MODEL, "--out", plot)
+    assert keyless.exit_code == 0 and "not vouched" not in keyless.output, keyless.output
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    keyed = _quantgate("compare", "--name", MODEL, "--out", plot)
+    assert keyed.exit_code == 0, keyed.output
+    assert "@adv11-fake (no pass)" in keyed.output and "figures not vouched for by the key" in keyed.output
+    note = next(line for line in keyed.output.splitlines() if "does not vouch for the figures of" in line)
+    assert f"v{fp32}" in note and f"v{evaluated['int8']}," not in note and not note.endswith(f"v{evaluated['int8']}")
