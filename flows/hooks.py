@@ -101,11 +101,15 @@ def hooks():
     type=click.Path(exists=True, dir_okay=False),
     help="Thresholds file for the gate (default: the gate's).",
 )
-@click.option("--queue-size", default=32, show_default=True, type=int)
+@click.option("--queue-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--max-age-s", default=300, show_default=True, type=float, help="Refuse deliveries older than this (replay window)."
+    "--max-age-s",
+    default=300,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Refuse deliveries older than this (replay window).",
 )
-@click.option("--latency-runs", default=200, show_default=True, type=int)
+@click.option("--latency-runs", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--seen-db",
     default=str(DEFAULT_SEEN_DB),

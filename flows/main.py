@@ -399,7 +399,7 @@ def print_summary(model_name: str, fp32: str, int8: str, passed: bool, tracking_
     show_default=True,
     type=click.Path(dir_okay=False),
 )
-@click.option("--latency-runs", default=200, show_default=True, type=int)
+@click.option("--latency-runs", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--reuse/--no-reuse", default=True, show_default=True, help="Reuse finished steps whose inputs did not change."
 )

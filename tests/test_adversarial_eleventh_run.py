@@ -105,3 +105,18 @@ def test_compare_marks_figures_and_aliases_the_key_does_not_vouch_for(evaluated,
     assert "@adv11-fake (no pass)" in keyed.output and "figures not vouched for by the key" in keyed.output
     note = next(line for line in keyed.output.splitlines() if "does not vouch for the figures of" in line)
     assert f"v{fp32}" in note and f"v{evaluated['int8']}," not in note and not note.endswith(f"v{evaluated['int8']}")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["main", "--latency-runs", "0"],
+        ["hooks", "serve", "--latency-runs", "0"],  # every re-evaluation would fail, and its gate demote
+        ["hooks", "serve", "--queue-size", "0"],
+        ["hooks", "serve", "--max-age-s", "0"],
+        ["serve", "--port", "0"],
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(command):
+    result = _quantgate(*command)
+    assert result.exit_code == 2 and "Traceback" not in result.output and command[-2] in result.output, result.output
