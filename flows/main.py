@@ -70,7 +70,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "228f3078e06e9b4b13bb6cfc1275ce063191c1ef4f960b4a5f96df086924e0d1": [
+        "1f01279b9c49ced8b41f90d3ac011fa2b88b8cdb92f398fb45a8118cee0c5421": [
+            "228f3078e06e9b4b13bb6cfc1275ce063191c1ef4f960b4a5f96df086924e0d1",  # fbbd0c3
             "cd43d5c613da0682c0ef36aefe5a53691bd842e7bcb14678bca74fcaacdc5440",  # 10dc3a1
             "cbfe8d0d18688172339a73374c7c9eca09316a661c9b4808d161a590966d6fbc",  # 1a6fdb7
             "8deac8c0c6fd533e332a6eec831fd733a12492419f477e6e81263ac6571a7e32",  # adef176
