@@ -26,7 +26,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from flows.evaluate import fingerprint_if_missing
-from quantgate.contract import FP32_ATTESTATION_TAG, MANIFEST_TAG, MODEL_DIGEST_TAG, PARENT_VERSION_TAG, VARIANT_TAG
+from quantgate.contract import (
+    FP32_ATTESTATION_TAG,
+    MANIFEST_TAG,
+    MODEL_DIGEST_TAG,
+    PARENT_VERSION_TAG,
+    VARIANT_TAG,
+    version_run_tag,
+)
 from quantgate.errors import UserError
 from quantgate.evidence_signing import (
     FP32_ATTESTATION,
@@ -61,6 +68,40 @@ def describe(mv: ModelVersion) -> str:
     )
 
 
+def origin_problem(client: MlflowClient, mv: ModelVersion) -> str | None:
+    """Why the run :func:`describe` names is not where the version's files came from (``None``
+    when it is, or when no run is named, which ``describe`` shows as such). Whoever registers a
+    version chooses its ``run_id``: the twelfth adversarial run registered a label-swapped copy
+    under the real train run's id, and ``attest`` printed the same origin as for the real model.
+    Follows a copy (``models:/<name>/<version>``) to the version it copies; the logged model (or
+    the artifact path) must belong to that run, and the run's own record of what it registered
+    (``quantgate.version.fp32``), where it has one, must name that version."""
+    if not mv.run_id:
+        return None
+    origin, source = mv, mv.source or ""
+    try:
+        for _ in range(8):  # a copy of a copy …
+            name, _, version = source.removeprefix("models:/").partition("/")
+            if not (source.startswith("models:/") and version.isdigit()):
+                break
+            origin = client.get_model_version(name, version)
+            source = origin.source or ""
+        run = client.get_run(mv.run_id)
+        if source.startswith("models:/m-"):
+            logged_by = client.get_logged_model(source.removeprefix("models:/")).source_run_id
+        else:
+            logged_by = mv.run_id if source.startswith((run.info.artifact_uri, f"runs:/{mv.run_id}/")) else None
+    except MlflowException as exc:
+        return f"cannot trace where its files came from: {exc.message}"
+    if logged_by != mv.run_id:
+        where = f"by run {logged_by}" if logged_by else "outside it"
+        return f"it names run {mv.run_id}, but its files were logged {where}"
+    registered = run.data.tags.get(version_run_tag("fp32"))
+    if registered and registered != str(origin.version):
+        return f"run {mv.run_id} registered v{registered} ({version_run_tag('fp32')}), not v{origin.version}"
+    return None
+
+
 def files_problem(mv: ModelVersion) -> str | None:
     """Why the version's files, downloaded now, are not the ones its tags record: every file
     against ``model_sha256``, and the artifacts against ``manifest_sha256`` where it has one."""
@@ -80,6 +121,9 @@ def attest(client: MlflowClient, mv: ModelVersion, key: bytes) -> str:
     refusal = not_a_parent(mv)
     if refusal:
         raise UserError(f"refusing to attest {mv.name} v{mv.version}: {refusal}; only an FP32 model is a parent")
+    unclear = origin_problem(client, mv)
+    if unclear:
+        raise UserError(f"refusing to attest {mv.name} v{mv.version}: {unclear}; attest only a model you trained")
     mv = fingerprint_if_missing(client, mv)
     problem = files_problem(mv)
     if problem:

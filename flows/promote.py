@@ -35,6 +35,7 @@ from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filt
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
 from registry_hooks.gate.decision import rank_candidates
 from registry_hooks.gate.lock import promotion_lock, resolve_lock
+from registry_hooks.gate.provenance import variant_problem
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, TARGETS, Thresholds, load_thresholds
 from registry_hooks.gate.verdict import (
     Verdict,
@@ -54,9 +55,7 @@ def candidate_versions(client: MlflowClient, name: str, target: str | None) -> l
     keep = [
         mv
         for mv in versions
-        if mv.tags.get("variant")
-        and mv.tags.get("variant") != "fp32"
-        and (target is None or mv.tags.get("device") == target)
+        if variant_problem(mv.tags, str(mv.version)) is None and (target is None or mv.tags.get("device") == target)
     ]
     return sorted(keep, key=lambda mv: int(mv.version))
 
@@ -182,10 +181,11 @@ def select_versions(
             raise UserError(f"{model_name} has no non-fp32 versions{f' for device {target}' if target else ''} to gate")
         return versions
     mv = resolve_version(version_ref, model_name)
-    if not allow_fp32 and (mv.tags.get("variant") == "fp32" or not mv.tags.get("parent_version")):
+    not_variant = variant_problem(mv.tags, str(mv.version))
+    if not allow_fp32 and not_variant:
         raise UserError(
-            f"v{mv.version} of {mv.name} is not a quantised variant (variant {mv.tags.get('variant')!r}, "
-            "no parent_version): the FP32 parent is not a promotion candidate; pass --allow-fp32 to gate it anyway"
+            f"v{mv.version} of {mv.name} is not a quantised variant ({not_variant}); "
+            "pass --allow-fp32 to gate an FP32 model on its own"
         )
     return [mv]
 

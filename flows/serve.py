@@ -34,6 +34,7 @@ from pathlib import Path
 from quantgate.errors import UserError
 from quantgate.evidence_signing import forget_key, load_key
 from quantgate.tracking import DEFAULT_TRACKING_URI
+from registry_hooks.gate.provenance import superseded
 from registry_hooks.gate.verdict import pass_problem, pass_tag, withdrawn_pass
 
 ENV_MODEL_URI = "QUANTGATE_SERVE_MODEL_URI"
@@ -115,6 +116,14 @@ def verified_version(model_uri: str, dst: str | Path, verb: str = "serve"):
         raise UserError(
             f"refusing to {verb} {model_uri}: version {mv.version}'s gate pass for @{alias} is not vouched for by "
             f"the evidence key ({unsigned}); gate it again on a machine with QUANTGATE_EVIDENCE_KEY"
+        )
+    from mlflow import MlflowClient
+
+    stale = superseded(MlflowClient(), mv) if alias else []
+    if stale:
+        raise UserError(
+            f"refusing to {verb} {model_uri}: version {mv.version}'s pass for @{alias} rests on an evaluation that "
+            f"no longer holds: {stale[0]}; gate it again (`quantgate promote --version {mv.version}`)"
         )
     local = download(version_uri(mv), dst)
     problem = digest_problem(local, dict(mv.tags))

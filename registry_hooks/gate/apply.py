@@ -19,6 +19,7 @@ from quantgate.tracking import name_filter
 from registry_hooks.gate.decision import Decision, Reason, explain_ranking, rank_candidates
 from registry_hooks.gate.evidence import SNAPSHOT_TAGS, tag_problems
 from registry_hooks.gate.lock import promotion_lock
+from registry_hooks.gate.provenance import superseded
 from registry_hooks.gate.thresholds import Thresholds
 from registry_hooks.gate.verdict import Verdict, recorded_pass
 
@@ -119,7 +120,8 @@ def holder_anomaly(
     no longer holds."""
     if holder is None:
         return []
-    tags = client.get_model_version(name, holder).tags
+    mv = client.get_model_version(name, holder)
+    tags = mv.tags
     problems = []
     if not recorded_pass(tags, alias, target, name=name, version=holder, key=key):
         problems.append(
@@ -127,7 +129,7 @@ def holder_anomaly(
             f"(set by hand?); nothing moved. Gate v{holder} (`quantgate promote --version {holder}`) "
             f"or remove the alias"
         )
-    unevaluated = tag_problems(tags)
+    unevaluated = tag_problems(tags) or superseded(client, mv)
     if unevaluated:
         problems.append(f"@{alias} holder v{holder} is not properly evaluated: {'; '.join(unevaluated)}")
     return problems

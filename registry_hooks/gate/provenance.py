@@ -12,8 +12,30 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from quantgate.contract import EVAL_SIGNATURE_TAG, EVIDENCE_SIGNATURE_TAG, PARENT_VERSION_TAG
+from quantgate.contract import (
+    EVAL_RUN_TAG,
+    EVAL_SIGNATURE_TAG,
+    EVIDENCE_SIGNATURE_TAG,
+    FP32_ATTESTATION_TAG,
+    PARENT_VERSION_TAG,
+)
 from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, signature_problem
+
+
+def variant_problem(tags: Mapping[str, str], version: str) -> str | None:
+    """Why a version is not a quantised variant the gate may judge as one (``None`` when it is):
+    FP32, no parent, its own parent, or attested as an FP32 model (the twelfth adversarial run
+    retagged the FP32 parent as a variant, and ``--candidates`` gated it)."""
+    variant, parent = tags.get("variant"), tags.get(PARENT_VERSION_TAG)
+    if not variant or variant == "fp32":
+        return f"variant {variant!r}: the FP32 parent is not a promotion candidate"
+    if not parent:
+        return "no parent_version tag: not a quantgate variant"
+    if parent.strip().lstrip("0") == str(version):
+        return f"parent_version {parent!r} is the version itself"
+    if tags.get(FP32_ATTESTATION_TAG):
+        return "it is attested as an FP32 model (fp32_attestation), whatever its variant tag says"
+    return None
 
 
 def parent_tags(client: MlflowClient, mv: ModelVersion) -> dict[str, str] | None:
@@ -112,3 +134,18 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
         f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later evaluation(s) "
         f"({', '.join(newer[:3])}) measured it again; the gate judges the latest (evaluate again to supersede it)"
     ]
+
+
+def superseded(client: MlflowClient, mv: ModelVersion) -> list[str]:
+    """:func:`newer_evaluations` of the evaluation the version's tags name now: what ``serve``,
+    ``score`` and the gate's look at the alias holder ask too, since a pass is worth only as much
+    as the evaluation it rests on, and putting an older evaluation's tags back re-validates its
+    signed pass (the twelfth adversarial run). No ``eval_run_id``: nothing to say here."""
+    run_id = mv.tags.get(EVAL_RUN_TAG)
+    if not run_id:
+        return []
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        return [f"its evaluation run {run_id} cannot be read: {exc.message}"]
+    return newer_evaluations(client, mv, run)

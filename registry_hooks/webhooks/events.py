@@ -175,10 +175,9 @@ def plan(body: bytes, model_name: str) -> tuple[Job | None, str]:
     return None, f"ignored: {kind}" + (f" of tag {data.get('key')!r}" if "key" in data else "")
 
 
-def is_candidate(tags: Mapping[str, str]) -> tuple[bool, str]:
+def is_candidate(tags: Mapping[str, str], version: str = "") -> tuple[bool, str]:
     """Only variants made from a parent are gated; the FP32 parent itself never is."""
-    if tags.get("variant") == "fp32":
-        return False, "the FP32 parent is not a promotion candidate"
-    if not tags.get("parent_version"):
-        return False, "no parent_version tag: not a quantgate variant"
-    return True, "candidate"
+    from registry_hooks.gate.provenance import variant_problem
+
+    problem = variant_problem(tags, version)
+    return (False, problem) if problem else (True, "candidate")

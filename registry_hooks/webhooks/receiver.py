@@ -28,7 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from quantgate.evidence_signing import KEY_ENV, KEY_FILE_ENV
 from registry_hooks.webhooks.events import (
+    REEVALUATE_TAG,
     DurableSeenDeliveries,
     Job,
     SeenDeliveries,
@@ -114,9 +116,16 @@ class Receiver:
 
     def run_job(self, job: Job) -> str:
         tags = self._tags_when_ready(job)
-        ok, why = is_candidate(tags)
+        ok, why = is_candidate(tags, job.version)
         if not ok:
             return f"skipped: {why}"
+        if job.why == f"tag {REEVALUATE_TAG}" and (os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)):
+            # Anyone who can write a tag can ask; measured again and again, noise passes in the end
+            # (the twelfth adversarial run promoted on its third try): a key holder decides.
+            return (
+                f"skipped: with an evidence key, {REEVALUATE_TAG} does not re-measure a version; "
+                f"a key holder runs `quantgate evaluate --version {job.version}`"
+            )
         self._tag(job, f"evaluating ({job.why})")
         code, eval_tail = self._step(
             "flows.evaluate",
