@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from flows.errors import UserError
 from flows.promote import lock_file_option, lock_uri_option
@@ -38,7 +39,7 @@ DEFAULT_SECRET_ENV = "QUANTGATE_WEBHOOK_SECRET"
 def _secret(env_name: str) -> str:
     secret = os.environ.get(env_name, "")
     if len(secret) < 16:
-        raise click.ClickException(f"set ${env_name} to a secret of at least 16 characters (it signs every delivery)")
+        raise UserError(f"set ${env_name} to a secret of at least 16 characters (it signs every delivery)")
     return secret
 
 
@@ -48,7 +49,13 @@ def webhook_name(model_name: str) -> str:
 
 def register_webhook(model_name: str, url: str, secret: str):
     """Create the model's webhook, or update it in place: running this twice leaves one."""
-    client = MlflowClient()
+    try:
+        return _register_webhook(MlflowClient(), model_name, url, secret)
+    except MlflowException as exc:  # e.g. a URL scheme the store does not allow: the store says which
+        raise UserError(f"cannot register the webhook for {url!r}: {exc.message}") from None
+
+
+def _register_webhook(client: MlflowClient, model_name: str, url: str, secret: str):
     name = webhook_name(model_name)
     existing, token = [], None
     while True:

@@ -123,7 +123,10 @@ def spark_session(master: str | None, *, batch_size: int, threads: int, partitio
         builder = builder.config(f"spark.executorEnv.{key}", value)
     if partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # PySpark's errors for a bad --master (JAVA_GATEWAY_EXITED, …) have no common base
+        raise UserError(f"cannot start Spark (--master {master or 'local[*]'}): {str(exc).splitlines()[0]}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

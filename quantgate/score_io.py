@@ -142,12 +142,39 @@ def plan_output(target: str, fmt: str | None, overwrite: bool, scratch: Path) ->
         )
     path = Path(target.removeprefix("file://")).expanduser().resolve()
     if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+        raise UserError(f"{path} already exists; pass --overwrite to replace it (an earlier score output only)")
+    if path.exists():
+        not_ours = not_an_earlier_output(path)
+        if not_ours:
+            raise UserError(
+                f"--overwrite replaces only an earlier score output, and {path} {not_ours}: choose another --output"
+            )
     if not path.parent.is_dir():
         raise UserError(f"the output's folder {path.parent} does not exist")
     remove_stale_partials(path)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     return OutputPlan(str(path), fmt, staging)
+
+
+SPARK_OUTPUT = re.compile(r"(_SUCCESS|part-.+|\._SUCCESS\.crc|\.part-.+\.crc)")  # what a Spark write leaves
+
+
+def not_an_earlier_output(path: Path) -> str | None:
+    """Why ``path`` is not a folder an earlier ``score`` wrote (``None`` when it is): ``--overwrite``
+    deletes what it replaces, so it must never take a person's folder, the working folder, or
+    anything above it (the twelfth adversarial run lost a folder of notes, and ``--output .``
+    the whole working folder)."""
+    if Path.cwd().resolve().is_relative_to(path):
+        return "is the working folder or holds it"
+    if not path.is_dir():
+        return "is a file, not a folder Spark wrote"
+    names = [entry.name for entry in path.iterdir()]
+    foreign = [name for name in names if not SPARK_OUTPUT.fullmatch(name)]
+    if foreign:
+        return f"holds files Spark does not write ({', '.join(sorted(foreign)[:3])})"
+    if "_SUCCESS" not in names:
+        return "has no _SUCCESS marker (not a finished Spark output)"
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,8 +1,11 @@
-"""Issue 17, what the eleventh adversarial run found besides descriptions (those are in
-tests/quantgate/test_description.py): command-line mistakes that ended in a traceback or, worse,
-marked the promoted version's evaluation failed; a refusal that logged a run first; a lock file
-in a folder that does not exist; and `compare` showing figures the evidence key does not vouch
-for. Tried as the adversary did: the `quantgate` command line and MLflow's public API."""
+"""Issue 17, what the eleventh and twelfth adversarial runs found (descriptions are in
+tests/quantgate/test_description.py, `score --overwrite` in tests/quantgate/test_score_io.py, a
+pass on an older evaluation in tests/test_adversarial_signed.py): command-line mistakes that
+ended in a traceback or, worse, marked the promoted version's evaluation failed; a refusal that
+logged a run first; a lock file in a folder that does not exist; `compare` showing figures the
+evidence key does not vouch for; the FP32 model retagged as a variant; `attest` trusting the
+run a version names; re-evaluation on request until noise passes. Tried as the adversary did:
+the `quantgate` command line and MLflow's public API."""
 
 from __future__ import annotations
 
@@ -120,3 +123,92 @@ def test_compare_marks_figures_and_aliases_the_key_does_not_vouch_for(evaluated,
 def test_numbers_out_of_range_are_usage_errors(command):
     result = _quantgate(*command)
     assert result.exit_code == 2 and "Traceback" not in result.output and command[-2] in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("parent", "why"),
+    [
+        (None, "no parent_version tag"),
+        ("fp32", "is the version itself"),
+        ("int8", "attested as an FP32 model"),
+    ],
+)
+def test_the_fp32_model_retagged_as_a_variant_is_not_a_candidate(evaluated, monkeypatch, parent, why):
+    """Twelfth run, H4: setting `variant` on the FP32 version made `--candidates` gate it, and a
+    thresholds file with only an F1 floor gave it a signed pass."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client, fp32 = MlflowClient(), evaluated["fp32"]
+    client.set_model_version_tag(MODEL, fp32, "variant", "onnx-int8-dynamic")
+    if parent:
+        client.set_model_version_tag(MODEL, fp32, "parent_version", evaluated[parent])
+    try:
+        gated = _quantgate("promote", "--candidates", "--model-name", MODEL, "--dry-run")
+        assert f"v{fp32} " not in gated.output and f"v{evaluated['int8']} " in gated.output, gated.output
+        line = _one_error_line(_quantgate("promote", "--version", fp32, "--model-name", MODEL, "--dry-run"))
+        assert "not a quantised variant" in line and why in line
+    finally:
+        client.set_model_version_tag(MODEL, fp32, "variant", "fp32")
+        if parent:
+            client.delete_model_version_tag(MODEL, fp32, "parent_version")
+
+
+def test_attest_refuses_files_registered_under_another_runs_name(evaluated, monkeypatch, tmp_path):
+    """Twelfth run, H3: a label-swapped copy registered with the real train run's id; `attest`
+    printed the same origin as for the real model and signed it."""
+    import mlflow
+
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    real = client.get_model_version(MODEL, evaluated["fp32"])
+    files = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{real.version}", dst_path=str(tmp_path / "copy"))
+    with mlflow.start_run(run_name="attacker") as run:
+        mlflow.log_artifacts(files, "model")
+    forged = client.create_model_version(
+        MODEL, f"{run.info.artifact_uri}/model", run_id=real.run_id, tags={"variant": "fp32", "dataset": "news9"}
+    )
+    line = _one_error_line(_quantgate("attest", "--version", forged.version, "--model-name", MODEL))
+    assert f"it names run {real.run_id}, but its files were logged outside it" in line
+    assert "fp32_attestation" not in client.get_model_version(MODEL, forged.version).tags
+
+
+def test_reevaluation_on_request_is_a_key_holders_decision(evaluated, monkeypatch):
+    """Twelfth run, H2: anyone who can write a tag can set `quantgate.reevaluate`; the receiver
+    (holding the key) measured the same files again each time, and the third try's noise passed."""
+    from registry_hooks.webhooks.events import REEVALUATE_TAG, Job
+    from registry_hooks.webhooks.receiver import Receiver
+
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    runs = _runs()
+    receiver = Receiver(secret="s" * 32, model_name=MODEL, thresholds=None, tag_wait_s=0)
+    outcome = receiver.run_job(Job(MODEL, evaluated["int8"], f"tag {REEVALUATE_TAG}"))
+    assert outcome.startswith("skipped: with an evidence key") and _runs() == runs
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        (["hooks", "register", "--url", "ftp://x/"], {"QUANTGATE_WEBHOOK_SECRET": "w" * 40}),
+        (["hooks", "register", "--url", "https://127.0.0.1/"], {"QUANTGATE_WEBHOOK_SECRET": "short"}),
+    ],
+)
+def test_hooks_mistakes_are_one_line(store, monkeypatch, command, env):
+    """Twelfth run, H6: a short secret exited 1; a URL scheme the store refuses was a traceback."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _one_error_line(_quantgate(*command))
+
+
+def test_score_with_a_master_spark_cannot_reach_is_one_line():
+    """Twelfth run, H7: `score --master bogus://x` ended in PySpark's traceback."""
+    import os
+
+    from flows.score import spark_session
+    from quantgate.errors import UserError
+
+    saved = dict(os.environ)  # spark_session sets its workers' variables in this process
+    try:
+        with pytest.raises(UserError, match=r"cannot start Spark \(--master bogus://x\)"):
+            spark_session("bogus://x", batch_size=8, threads=1, partitions=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -41,6 +41,7 @@ def test_output_is_staged_in_a_hidden_sibling_and_appears_in_one_rename(tmp_path
     assert plan.staging.parent == tmp_path and plan.staging.name.startswith(".scores.parquet.partial-")
     plan.staging.mkdir()
     (plan.staging / "part-00000.parquet").write_text("x")
+    (plan.staging / "_SUCCESS").write_text("")  # as Spark leaves a finished write
     assert not (tmp_path / "scores.parquet").exists()  # nothing under the output's name until published
     publish(plan, ["row"], overwrite=False)
     assert (tmp_path / "scores.parquet" / "part-00000.parquet").exists() and not plan.staging.exists()
@@ -132,3 +133,27 @@ def test_a_local_input_that_matches_nothing_is_one_line(tmp_path, missing):
     present = tmp_path / "there.parquet"
     present.write_bytes(b"")
     assert download_inputs([str(present), f"{tmp_path}/*.parquet", "hdfs://nn/x"], tmp_path)[0] == str(present)
+
+
+def test_overwrite_replaces_only_an_earlier_spark_output(tmp_path, monkeypatch):
+    """The twelfth run: `score --overwrite` deleted a person's folder of notes, and with
+    `--output .` the whole working folder, input included."""
+    notes = tmp_path / "victim"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    (notes / "_SUCCESS").write_text("")
+    with pytest.raises(UserError, match=r"holds files Spark does not write \(notes.txt\)"):
+        plan_output(str(notes), "parquet", True, tmp_path / "scratch")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "part-00000.parquet").write_text("x")
+    with pytest.raises(UserError, match="no _SUCCESS"):
+        plan_output(str(unfinished), "parquet", True, tmp_path / "scratch")
+    (tmp_path / "thesis.parquet").write_text("a file")
+    with pytest.raises(UserError, match="is a file"):
+        plan_output(str(tmp_path / "thesis.parquet"), None, True, tmp_path / "scratch")
+    monkeypatch.chdir(notes)
+    for target in (".", str(tmp_path)):
+        with pytest.raises(UserError, match="working folder"):
+            plan_output(target, "parquet", True, tmp_path / "scratch")
+    assert (notes / "notes.txt").read_text() == "mine" and (tmp_path / "thesis.parquet").read_text() == "a file"
