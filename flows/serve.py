@@ -119,7 +119,7 @@ def verified_version(model_uri: str, dst: str | Path, verb: str = "serve"):
         )
     from mlflow import MlflowClient
 
-    stale = superseded(MlflowClient(), mv) if alias else []
+    stale = superseded(MlflowClient(), mv, key) if alias else []
     if stale:
         raise UserError(
             f"refusing to {verb} {model_uri}: version {mv.version}'s pass for @{alias} rests on an evaluation that "

@@ -303,23 +303,29 @@ def test_a28_an_older_signed_evaluation_put_back_is_not_judged(signed, monkeypat
     assert _promote(version, signed["thresholds"], "adv4-replay").exit_code == 0
 
 
-def test_twelfth_h1_a_pass_on_an_older_evaluation_is_neither_served_nor_kept(signed, monkeypatch):
+@pytest.mark.parametrize("put_back", ["every eval tag", "the signature only"])
+def test_twelfth_h1_a_pass_on_an_older_evaluation_is_neither_served_nor_kept(signed, monkeypatch, put_back):
     """The twelfth run: the holder of an alias was evaluated again (and did worse); the attacker
     put its eval_* tags back on the earlier evaluation, which made its signed pass verify again.
     Only the gate's look at the candidate asked whether an evaluation is the latest: serve (and
-    score) served the holder, and gating another version kept it without an ANOMALY."""
+    score) served the holder, and gating another version kept it without an ANOMALY. The
+    thirteenth run put back only the evaluation signature (the pass binds it), leaving
+    eval_run_id on the newest run: nothing newer than that, so serve served."""
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     version, alias = signed["int8"], "adv12-held"
     assert _promote(version, signed["thresholds"], alias).exit_code == 0
-    _, latest = _older_evaluation_put_back(version)
+    first, latest = _older_evaluation_put_back(version)
+    if put_back == "the signature only":
+        _put_back(version, {**latest, "eval_evidence_signature": first["eval_evidence_signature"]})
+    why = "is not the version's latest" if put_back == "every eval tag" else "not vouched for by the evidence key"
     try:
         served = _quantgate("serve", "--model", f"models:/{COPY}@{alias}", "--port", "1")
-        assert "is not the version's latest" in _one_error_line(served)
+        assert why in _one_error_line(served)
         other = _quantgate(
             "promote", "--version", signed["fp32"], "--allow-fp32", "--model-name", COPY,
             "--thresholds", signed["thresholds"], "--alias", alias,
         )  # fmt: skip
-        assert other.exit_code == 1 and "is not the version's latest" in other.output, other.output
+        assert other.exit_code == 1 and why in other.output, other.output
         assert _holder(COPY, alias) == version  # reported, nothing moved
     finally:
         _put_back(version, latest)

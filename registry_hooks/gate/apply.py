@@ -129,7 +129,7 @@ def holder_anomaly(
             f"(set by hand?); nothing moved. Gate v{holder} (`quantgate promote --version {holder}`) "
             f"or remove the alias"
         )
-    unevaluated = tag_problems(tags) or superseded(client, mv)
+    unevaluated = tag_problems(tags) or superseded(client, mv, key)
     if unevaluated:
         problems.append(f"@{alias} holder v{holder} is not properly evaluated: {'; '.join(unevaluated)}")
     return problems

@@ -136,11 +136,14 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     ]
 
 
-def superseded(client: MlflowClient, mv: ModelVersion) -> list[str]:
-    """:func:`newer_evaluations` of the evaluation the version's tags name now: what ``serve``,
-    ``score`` and the gate's look at the alias holder ask too, since a pass is worth only as much
-    as the evaluation it rests on, and putting an older evaluation's tags back re-validates its
-    signed pass (the twelfth adversarial run). No ``eval_run_id``: nothing to say here."""
+def superseded(client: MlflowClient, mv: ModelVersion, key: bytes | None = None) -> list[str]:
+    """Why the evaluation a version's pass rests on no longer holds: the run its tags name is not
+    its latest evaluation (:func:`newer_evaluations`), or, with a key, that run is not the one the
+    evaluation signature the pass binds was made for (:func:`signature_problems`). What ``serve``,
+    ``score`` and the gate's look at the alias holder ask, since a pass is worth only as much as
+    the evaluation it rests on: putting an older evaluation's tags back, or only its signature
+    beside the newest run's id, re-validates a signed pass (the twelfth and thirteenth
+    adversarial runs). No ``eval_run_id``: nothing to say here."""
     run_id = mv.tags.get(EVAL_RUN_TAG)
     if not run_id:
         return []
@@ -148,4 +151,6 @@ def superseded(client: MlflowClient, mv: ModelVersion) -> list[str]:
         run = client.get_run(run_id)
     except MlflowException as exc:
         return [f"its evaluation run {run_id} cannot be read: {exc.message}"]
-    return newer_evaluations(client, mv, run)
+    return signature_problems(key, mv, run_id, run.data.tags, parent_tags(client, mv)) or newer_evaluations(
+        client, mv, run
+    )
