@@ -45,7 +45,7 @@ from quantgate.evidence_signing import (
 )
 from quantgate.model_files import ModelIntegrityError
 from quantgate.packaging import manifest_digest
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, resolve_version
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.evidence import registered_files
 
 
@@ -99,6 +99,12 @@ def origin_problem(client: MlflowClient, mv: ModelVersion) -> str | None:
     registered = run.data.tags.get(version_run_tag("fp32"))
     if registered and registered != str(origin.version):
         return f"run {mv.run_id} registered v{registered} ({version_run_tag('fp32')}), not v{origin.version}"
+    # A writer can also log files under the train run's name and re-tag the run (the thirteenth
+    # run): but a train run registers one FP32 model, so a second one from it is not attested.
+    siblings = client.search_model_versions(f"{name_filter(mv.name)} and run_id='{mv.run_id}'")
+    attested = [v.version for v in siblings if str(v.version) != str(mv.version) and v.tags.get(FP32_ATTESTATION_TAG)]
+    if attested:
+        return f"run {mv.run_id} already registered v{attested[0]}, which is attested; a train run registers one model"
     return None
 
 

@@ -169,6 +169,19 @@ def test_attest_refuses_files_registered_under_another_runs_name(evaluated, monk
     line = _one_error_line(_quantgate("attest", "--version", forged.version, "--model-name", MODEL))
     assert f"it names run {real.run_id}, but its files were logged outside it" in line
     assert "fp32_attestation" not in client.get_model_version(MODEL, forged.version).tags
+    # the thirteenth run: the files logged as a model "of" the train run, and the run re-tagged
+    logged = client.create_logged_model(experiment_id=run.info.experiment_id, source_run_id=real.run_id)
+    client.log_model_artifacts(logged.model_id, files)
+    again = client.create_model_version(
+        MODEL, f"models:/{logged.model_id}", run_id=real.run_id, tags={"variant": "fp32", "dataset": "news9"}
+    )
+    recorded = client.get_run(real.run_id).data.tags.get("quantgate.version.fp32")
+    client.set_tag(real.run_id, "quantgate.version.fp32", again.version)  # the pipeline's train run: put back
+    try:
+        line = _one_error_line(_quantgate("attest", "--version", again.version, "--model-name", MODEL))
+    finally:
+        client.set_tag(real.run_id, "quantgate.version.fp32", recorded)
+    assert f"already registered v{real.version}, which is attested" in line
 
 
 def test_reevaluation_on_request_is_a_key_holders_decision(evaluated, monkeypatch):
