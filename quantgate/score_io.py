@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
 import os
 import re
 import shutil
@@ -156,25 +157,36 @@ def plan_output(target: str, fmt: str | None, overwrite: bool, scratch: Path) ->
     return OutputPlan(str(path), fmt, staging)
 
 
-SPARK_OUTPUT = re.compile(r"(_SUCCESS|part-.+|\._SUCCESS\.crc|\.part-.+\.crc)")  # what a Spark write leaves
+MARKER = "_QUANTGATE_SCORE.json"  # what score leaves in its output: the files it wrote
 
 
 def not_an_earlier_output(path: Path) -> str | None:
-    """Why ``path`` is not a folder an earlier ``score`` wrote (``None`` when it is): ``--overwrite``
-    deletes what it replaces, so it must never take a person's folder, the working folder, or
-    anything above it (the twelfth adversarial run lost a folder of notes, and ``--output .``
-    the whole working folder)."""
+    """Why ``path`` is not a folder an earlier ``score`` wrote, exactly as it wrote it (``None``
+    when it is): ``--overwrite`` deletes what it replaces, so it must never take a person's folder
+    (a Spark dataset of their own included), files a person added to an earlier output, the
+    working folder or anything above it (the twelfth and thirteenth adversarial runs lost all of
+    these). Asked when the job is planned and again just before the old output is replaced."""
     if Path.cwd().resolve().is_relative_to(path):
         return "is the working folder or holds it"
     if not path.is_dir():
-        return "is a file, not a folder Spark wrote"
-    names = [entry.name for entry in path.iterdir()]
-    foreign = [name for name in names if not SPARK_OUTPUT.fullmatch(name)]
-    if foreign:
-        return f"holds files Spark does not write ({', '.join(sorted(foreign)[:3])})"
-    if "_SUCCESS" not in names:
-        return "has no _SUCCESS marker (not a finished Spark output)"
+        return "is a file, not a folder score wrote"
+    try:
+        written = set(json.loads((path / MARKER).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has no readable {MARKER} (score leaves one in every output it writes)"
+    present = {entry.name for entry in path.iterdir()} - {MARKER}
+    added = sorted(present - written)
+    if added:
+        return f"holds files score did not write there ({', '.join(added[:3])})"
+    if any((path / name).is_dir() and not (path / name).is_symlink() for name in present):
+        return "holds a folder, and score writes only files"
     return None
+
+
+def mark_output(folder: Path) -> None:
+    """Record the files a finished job wrote, so a later ``--overwrite`` can tell its output."""
+    files = sorted(entry.name for entry in folder.iterdir() if entry.name != MARKER)
+    (folder / MARKER).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -237,7 +249,11 @@ def publish(plan: OutputPlan, header: list[str], overwrite: bool) -> None:
         s3_client().upload_file(str(merged), *plan.s3)  # visible only once the upload completes
         return
     target = plan.local_target
+    mark_output(plan.staging)
     if target.exists() and overwrite:
+        changed = not_an_earlier_output(target)  # again: a person may have added files meanwhile
+        if changed:
+            raise UserError(f"{target} {changed} since the job started; it was left as it is")
         old = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
         os.rename(target, old)
         os.rename(plan.staging, target)

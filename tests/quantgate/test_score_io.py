@@ -135,25 +135,47 @@ def test_a_local_input_that_matches_nothing_is_one_line(tmp_path, missing):
     assert download_inputs([str(present), f"{tmp_path}/*.parquet", "hdfs://nn/x"], tmp_path)[0] == str(present)
 
 
-def test_overwrite_replaces_only_an_earlier_spark_output(tmp_path, monkeypatch):
-    """The twelfth run: `score --overwrite` deleted a person's folder of notes, and with
-    `--output .` the whole working folder, input included."""
-    notes = tmp_path / "victim"
-    notes.mkdir()
-    (notes / "notes.txt").write_text("mine")
-    (notes / "_SUCCESS").write_text("")
-    with pytest.raises(UserError, match=r"holds files Spark does not write \(notes.txt\)"):
-        plan_output(str(notes), "parquet", True, tmp_path / "scratch")
-    unfinished = tmp_path / "unfinished"
-    unfinished.mkdir()
-    (unfinished / "part-00000.parquet").write_text("x")
-    with pytest.raises(UserError, match="no _SUCCESS"):
-        plan_output(str(unfinished), "parquet", True, tmp_path / "scratch")
+def _earlier_output(folder):
+    """An output as score leaves it: Spark's files, published with score's record of them."""
+    plan = plan_output(str(folder), "parquet", False, folder.parent / "scratch")
+    plan.staging.mkdir()
+    (plan.staging / "part-00000-0a1b.snappy.parquet").write_text("x")
+    (plan.staging / "_SUCCESS").write_text("")
+    publish(plan, ["row"], overwrite=False)
+    return folder
+
+
+def test_overwrite_replaces_only_an_earlier_score_output(tmp_path, monkeypatch):
+    """The twelfth and thirteenth runs: `score --overwrite` deleted a person's folder of notes,
+    their own Spark-written dataset, files they added to an earlier output (named `part-…`, or a
+    folder), and with `--output .` the whole working folder, input included."""
+    theirs = tmp_path / "archive.parquet"  # a person's own Spark dataset: Spark's names, not score's
+    theirs.mkdir()
+    (theirs / "part-00000-hand-labelled.parquet").write_text("mine")
+    (theirs / "_SUCCESS").write_text("")
+    with pytest.raises(UserError, match="has no readable _QUANTGATE_SCORE.json"):
+        plan_output(str(theirs), "parquet", True, tmp_path / "scratch")
+    earlier = _earlier_output(tmp_path / "scores.parquet")
+    assert plan_output(str(earlier), "parquet", True, tmp_path / "scratch")  # exactly as score wrote it
+    (earlier / "part-2-review.md").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files score did not write there \(part-2-review.md\)"):
+        plan_output(str(earlier), "parquet", True, tmp_path / "scratch")
     (tmp_path / "thesis.parquet").write_text("a file")
     with pytest.raises(UserError, match="is a file"):
         plan_output(str(tmp_path / "thesis.parquet"), None, True, tmp_path / "scratch")
-    monkeypatch.chdir(notes)
+    monkeypatch.chdir(earlier)
     for target in (".", str(tmp_path)):
         with pytest.raises(UserError, match="working folder"):
             plan_output(target, "parquet", True, tmp_path / "scratch")
-    assert (notes / "notes.txt").read_text() == "mine" and (tmp_path / "thesis.parquet").read_text() == "a file"
+    assert (earlier / "part-2-review.md").read_text() == "mine" and (tmp_path / "thesis.parquet").exists()
+
+
+def test_files_added_to_the_old_output_while_the_job_ran_are_kept(tmp_path):
+    earlier = _earlier_output(tmp_path / "scores.parquet")
+    plan = plan_output(str(earlier), "parquet", True, tmp_path / "scratch")  # the check before the job
+    plan.staging.mkdir()
+    (plan.staging / "part-00000-new.snappy.parquet").write_text("y")
+    (earlier / "notes.md").write_text("added while it ran")
+    with pytest.raises(UserError, match="since the job started"):
+        publish(plan, ["row"], overwrite=True)
+    assert (earlier / "notes.md").read_text() == "added while it ran"
