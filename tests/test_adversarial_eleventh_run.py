@@ -152,6 +152,15 @@ def test_the_fp32_model_retagged_as_a_variant_is_not_a_candidate(evaluated, monk
             client.delete_model_version_tag(MODEL, fp32, "parent_version")
 
 
+@pytest.mark.parametrize("spelled", ["1", "01", " 1", "+1", "\u0661"])
+def test_a_self_parent_in_any_spelling_is_not_a_variant(spelled):
+    """Thirteenth run, H3: `+1` and an Arabic-Indic 1 got past the self-parent check (MLflow reads
+    both as version 1)."""
+    from registry_hooks.gate.provenance import variant_problem
+
+    assert "is the version itself" in variant_problem({"variant": "onnx-int8-dynamic", "parent_version": spelled}, "1")
+
+
 def test_attest_refuses_files_registered_under_another_runs_name(evaluated, monkeypatch, tmp_path):
     """Twelfth run, H3: a label-swapped copy registered with the real train run's id; `attest`
     printed the same origin as for the real model and signed it."""

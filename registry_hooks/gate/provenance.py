@@ -31,7 +31,11 @@ def variant_problem(tags: Mapping[str, str], version: str) -> str | None:
         return f"variant {variant!r}: the FP32 parent is not a promotion candidate"
     if not parent:
         return "no parent_version tag: not a quantgate variant"
-    if parent.strip().lstrip("0") == str(version):
+    try:
+        itself = int(parent) == int(version)  # as MLflow reads a version: "01", " 1", "+1", "١" are v1
+    except ValueError:
+        itself = False
+    if itself:
         return f"parent_version {parent!r} is the version itself"
     if tags.get(FP32_ATTESTATION_TAG):
         return "it is attested as an FP32 model (fp32_attestation), whatever its variant tag says"
