@@ -101,10 +101,18 @@ def origin_problem(client: MlflowClient, mv: ModelVersion) -> str | None:
         return f"run {mv.run_id} registered v{registered} ({version_run_tag('fp32')}), not v{origin.version}"
     # A writer can also log files under the train run's name and re-tag the run (the thirteenth
     # run): but a train run registers one FP32 model, so a second one from it is not attested.
+    # (A copy of the same files, e.g. by copy_model_version, is the same model: its files are
+    # checked against the digest next.)
     siblings = client.search_model_versions(f"{name_filter(mv.name)} and run_id='{mv.run_id}'")
-    attested = [v.version for v in siblings if str(v.version) != str(mv.version) and v.tags.get(FP32_ATTESTATION_TAG)]
+    attested = [
+        v.version
+        for v in siblings
+        if str(v.version) != str(mv.version)
+        and v.tags.get(FP32_ATTESTATION_TAG)
+        and v.tags.get(MODEL_DIGEST_TAG) != mv.tags.get(MODEL_DIGEST_TAG)
+    ]
     if attested:
-        return f"run {mv.run_id} already registered v{attested[0]}, which is attested; a train run registers one model"
+        return f"run {mv.run_id} already registered v{attested[0]}, which is attested and has other files"
     return None
 
 

@@ -265,7 +265,8 @@ def test_a11_a_saved_pass_put_back_after_a_rejection_is_not_served_nor_staged(si
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
     version, alias = signed["int8"], "staging"
-    assert _promote(version, signed["thresholds"], alias).exit_code == 0
+    first = _promote(version, signed["thresholds"], alias)
+    assert first.exit_code == 0, first.output
     saved = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("gate.passed.")}
     strict = _yaml(tmp_path, {**RELATIVE, "max_size_mb": 0.001})
     assert _promote(version, strict, alias).exit_code == 1
@@ -421,7 +422,8 @@ def test_a11b_pass_tags_put_back_with_the_alias_tag_deleted_are_not_served(signe
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
     version, alias = signed["int8"], "staging"
-    assert _promote(version, signed["thresholds"], alias).exit_code == 0
+    first = _promote(version, signed["thresholds"], alias)
+    assert first.exit_code == 0, first.output
     saved = {k: v for k, v in client.get_model_version(COPY, version).tags.items() if k.startswith("gate.passed.")}
     assert _promote(version, _yaml(tmp_path, {**RELATIVE, "max_size_mb": 0.001}), alias).exit_code == 1
     for tag, value in saved.items():
