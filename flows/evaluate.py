@@ -43,7 +43,7 @@ from quantgate.contract import (
 )
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
 from quantgate.description import put_card
-from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, load_key, sign
+from quantgate.evidence_signing import EVALUATION, attestation_problem, block_seal, evaluation_payload, load_key, sign
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -198,6 +198,7 @@ def evaluate(
         metrics_sha256=logged,
         predictions_sha256=predictions,
         signature=signature,
+        key=key,
     )
     shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("f1.")}
     click.echo(f"{mv.name} v{mv.version} ({mv.tags.get('variant')}): {json.dumps(shown)}")
@@ -323,10 +324,12 @@ def record_on_version(
     metrics_sha256: str,
     predictions_sha256: str,
     signature: str | None = None,
+    key: bytes | None = None,
 ) -> None:
     """Tag the version with its evaluation (run, status, digests, headline figures, and the
-    evidence signature when a key is set) and put the model card in its description."""
-    for key, value in {
+    evidence signature when a key is set) and put the model card in its description (its block
+    sealed with ``key``, :func:`quantgate.evidence_signing.block_seal`)."""
+    for tag, value in {
         "eval_run_id": run_id,
         "eval_status": "complete",
         "eval_manifest_sha256": mv.tags.get("manifest_sha256", ""),
@@ -335,16 +338,19 @@ def record_on_version(
         EVAL_PREDICTIONS_DIGEST_TAG: predictions_sha256,
         **headline_tags(metrics),
     }.items():
-        client.set_model_version_tag(mv.name, mv.version, key, value)
+        client.set_model_version_tag(mv.name, mv.version, tag, value)
     if signature:
         client.set_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG, signature)
     elif EVAL_SIGNATURE_TAG in mv.tags:  # an earlier evaluation's signature vouches for nothing now
         client.delete_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG)
     current = client.get_model_version(mv.name, mv.version)
     card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
-    # quantgate's block is the one it wrote last (by digest): a block quoted in a person's text stays theirs
+    # quantgate's block is the one it wrote last (by its seal): a block quoted in a person's text stays theirs
     description, block = put_card(
-        current.description, card, owner=f"{mv.name} v{mv.version}", own=current.tags.get(DESCRIPTION_BLOCK_TAG)
+        current.description,
+        card,
+        own=current.tags.get(DESCRIPTION_BLOCK_TAG),
+        seal=block_seal(key, mv.name, mv.version),
     )
     client.update_model_version(mv.name, mv.version, description=description)
     client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)

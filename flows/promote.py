@@ -136,7 +136,7 @@ def settle(
     for v in verdicts:
         set_tags(client, v, {f"{prefix}action": v.action[:5000], f"{prefix}run_id": run_id})
         with promotion_lock(lock_path):
-            append_description(client, v, alias=alias, now=now, thresholds=thresholds, run_id=run_id)
+            append_description(client, v, alias=alias, now=now, thresholds=thresholds, run_id=run_id, key=key)
     if outcome.problems:
         raise click.ClickException("registry check after promotion failed: " + "; ".join(outcome.problems))
     return outcome.champion

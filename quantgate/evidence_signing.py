@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
     PREDICTIONS_DIGEST_TAG,
 )
+from quantgate.description import block_sha256
 from quantgate.errors import UserError
 
 KEY_ENV = "QUANTGATE_EVIDENCE_KEY"
@@ -204,3 +205,22 @@ def gate_pass_payload(
         "recorded": recorded,
         "evaluation": evaluation,
     }
+
+
+DESCRIPTION_BLOCK = "quantgate.description-block.v1"
+
+
+def block_seal(key: bytes | None, name: str, version: str) -> Callable[[str], str]:
+    """What version ``version``'s ``description_block_sha256`` tag records for the description
+    block quantgate writes (quantgate.description): the block's SHA-256, or with a key an HMAC
+    over it bound to this version. Under a key, a writer who points the tag at a person's quote
+    of a block makes a tag that matches nothing, so quantgate writes a new block and the quote
+    stays the person's; without one the tag is only as trustworthy as the store's writers."""
+    if key is None:
+        return block_sha256
+
+    def seal(block: str) -> str:
+        payload = {"name": name, "version": str(version), "block_sha256": block_sha256(block)}
+        return sign(key, DESCRIPTION_BLOCK, payload)
+
+    return seal

@@ -16,7 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.contract import DESCRIPTION_BLOCK_TAG, EVAL_SIGNATURE_TAG, MODEL_DIGEST_TAG
 from quantgate.description import put_note
-from quantgate.evidence_signing import GATE_PASS, gate_pass_payload, sign, signature_problem
+from quantgate.evidence_signing import GATE_PASS, block_seal, gate_pass_payload, sign, signature_problem
 from registry_hooks.gate.decision import Decision, decide
 from registry_hooks.gate.evidence import Evidence, gather
 from registry_hooks.gate.report import gate_note, reasons_digest
@@ -181,9 +181,17 @@ def set_tags(client: MlflowClient, verdict: Verdict, tags: Mapping[str, str | No
 
 
 def append_description(
-    client: MlflowClient, verdict: Verdict, *, alias: str, now: str, thresholds: Thresholds, run_id: str
+    client: MlflowClient,
+    verdict: Verdict,
+    *,
+    alias: str,
+    now: str,
+    thresholds: Thresholds,
+    run_id: str,
+    key: bytes | None,
 ) -> None:
-    """Append the decision's note to the version description (read, append, write back)."""
+    """Append the decision's note to the version description (read, append, write back; the
+    block found and sealed as :func:`quantgate.evidence_signing.block_seal` says)."""
     note = gate_note(
         passed=verdict.decision.passed,
         alias=alias,
@@ -199,8 +207,8 @@ def append_description(
     description, block = put_note(
         current.description,
         note,
-        owner=f"{verdict.mv.name} v{verdict.version}",  # as its card's heading names it
         own=current.tags.get(DESCRIPTION_BLOCK_TAG),  # the block quantgate wrote last
+        seal=block_seal(key, verdict.mv.name, verdict.version),
     )
     client.update_model_version(verdict.mv.name, verdict.version, description=description)
     client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)

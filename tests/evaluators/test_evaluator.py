@@ -65,10 +65,10 @@ def test_model_card_replaces_itself_and_keeps_gate_history():
     from quantgate.description import put_card
 
     card1 = model_card("m", "2", {"variant": "x"}, {"macro_f1": 0.9}, {})
-    described, own = put_card("", card1, owner="m v2")
+    described, own = put_card("", card1, own=None)
     described += "\n\n### Gate passed for `@staging`\n- ok"  # a note from before notes went into the block
     card2 = model_card("m", "2", {"variant": "x"}, {"macro_f1": 0.8}, {})
-    updated, _ = put_card(described, card2, owner="m v2", own=own)
+    updated, _ = put_card(described, card2, own=own)
     assert updated.count(CARD_END) == 1 and "0.8" in updated and "| 0.9 |" not in updated
     assert updated.endswith("### Gate passed for `@staging`\n- ok")
 

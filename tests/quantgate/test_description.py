@@ -1,24 +1,26 @@
 """quantgate's block in a shared description: a person's text around it is kept whole, even when
-it quotes the block's markers (the sixth adversarial run lost the text after a quoted BEGIN)."""
+it quotes the block's markers (the sixth adversarial run lost the text after a quoted BEGIN), and
+the block is only ever the one the version's tag names."""
 
 from __future__ import annotations
 
 import pytest
 
-from quantgate.description import BEGIN, END, LEGACY_CARD_END, put_card, put_note, split
+from quantgate.description import BEGIN, END, NO_BLOCK, block_sha256, put_card, put_note, split
+from quantgate.evidence_signing import block_seal
 
-CARD = f"## m v3: onnx-int8-dynamic\n\ncard text\n{LEGACY_CARD_END}"
-OWNER = "m v3"  # the version the card's heading names, as evaluate and the gate pass it
-
-
-def with_card(description: str | None, card: str, owner: str | None = None) -> str:
-    """The card put in as quantgate did before it kept the block's digest (no tag to pass)."""
-    return put_card(description, card, owner=owner)[0]
+CARD = "## m v3: onnx-int8-dynamic\n\ncard text\n<!-- end quantgate model card -->"
+KEY = b"k" * 32
 
 
-def append_note(description: str | None, note: str, owner: str | None = None) -> str:
-    """A gate note put in as quantgate did before it kept the block's digest."""
-    return put_note(description, note, owner=owner)[0]
+def with_card(description: str | None, card: str, own: str | None = None) -> str:
+    """The card put in; only the text (tests that follow the tag use put_card itself)."""
+    return put_card(description, card, own=own)[0]
+
+
+def append_note(description: str | None, note: str, own: str | None = None) -> str:
+    """A gate note put in; only the text."""
+    return put_note(description, note, own=own)[0]
 
 
 @pytest.mark.parametrize(
@@ -31,21 +33,13 @@ def append_note(description: str | None, note: str, owner: str | None = None) ->
     ],
 )
 def test_text_around_the_block_survives_a_new_card(above, below):
-    description = with_card("", CARD)
+    description, own = put_card("", CARD, own=None)
     shared = "\n\n".join(part for part in (above, description, below) if part)
-    parts = split(shared, OWNER)
+    parts = split(shared, own)
     assert (parts.above, parts.below) == (above, below)
-    updated = with_card(shared, CARD.replace("card text", "new card"), owner=OWNER)
+    updated, own = put_card(shared, CARD.replace("card text", "new card"), own=own)
     assert updated.startswith(above) and updated.endswith(below) and "new card" in updated
     assert "card text" not in updated
-
-
-def test_a_persons_heading_quoting_the_old_card_marker_is_not_taken_for_a_card():
-    text = f"## Release plan\n\nwe quote {LEGACY_CARD_END} here\nmore"
-    assert split(text).below == text
-    legacy = f"{CARD}\n\nan older note"
-    parts = split(legacy)
-    assert parts.card == CARD and parts.below == "an older note"
 
 
 @pytest.mark.parametrize("where", ["above", "below"])
@@ -54,9 +48,9 @@ def test_a_quoted_example_block_is_a_persons_text_not_quantgates(where):
     END, each on its own line) had that example replaced by the card; quantgate's block starts
     with its card heading or a gate note."""
     example = f"How the block looks:\n{BEGIN}\nALICE-EXAMPLE: keep me\n{END}\nend of example"
-    description = with_card("", CARD)
+    description, own = put_card("", CARD, own=None)
     shared = f"{example}\n\n{description}" if where == "above" else f"{description}\n\n{example}"
-    updated = with_card(shared, CARD.replace("card text", "new card"), owner=OWNER)
+    updated, _ = put_card(shared, CARD.replace("card text", "new card"), own=own)
     assert example in updated and "new card" in updated and "card text" not in updated
 
 
@@ -65,7 +59,7 @@ def test_a_block_whose_card_was_dropped_for_room_is_still_found():
 
     text, own = compose(Parts(above="mine", card="", notes=["\n\n### Gate passed: a note"], below=""))
     text += "\n\nafter"
-    parts = split(text, OWNER, own)
+    parts = split(text, own)
     assert parts.above == "mine" and parts.below == "after" and parts.notes == ["\n\n### Gate passed: a note"]
 
 
@@ -74,14 +68,14 @@ def test_another_versions_whole_block_quoted_below_stays_the_persons():
     gate note) took the note of the next gate and then lost the quoted card to the next
     evaluation, since the last marker pair counted as quantgate's."""
 
-    other = with_card("", CARD.replace("m v3", "m v2").replace("card text", "v2's card"))
-    other = append_note(other, "\n\n### Gate passed: v2's note")
-    mine = with_card("", CARD)
+    card = CARD.replace("m v3", "m v2").replace("card text", "v2's card")
+    other = append_note(with_card("", card), "\n\n### Gate passed: v2's note")
+    mine, own = put_card("", CARD, own=None)
     shared = f"{mine}\n\nFor comparison, v2's block:\n\n{other}\n\nthat was v2."
-    noted = append_note(shared, "\n\n### Gate rejected: v3's note", owner="m v3")
-    recarded = with_card(noted, CARD.replace("card text", "new card"), owner="m v3")
+    noted, own = put_note(shared, "\n\n### Gate rejected: v3's note", own=own)
+    recarded, own = put_card(noted, CARD.replace("card text", "new card"), own=own)
     assert recarded.endswith(f"For comparison, v2's block:\n\n{other}\n\nthat was v2."), recarded
-    parts = split(recarded, owner="m v3")
+    parts = split(recarded, own)
     assert "new card" in parts.card and parts.notes == ["\n\n### Gate rejected: v3's note"]
     assert "card text" not in recarded
 
@@ -93,35 +87,35 @@ def test_the_block_quantgate_wrote_last_is_found_by_its_digest(case):
     the person's quote take quantgate's next note or card."""
 
     other = append_note(with_card("", CARD.replace("m v3", "m v2")), "\n\n### Gate passed: v2's note")
+    card = CARD.replace("m v3", "m-old v3") if case == "renamed" else CARD
     if case == "notes-only":
-        mine, own = put_note("", "\n\n### Gate rejected: never evaluated")
+        mine, own = put_note("", "\n\n### Gate rejected: never evaluated", own=None)
     else:
-        mine, own = put_card("", CARD)
+        mine, own = put_card("", card, own=None)
     quote = mine if case == "same-version-copy" else other
     person = f"Alice, quoting a block:\n\n{quote}\n\nend of quote."
     shared = f"{mine}\n\n{person}"
-    owner = "m-prod v3" if case == "renamed" else "m v3"
-    noted, own = put_note(shared, "\n\n### Gate passed: the next note", owner=owner, own=own)
-    recarded, own = put_card(noted, CARD.replace("card text", "new card"), owner=owner, own=own)
+    noted, own = put_note(shared, "\n\n### Gate passed: the next note", own=own)
+    recarded, own = put_card(noted, CARD.replace("card text", "new card"), own=own)
     assert recarded.endswith(person), recarded
-    parts = split(recarded, owner, own)
+    parts = split(recarded, own)
     assert "new card" in parts.card and parts.notes[-1] == "\n\n### Gate passed: the next note"
 
 
 @pytest.mark.parametrize("write", ["card", "note"])
 def test_a_fresh_versions_quote_of_another_versions_block_stays_the_persons(write):
-    """A version with no block of its own yet (no digest, no card naming it) whose description
-    quotes another version's whole block: the quote was the "last pair", so the first evaluate
-    wrote the new card into it and the first gate its note."""
+    """A version with no block of its own yet (no tag) whose description quotes another
+    version's whole block: the quote was the "last pair", so the first evaluate wrote the new
+    card into it and the first gate its note."""
 
     other = append_note(with_card("", CARD.replace("m v3", "m v2")), "\n\n### Gate passed: v2's note")
     person = f"Alice: v3 should look like v2 did:\n\n{other}\n\nthanks"
     if write == "card":
-        updated, own = put_card(person, CARD.replace("card text", "new card"), owner=OWNER)
+        updated, own = put_card(person, CARD.replace("card text", "new card"), own=None)
     else:
-        updated, own = put_note(person, "\n\n### Gate rejected: never evaluated", owner=OWNER)
+        updated, own = put_note(person, "\n\n### Gate rejected: never evaluated", own=None)
     assert person in updated, updated  # a card goes above a person's text, a note below it
-    parts = split(updated, OWNER, own)
+    parts = split(updated, own)
     assert parts.above + parts.below == person
     assert ("new card" in parts.card) if write == "card" else parts.notes == ["\n\n### Gate rejected: never evaluated"]
 
@@ -130,40 +124,62 @@ def test_no_room_leaves_no_digest_behind_for_a_persons_verbatim_quote():
     """The eleventh run, H1: with a person's text too long for the block, the gate wrote their
     text alone but kept the old digest tag; their word-for-word quote of that block then matched
     it, and the next gate rewrote the quote."""
-    from quantgate.description import NO_BLOCK
 
-    block, own = put_note("", "\n\n### Gate passed: at release", owner=OWNER)
+    block, own = put_note("", "\n\n### Gate passed: at release", own=None)
     person = f"For the record:\n\n{block}\n\nEnd of quote (Bob).\n\n" + "n" * (4980 - len(block))
-    squeezed, own = put_note(f"{block}\n\n{person}", "\n\n### Gate passed: again", owner=OWNER, own=own)
+    squeezed, own = put_note(f"{block}\n\n{person}", "\n\n### Gate passed: again", own=own)
     assert squeezed == person and own == NO_BLOCK  # no room: their text alone, and a tag no quote can match
-    again, own = put_note(squeezed, "\n\n### Gate passed: a third time", owner=OWNER, own=own)
+    again, own = put_note(squeezed, "\n\n### Gate passed: a third time", own=own)
     assert again == person
 
 
-def test_a_card_shaped_text_of_another_version_is_not_taken_for_this_versions_old_card():
-    """The eleventh run, H2: a fresh version's description starting with another version's card
-    (copied from between the markers) was taken as quantgate's card from before blocks existed,
-    replaced by the first evaluate and pulled into the block by the first gate."""
+@pytest.mark.parametrize("case", ["own-card", "other-version-card", "legacy-card"])
+def test_without_the_tag_nothing_is_taken_for_quantgates(case):
+    """The eleventh run's H2 and the thirteenth's D6: a fresh version's text that starts like a
+    card (another version's, this version's heading, or one ending with the card marker of
+    quantgate's first releases) was taken for quantgate's card, replaced by the first evaluate
+    and pulled into the block by the first gate. Without the tag nothing is quantgate's: a new
+    block is written and every character of the person's text is kept."""
 
-    person = CARD.replace("m v3", "m v2").replace("card text", "v2's card, for comparison") + "\n\nCarol"
-    carded, _ = put_card(person, CARD.replace("card text", "new card"), owner=OWNER)
-    noted, _ = put_note(person, "\n\n### Gate rejected: never evaluated", owner=OWNER)
+    heading = {"own-card": "m v3", "other-version-card": "m v2", "legacy-card": "m v3"}[case]
+    person = CARD.replace("m v3", heading).replace("card text", "Dave's draft of the card") + "\n\nDave"
+    carded, own = put_card(person, CARD.replace("card text", "new card"), own=None)
+    noted, _ = put_note(person, "\n\n### Gate rejected: never evaluated", own=None)
     assert carded.endswith(person) and noted.startswith(person)
-    legacy = CARD + "\n\nan older note"  # this version's own card from before blocks: still quantgate's
-    assert split(legacy, OWNER).card == CARD
+    assert split(carded, own).below == person
 
 
-def test_a_block_a_person_edited_is_left_to_them_not_mistaken_for_their_quote_below():
-    """The eleventh run, H3: a person signed off inside quantgate's block and pasted the block
-    as it stood at an earlier gate below it; the digest no longer matched, the fallback took the
-    last pair naming the version (the quote), and the gate's note went into it. (A copy that is
-    word for word the block quantgate wrote last cannot be told from it: the first such pair is
-    taken, and the edited block is kept whole as the person's text.)"""
+def test_a_block_a_person_edited_is_left_to_them_even_when_the_tag_is_deleted():
+    """The eleventh run's H3 and the thirteenth's D2b: a person signed off inside quantgate's
+    block and pasted the block as it stood at an earlier gate below it. With the tag no longer
+    matching (or deleted by a writer) the edited block and the quote are the person's, and the
+    next note goes into a new block. (A copy word for word the block quantgate wrote last cannot
+    be told from it: the first such pair is taken, and the edited block is kept whole.)"""
 
-    earlier, own = put_card("", CARD, owner=OWNER)
-    block, own = put_note(earlier, "\n\n### Gate passed: at sign-off", owner=OWNER, own=own)
+    earlier, own = put_card("", CARD, own=None)
+    block, own = put_note(earlier, "\n\n### Gate passed: at sign-off", own=own)
     edited = block.replace("at sign-off", "at sign-off\nSigned off by Carol.")
     person_below = f"The card as it stood before the gate (Carol):\n\n{earlier}"
-    noted, own = put_note(f"{edited}\n\n{person_below}", "\n\n### Gate passed: later", owner=OWNER, own=own)
-    assert noted.startswith(f"{edited}\n\n{person_below}")  # both kept whole; a new block after them
-    assert split(noted, OWNER, own).notes == ["\n\n### Gate passed: later"]
+    for tag in (own, None):  # the tag as quantgate left it, and deleted
+        noted, new = put_note(f"{edited}\n\n{person_below}", "\n\n### Gate passed: later", own=tag)
+        assert noted.startswith(f"{edited}\n\n{person_below}")  # both kept whole; a new block after them
+        assert split(noted, new).notes == ["\n\n### Gate passed: later"]
+        recarded, _ = put_card(f"{edited}\n\n{person_below}", CARD.replace("card text", "new"), own=tag)
+        assert recarded.endswith(f"{edited}\n\n{person_below}")
+
+
+def test_under_a_key_a_tag_pointed_at_a_persons_quote_finds_nothing():
+    """The thirteenth run, D3b: a writer set the tag to the digest of a person's quoted block,
+    and the next evaluate rewrote the quote and the commentary in it. Under a key the tag is an
+    HMAC bound to the version, which a writer cannot make for the quote (nor reuse another
+    version's)."""
+
+    seal = block_seal(KEY, "m", "3")
+    mine, own = put_card("", CARD, own=None, seal=seal)
+    assert own.startswith("hmac-sha256:") and split(mine, own, seal).card == CARD
+    quote = mine.replace("card text", "card text\nAlice: this figure looks off")
+    shared = f"{mine}\n\nAlice's annotated copy:\n\n{quote}"
+    for forged in (block_sha256(quote), block_seal(KEY, "m", "4")(quote), block_seal(b"w" * 32, "m", "3")(quote)):
+        updated, _ = put_card(shared, CARD.replace("card text", "new card"), own=forged, seal=seal)
+        assert updated.endswith(shared), updated  # nothing taken: a new block above, the quote whole
+    assert "this figure looks off" in split(shared, block_sha256(quote)).card  # no key: the README's limit
