@@ -275,6 +275,12 @@ def run_evaluator(
         model = verified_copy(client, mv, Path(tmp) / "model", trusted_only)
         if parent is not None:
             config["parent_model_uri"] = str(verified_copy(client, parent, Path(tmp) / "parent", trusted_only))
+        # From here the run is an evaluation of this version, found as such by the gate's
+        # newer_evaluations (registry_hooks.gate.provenance): one that fails or is killed while
+        # measuring supersedes the earlier one, whatever the version's tags are put back to.
+        # A refusal above (files that are not the registered ones, code not quantgate's) measured
+        # nothing and does not count.
+        log_params_once({"model_uri": version_uri(mv)})
         result = mlflow.models.evaluate(
             str(model),
             data["test"].frame[["text", "label"]],

@@ -206,6 +206,44 @@ def test_reevaluation_on_request_is_a_key_holders_decision(evaluated, monkeypatc
     assert outcome.startswith("skipped: with an evidence key") and _runs() == runs
 
 
+def test_an_evaluation_killed_while_measuring_supersedes_the_earlier_one(evaluated, monkeypatch, tmp_path):
+    """Thirteenth run, A2: `evaluate` logged `model_uri` (what the gate's search for newer
+    evaluations finds) only after measuring, so an evaluation killed (or failed) while measuring
+    was invisible, and the earlier pass still counted whatever the newer one would have shown."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from test_adversarial import RELATIVE
+
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client, version = MlflowClient(), evaluated["int8"]
+    before, uri = _tags(version), f"models:/{MODEL}/{version}"
+    command = ["evaluate", "--version", version, "--model-name", MODEL, "--latency-runs", "100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *command], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+            if client.search_runs(ids, filter_string=f"params.model_uri = '{uri}' and attributes.status = 'RUNNING'"):
+                break
+            assert proc.poll() is None, "the evaluation ended before it was killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the evaluation never started measuring")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _tags(version) == before  # killed: the version's tags still name the earlier evaluation
+    thresholds = tmp_path / "relative.yaml"
+    thresholds.write_text(json.dumps(RELATIVE))
+    promote = ["promote", "--version", version, "--model-name", MODEL, "--thresholds", str(thresholds)]
+    result = _quantgate(*promote, "--alias", "adv13-a2")
+    assert result.exit_code == 1 and "is not the version's latest" in result.output, result.output
+    assert _quantgate("evaluate", "--version", version, "--model-name", MODEL, "--latency-runs", "5").exit_code == 0
+    assert "is not the version's latest" not in _quantgate(*promote, "--alias", "adv13-a2").output
+
+
 @pytest.mark.parametrize(
     ("command", "env"),
     [
