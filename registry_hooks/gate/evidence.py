@@ -61,7 +61,7 @@ from quantgate.model_files import digest_problem, metrics_digest, size_bytes
 from quantgate.packaging import manifest, manifest_digest
 from quantgate.serving_model import sha256_file
 from registry_hooks.gate.decision import host_mismatches
-from registry_hooks.gate.provenance import newer_evaluations, parent_tags, signature_problems
+from registry_hooks.gate.provenance import run_superseded
 from registry_hooks.gate.stats import paired_bootstrap_f1_drop, per_class_f1_drop_points
 from registry_hooks.gate.thresholds import Thresholds
 
@@ -348,9 +348,7 @@ def gather(
     ev.metrics = dict(run.data.metrics)
     ev.problems = run_problems(mv.version, tags, run.info.status, run.data.tags, run.info.lifecycle_stage, ev.metrics)
     ev.problems += host_mismatches(thresholds.host_requirements(), run.data.tags)
-    ev.problems += newer_evaluations(client, mv, run) if not ev.problems else []
-    if key is not None and not ev.problems:
-        ev.problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
+    ev.problems += run_superseded(client, mv, run, key) if not ev.problems else []
     if ev.problems:
         return ev
     ev.problems, size_mb = freshness_problems(mv)

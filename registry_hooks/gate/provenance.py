@@ -141,13 +141,10 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
 
 
 def superseded(client: MlflowClient, mv: ModelVersion, key: bytes | None = None) -> list[str]:
-    """Why the evaluation a version's pass rests on no longer holds: the run its tags name is not
-    its latest evaluation (:func:`newer_evaluations`), or, with a key, that run is not the one the
-    evaluation signature the pass binds was made for (:func:`signature_problems`). What ``serve``,
-    ``score`` and the gate's look at the alias holder ask, since a pass is worth only as much as
-    the evaluation it rests on: putting an older evaluation's tags back, or only its signature
-    beside the newest run's id, re-validates a signed pass (the twelfth and thirteenth
-    adversarial runs). No ``eval_run_id``: nothing to say here."""
+    """Why the evaluation a version's pass rests on no longer holds (:func:`run_superseded`, for
+    the run its ``eval_run_id`` names): what ``serve``, ``score`` and the gate's look at the alias
+    holder ask, since a pass is worth only as much as the evaluation it rests on. No
+    ``eval_run_id``: nothing to say here."""
     run_id = mv.tags.get(EVAL_RUN_TAG)
     if not run_id:
         return []
@@ -155,6 +152,16 @@ def superseded(client: MlflowClient, mv: ModelVersion, key: bytes | None = None)
         run = client.get_run(run_id)
     except MlflowException as exc:
         return [f"its evaluation run {run_id} cannot be read: {exc.message}"]
-    return signature_problems(key, mv, run_id, run.data.tags, parent_tags(client, mv)) or newer_evaluations(
+    return run_superseded(client, mv, run, key)
+
+
+def run_superseded(client: MlflowClient, mv: ModelVersion, run, key: bytes | None) -> list[str]:
+    """Why ``run`` is not the evaluation the version's figures may be judged on: with a key, the
+    evaluation signature on the version was not made for it (:func:`signature_problems`), or it
+    is not the version's latest evaluation (:func:`newer_evaluations`). Putting an older
+    evaluation's tags back, or only its signature beside the newest run's id, must not
+    re-validate a pass (the twelfth and thirteenth adversarial runs); the gate asks the same of
+    a candidate's evaluation (registry_hooks.gate.evidence.gather)."""
+    return signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv)) or newer_evaluations(
         client, mv, run
     )
