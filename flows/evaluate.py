@@ -357,6 +357,7 @@ def record_on_version(
         card,
         own=current.tags.get(DESCRIPTION_BLOCK_TAG),
         seal=block_seal(key, mv.name, mv.version),
+        owner=f"{mv.name} v{mv.version}",
     )
     client.update_model_version(mv.name, mv.version, description=description)
     client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)

@@ -22,6 +22,8 @@ BEGIN = (
     "<!-- quantgate:begin (model card and gate verdicts, rewritten by quantgate; text outside this block is kept) -->"
 )
 END = "<!-- quantgate:end -->"
+WRITE = "<!-- quantgate:write {} of {} -->"  # the block's last line: its write number, and whose block it is
+WRITE_LINE = re.compile(r"\n<!-- quantgate:write (\d{1,12}) of (.*) -->\n\Z")
 NOTE_MARK = "\n\n### Gate "  # every gate note starts with this
 SEP = "\n\n"  # between a person's text and the block
 
@@ -32,6 +34,7 @@ class Parts:
     card: str = ""
     notes: list[str] = field(default_factory=list)
     below: str = ""  # a person's text after the block
+    written: int = 0  # the highest write number of the owner's block-shaped pairs in the text (the next is one more)
 
 
 NO_BLOCK = "none: no room for quantgate's block"  # the tag's value when the person's text left no room
@@ -46,25 +49,16 @@ def block_sha256(block: str) -> str:
     return hashlib.sha256(block.encode("utf-8")).hexdigest()
 
 
-def _block_span(text: str, own: str | None, seal: Seal = block_sha256) -> tuple[int, int] | None:
-    """Where quantgate's block is: ``(start of BEGIN, end of END)``, or ``None`` for no block.
+def _pairs(text: str) -> list[tuple[int, int, int, str]]:
+    """The block-shaped pairs in ``text``: ``(start of BEGIN, end of END, write number, owner)``.
 
-    The block is written as a BEGIN line, the card and notes, and an END line, with no marker
-    inside it; a person may quote either marker, or a whole block, in their own text above or
-    below, so the candidates are the BEGIN ... END pairs with no marker between them whose BEGIN
-    starts a line, whose END ends one, and whose content starts as quantgate's does (a card
-    heading or a gate note).
-
-    ``own``, the version's ``description_block_sha256`` tag, alone decides: the pair whose seal
-    (``seal``: :func:`block_sha256`, or with an evidence key an HMAC bound to the version) is
-    exactly the tag is quantgate's (of two identical ones, the first). Without one - no tag, the
-    block edited or removed, no room (:data:`NO_BLOCK`), or a tag someone pointed elsewhere -
-    there is none, and a new block is written. Guessing instead (by the card's heading, say)
-    would rewrite a person's copy of the block; not guessing at worst leaves an old or edited
-    block behind as their text."""
-    if not own:
-        return None
-    start = text.find(BEGIN)
+    The block is written as a BEGIN line, the card and notes, a write-number line and an END
+    line, with no marker inside it; a person may quote either marker, or a whole block, in their
+    own text above or below, so the candidates are the BEGIN ... END pairs with no marker between
+    them whose BEGIN starts a line, whose END ends one, and whose content starts as quantgate's
+    does (a card heading or a gate note). A pair without a write-number line (quantgate before
+    it kept one, or a person's sketch) is number 0 of no one."""
+    pairs, start = [], text.find(BEGIN)
     while start != -1:
         end = text.find(END, start)
         if end == -1:
@@ -72,29 +66,59 @@ def _block_span(text: str, own: str | None, seal: Seal = block_sha256) -> tuple[
         inner = text[start + len(BEGIN) : end]
         on_lines = (start == 0 or text[start - 1] == "\n") and text[end + len(END) : end + len(END) + 1] in ("", "\n")
         if BEGIN not in inner and on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
-            if seal(text[start : end + len(END)]) == own:
-                return start, end + len(END)
+            number = WRITE_LINE.search(inner)
+            pairs.append((start, end + len(END), *((int(number.group(1)), number.group(2)) if number else (0, ""))))
         start = text.find(BEGIN, start + len(BEGIN))
+    return pairs
+
+
+def _block_span(text: str, own: str | None, seal: Seal = block_sha256) -> tuple[int, int] | None:
+    """Where quantgate's block is: ``(start of BEGIN, end of END)``, or ``None`` for no block.
+
+    ``own``, the version's ``description_block_sha256`` tag, alone decides among the block-shaped
+    pairs (:func:`_pairs`): the pair whose seal (``seal``: :func:`block_sha256`, or with an
+    evidence key an HMAC bound to the version) is exactly the tag is quantgate's (of two
+    identical ones, the first), provided no pair of the same owner (the version, as the caller
+    names it) in the text carries a higher write number; another version's quoted block does not
+    count.
+    Without one - no tag, the block edited or removed, no room (:data:`NO_BLOCK`), a tag someone
+    pointed elsewhere, or put back to the seal of an older block that a person quoted (the
+    fourteenth adversarial run: every seal ever issued stays valid, but a quote of an older
+    block is older than the block written after it) - there is none, and a new block is
+    written. Guessing instead (by the card's heading, say) would rewrite a person's copy of the
+    block; not guessing at worst leaves an old or edited block behind as their text."""
+    if not own:
+        return None
+    pairs = _pairs(text)
+    for start, end, number, owner in pairs:
+        if seal(text[start:end]) == own:
+            return (start, end) if number == _newest(pairs, owner) else None
     return None
+
+
+def _newest(pairs: list[tuple[int, int, int, str]], owner: str) -> int:
+    return max((number for *_, number, whose in pairs if whose == owner), default=0)
 
 
 # What quantgate's own block starts with: its card, or (with the card dropped for room) a note.
 OWN_BLOCK = re.compile(r"\n(## .+ v\d+: .+\n\n|\n\n### Gate )")
 
 
-def split(description: str | None, own: str | None, seal: Seal = block_sha256) -> Parts:
+def split(description: str | None, own: str | None, seal: Seal = block_sha256, owner: str = "") -> Parts:
     """Separate a description into a person's text and quantgate's block (``own``, ``seal``:
-    see :func:`_block_span`). With no block found, all of it is the person's text."""
+    see :func:`_block_span`; ``owner``: whose block, e.g. ``"name v3"``). With no block found,
+    all of it is the person's text."""
     text = description or ""
+    written = _newest(_pairs(text), owner)
     span = _block_span(text, own, seal)
     if not span:
-        return Parts(below=text)
+        return Parts(below=text, written=written)
     above, below = text[: span[0]], text[span[1] :]
-    block = text[span[0] + len(BEGIN) : span[1] - len(END)]
+    block = WRITE_LINE.sub("\n", text[span[0] + len(BEGIN) : span[1] - len(END)])
     block = block.removeprefix("\n").removesuffix("\n")
     above, below = above.removesuffix(SEP), below.removeprefix(SEP)  # the separators join() puts
     card, *notes = block.split(NOTE_MARK)
-    return Parts(above, card, [NOTE_MARK + n for n in notes], below)
+    return Parts(above, card, [NOTE_MARK + n for n in notes], below, written)
 
 
 def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
@@ -102,13 +126,16 @@ def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
     return compose(parts, limit)[0]
 
 
-def compose(parts: Parts, limit: int = DESCRIPTION_LIMIT, seal: Seal = block_sha256) -> tuple[str, str]:
+def compose(
+    parts: Parts, limit: int = DESCRIPTION_LIMIT, seal: Seal = block_sha256, owner: str = ""
+) -> tuple[str, str]:
     """:func:`join`, and what the version's ``description_block_sha256`` tag is to hold: the
     seal of the block it wrote (its SHA-256 unless ``seal`` says otherwise), or :data:`NO_BLOCK`
     when none fitted (so that a person's copy of an earlier block never matches a tag left behind)."""
     above = parts.above + SEP if parts.above else ""
     below = SEP + parts.below if parts.below else ""
-    room = limit - len(above) - len(below) - len(BEGIN) - len(END) - 2
+    number = WRITE.format(parts.written + 1, owner)  # newer than every pair of the owner's, quotes included
+    room = limit - len(above) - len(below) - len(BEGIN) - len(number) - len(END) - 3
     card, notes = parts.card, list(parts.notes)
     while len(notes) > 1 and len(card) + sum(map(len, notes)) > room:
         notes.pop(0)
@@ -119,7 +146,7 @@ def compose(parts: Parts, limit: int = DESCRIPTION_LIMIT, seal: Seal = block_sha
     block = card + "".join(notes)
     if not block or room <= 0:
         return parts.above + (SEP if parts.above and parts.below else "") + parts.below, NO_BLOCK  # their text alone
-    written = f"{BEGIN}\n{block}\n{END}"
+    written = f"{BEGIN}\n{block}\n{number}\n{END}"
     return f"{above}{written}{below}", seal(written)
 
 
@@ -129,13 +156,14 @@ def put_card(
     *,
     own: str | None,
     seal: Seal = block_sha256,
+    owner: str = "",
     limit: int = DESCRIPTION_LIMIT,
 ) -> tuple[str, str]:
     """Put (or replace) the model card in quantgate's block; keep its notes and everything else.
     Returns the description and its block's tag (:func:`compose`; keep it, pass it back as ``own``)."""
-    parts = split(description, own, seal)
+    parts = split(description, own, seal, owner)
     parts.card = card
-    return compose(parts, limit, seal)
+    return compose(parts, limit, seal, owner)
 
 
 def put_note(
@@ -144,12 +172,13 @@ def put_note(
     *,
     own: str | None,
     seal: Seal = block_sha256,
+    owner: str = "",
     limit: int = DESCRIPTION_LIMIT,
 ) -> tuple[str, str]:
     """Add a gate note at the end of quantgate's block; keep everything a person wrote.
     Returns the description and its block's tag (:func:`compose`; keep it, pass it back as ``own``)."""
-    parts = split(description, own, seal)
+    parts = split(description, own, seal, owner)
     if parts.card == "" and not parts.notes and not parts.above:  # no block yet: notes go after the text
         parts.above, parts.below = parts.below, ""
     parts.notes.append(note)
-    return compose(parts, limit, seal)
+    return compose(parts, limit, seal, owner)

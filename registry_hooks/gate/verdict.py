@@ -209,6 +209,7 @@ def append_description(
         note,
         own=current.tags.get(DESCRIPTION_BLOCK_TAG),  # the block quantgate wrote last
         seal=block_seal(key, verdict.mv.name, verdict.version),
+        owner=f"{verdict.mv.name} v{verdict.version}",
     )
     client.update_model_version(verdict.mv.name, verdict.version, description=description)
     client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)

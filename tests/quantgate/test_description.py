@@ -6,21 +6,33 @@ from __future__ import annotations
 
 import pytest
 
-from quantgate.description import BEGIN, END, NO_BLOCK, block_sha256, put_card, put_note, split
+from quantgate import description
+from quantgate.description import BEGIN, END, NO_BLOCK, block_sha256, split
 from quantgate.evidence_signing import block_seal
 
 CARD = "## m v3: onnx-int8-dynamic\n\ncard text\n<!-- end quantgate model card -->"
 KEY = b"k" * 32
+OWNER = "m v3"  # whose block, as evaluate and the gate name it
 
 
-def with_card(description: str | None, card: str, own: str | None = None) -> str:
-    """The card put in; only the text (tests that follow the tag use put_card itself)."""
-    return put_card(description, card, own=own)[0]
+def put_card(text: str | None, card: str, **kw) -> tuple[str, str]:
+    """quantgate.description.put_card for version m v3 (the version under test)."""
+    return description.put_card(text, card, **{"owner": OWNER, **kw})
 
 
-def append_note(description: str | None, note: str, own: str | None = None) -> str:
-    """A gate note put in; only the text."""
-    return put_note(description, note, own=own)[0]
+def put_note(text: str | None, note: str, **kw) -> tuple[str, str]:
+    """quantgate.description.put_note for version m v3."""
+    return description.put_note(text, note, **{"owner": OWNER, **kw})
+
+
+def with_card(text: str | None, card: str, own: str | None = None) -> str:
+    """Another version's (m v2's) card put in; only the text."""
+    return description.put_card(text, card, own=own, owner="m v2")[0]
+
+
+def append_note(text: str | None, note: str, own: str | None = None) -> str:
+    """A gate note put into m v2's description; only the text."""
+    return description.put_note(text, note, own=own, owner="m v2")[0]
 
 
 @pytest.mark.parametrize(
@@ -183,3 +195,25 @@ def test_under_a_key_a_tag_pointed_at_a_persons_quote_finds_nothing():
         updated, _ = put_card(shared, CARD.replace("card text", "new card"), own=forged, seal=seal)
         assert updated.endswith(shared), updated  # nothing taken: a new block above, the quote whole
     assert "this figure looks off" in split(shared, block_sha256(quote)).card  # no key: the README's limit
+
+
+@pytest.mark.parametrize("write", ["card", "note"])
+def test_under_a_key_an_older_seal_put_back_does_not_take_a_quote_of_that_block(write):
+    """The fourteenth run, D1: a person quoted the block word for word below it; after the next
+    evaluate wrote a new block, a writer put the tag back to the old block's seal (every seal
+    issued stays valid), and the next gate wrote into the quote, the next evaluate replaced the
+    quoted card. Each block carries a write number; a tag naming a pair older than another pair
+    in the text is stale, and a new block is written."""
+
+    seal = block_seal(KEY, "m", "3")
+    first, old = put_card("Intro", CARD, own=None, seal=seal)
+    quote = f"My quote of Monday's card:\n{first.removeprefix('Intro' + chr(10) * 2)}\n\nend of quote."
+    later, new = put_card(f"{first}\n\n{quote}", CARD.replace("card text", "card two"), own=old, seal=seal)
+    assert later.endswith(quote) and "card two" in split(later, new, seal, OWNER).card
+    if write == "card":
+        updated, tag = put_card(later, CARD.replace("card text", "card three"), own=old, seal=seal)
+    else:
+        updated, tag = put_note(later, "\n\n### Gate passed: later", own=old, seal=seal)
+    assert quote in updated and later.removeprefix("Intro") in updated, updated  # both kept, a new block added
+    parts = split(updated, tag, seal, OWNER)
+    assert quote in parts.above + parts.below and ("card three" in parts.card or parts.notes)
