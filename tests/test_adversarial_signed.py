@@ -333,6 +333,27 @@ def test_twelfth_h1_a_pass_on_an_older_evaluation_is_neither_served_nor_kept(sig
         MlflowClient().delete_registered_model_alias(COPY, alias)
 
 
+def test_fourteenth_a1_deleting_the_evaluation_run_tag_does_not_revive_a_pass(signed, monkeypatch, tmp_path):
+    """The fourteenth run: after the holder was evaluated again, the attacker put the older
+    evaluation's tags back and deleted eval_run_id. With no run named, the check of the
+    evaluation a pass rests on had nothing to look at, and serve (and score) accepted the pass
+    the newer evaluation had withdrawn."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    version, alias = signed["int8"], "adv14-held"
+    assert _promote(version, signed["thresholds"], alias).exit_code == 0
+    _, latest = _older_evaluation_put_back(version)
+    MlflowClient().delete_model_version_tag(COPY, version, "eval_run_id")
+    try:
+        for verb in ("serve", "score"):
+            (tmp_path / "in.csv").write_text("text\nStocks fell sharply today\n")
+            args = ["--port", "1"] if verb == "serve" else ["--input", str(tmp_path / "in.csv"), "--output", "out"]
+            result = _quantgate(verb, "--model", f"models:/{COPY}@{alias}", *args)
+            assert "name no evaluation run" in _one_error_line(result), result.output
+    finally:
+        _put_back(version, latest)
+        MlflowClient().delete_registered_model_alias(COPY, alias)
+
+
 def test_serve_with_a_bad_key_prints_only_the_error(signed, monkeypatch):
     """Before: serve printed its "serving … on http://…" banner and a curl example before the
     one-line key error, though nothing was served."""

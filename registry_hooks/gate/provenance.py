@@ -143,11 +143,12 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
 def superseded(client: MlflowClient, mv: ModelVersion, key: bytes | None = None) -> list[str]:
     """Why the evaluation a version's pass rests on no longer holds (:func:`run_superseded`, for
     the run its ``eval_run_id`` names): what ``serve``, ``score`` and the gate's look at the alias
-    holder ask, since a pass is worth only as much as the evaluation it rests on. No
-    ``eval_run_id``: nothing to say here."""
+    holder ask, since a pass is worth only as much as the evaluation it rests on. A version
+    whose tags name no evaluation run has none for a pass to rest on (the fourteenth adversarial
+    run deleted ``eval_run_id`` after a newer evaluation, and serve served the old pass)."""
     run_id = mv.tags.get(EVAL_RUN_TAG)
     if not run_id:
-        return []
+        return [f"its tags name no evaluation run ({EVAL_RUN_TAG}), so no evaluation vouches for its pass"]
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
