@@ -43,6 +43,7 @@ from quantgate.contract import (
 )
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
 from quantgate.description import put_card
+from quantgate.errors import UserError
 from quantgate.evidence_signing import EVALUATION, attestation_problem, block_seal, evaluation_payload, load_key, sign
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
@@ -68,6 +69,7 @@ from quantgate.tracking import (
     resolve_version,
     version_uri,
 )
+from registry_hooks.gate.provenance import evaluations_of_files
 
 TRUSTED_DATA_ENV = "QUANTGATE_TRUSTED_DATA"  # with a key: folders (os.pathsep-separated) `auto` may follow tags to
 MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
@@ -280,7 +282,7 @@ def run_evaluator(
         # measuring supersedes the earlier one, whatever the version's tags are put back to.
         # A refusal above (files that are not the registered ones, code not quantgate's) measured
         # nothing and does not count.
-        log_params_once({"model_uri": version_uri(mv)})
+        log_params_once({"model_uri": version_uri(mv), "model_sha256": mv.tags[MODEL_DIGEST_TAG]})
         result = mlflow.models.evaluate(
             str(model),
             data["test"].frame[["text", "label"]],
@@ -406,12 +408,30 @@ def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str
     type=click.IntRange(min=1),
     help="Intra-op threads for torch and ONNX Runtime.",
 )
+@click.option(
+    "--unmeasured-only",
+    is_flag=True,
+    help=(
+        "Measure only files no evaluation has measured before, in any registered model (what the "
+        "webhook receiver asks with an evidence key: a version registered as a copy of measured "
+        "files is not measured again until noise passes)."
+    ),
+)
 @data_options
-def cli(version_ref, model_name, dataset, latency_runs, threads, **options):
+def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only, **options):
     key = load_key()  # a bad evidence key stops here: no run, the version's tags untouched
     configure_tracking(model_name=model_name)
     requested = pop_data_options(options)
     mv = resolve_version(version_ref, model_name)
+    if unmeasured_only:
+        mv = fingerprint_if_missing(MlflowClient(), mv)  # a copy with its digest tag deleted is found too
+        earlier = evaluations_of_files(MlflowClient(), mv.tags[MODEL_DIGEST_TAG])
+        if earlier:
+            raise UserError(
+                f"{mv.name} v{mv.version}'s files were measured before (evaluation run(s) {', '.join(earlier[:3])}), "
+                f"and --unmeasured-only measures new files only; a key holder who wants them measured again runs "
+                f"`quantgate evaluate --version {mv.version} --model-name {mv.name}`"
+            )
     # a dataset mistake stops here, and so does a parent that cannot be measured against: no run,
     # the version's tags untouched
     dataset, requested, data = load_test_data(mv, dataset, requested)

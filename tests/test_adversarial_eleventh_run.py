@@ -206,6 +206,30 @@ def test_reevaluation_on_request_is_a_key_holders_decision(evaluated, monkeypatc
     assert outcome.startswith("skipped: with an evidence key") and _runs() == runs
 
 
+def test_a_copy_of_measured_files_is_not_measured_again_by_the_receiver(evaluated, monkeypatch):
+    """Fourteenth run, W1: with the key, the receiver refuses `quantgate.reevaluate`, but a writer
+    registered copies of a rejected version (`copy_model_version`, same files and tags) and the
+    receiver measured each one: the second copy's noise passed and it took @staging. With a key
+    it now measures only files no evaluation has measured (also with the copy's digest tag
+    deleted), and the gate rejects the copy as not evaluated."""
+    from registry_hooks.webhooks.events import Job
+    from registry_hooks.webhooks.receiver import Receiver
+
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    receiver = Receiver(secret="s" * 32, model_name=MODEL, thresholds=None, tag_wait_s=0)
+    for delete_digest in (False, True):
+        copy = client.copy_model_version(f"models:/{MODEL}/{evaluated['int8']}", MODEL)
+        for tag, value in _tags(evaluated["int8"]).items():
+            if not tag.startswith(("eval_", "gate.", "hooks.")) and not (delete_digest and tag == "model_sha256"):
+                client.set_model_version_tag(MODEL, copy.version, tag, value)
+        outcome = receiver.run_job(Job(MODEL, str(copy.version), "model_version.created"))
+        assert "were measured before" in outcome and "gate rejected" in outcome, outcome
+        tags = _tags(str(copy.version))
+        assert "eval_run_id" not in tags and not any(t.startswith("gate.passed") for t in tags)
+        assert not client.get_model_version(MODEL, copy.version).aliases
+
+
 def test_an_evaluation_killed_while_measuring_supersedes_the_earlier_one(evaluated, monkeypatch, tmp_path):
     """Thirteenth run, A2: `evaluate` logged `model_uri` (what the gate's search for newer
     evaluations finds) only after measuring, so an evaluation killed (or failed) while measuring

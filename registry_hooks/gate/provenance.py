@@ -112,22 +112,26 @@ def all_experiment_ids(client: MlflowClient) -> list[str]:
             return ids
 
 
+def evaluation_runs(client: MlflowClient, filter_string: str, max_results: int = 50) -> list:
+    """Evaluation runs matching ``filter_string`` in every experiment, deleted runs and
+    experiments included (raises MlflowException when the store cannot be searched)."""
+    from mlflow.entities import ViewType
+
+    return client.search_runs(
+        all_experiment_ids(client), filter_string=filter_string, run_view_type=ViewType.ALL, max_results=max_results
+    )
+
+
 def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     """Why ``run`` is not the version's latest evaluation: evaluations of the same version
     started after it, whatever their status (finished, failed, still running) and deleted ones
     included, found by their ``model_uri`` param, which MLflow never lets anyone change (a tag
     would be editable): pointing ``eval_run_id`` back at an older evaluation that passed, or
     hiding the newer one, must not choose the figures judged."""
-    from mlflow.entities import ViewType
-
     uri = f"models:/{mv.name}/{mv.version}"
     try:
-        experiments = all_experiment_ids(client)
-        runs = client.search_runs(
-            experiments,
-            filter_string=f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}",
-            run_view_type=ViewType.ALL,
-            max_results=50,
+        runs = evaluation_runs(
+            client, f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}"
         )
     except MlflowException as exc:
         return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
@@ -138,6 +142,13 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
         f"evaluation run {run.info.run_id} is not the version's latest: {len(newer)} later evaluation(s) "
         f"({', '.join(newer[:3])}) measured it again; the gate judges the latest (evaluate again to supersede it)"
     ]
+
+
+def evaluations_of_files(client: MlflowClient, model_sha256: str) -> list[str]:
+    """The evaluation runs that measured files with this whole-model digest, in any registered
+    model, by their ``model_sha256`` param (logged when measuring starts; a param cannot be
+    changed): a version registered as a copy of measured files is found however it is tagged."""
+    return [r.info.run_id for r in evaluation_runs(client, f"params.model_sha256 = '{model_sha256}'")]
 
 
 def superseded(client: MlflowClient, mv: ModelVersion, key: bytes | None = None) -> list[str]:

@@ -127,15 +127,12 @@ class Receiver:
                 f"a key holder runs `quantgate evaluate --version {job.version}`"
             )
         self._tag(job, f"evaluating ({job.why})")
-        code, eval_tail = self._step(
-            "flows.evaluate",
-            "--version",
-            job.version,
-            "--model-name",
-            job.name,
-            "--latency-runs",
-            str(self.latency_runs),
-        )
+        measure = ["--version", job.version, "--model-name", job.name, "--latency-runs", str(self.latency_runs)]
+        if os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV):
+            # Anyone who can register a version can register a copy of a rejected one; measured
+            # again per copy, noise passes in the end (the fourteenth adversarial run): new files only.
+            measure.append("--unmeasured-only")
+        code, eval_tail = self._step("flows.evaluate", *measure)
         evaluated = "evaluated" if code == 0 else f"evaluation failed (exit {code}: {eval_tail})"
         # The gate runs either way: after a failed evaluation it rejects (fail-closed) and
         # writes its reasons where people look - version tags and description.
