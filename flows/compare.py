@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from evaluators.plots import pareto_png
 from evaluators.report import compare_table
+from quantgate.errors import UserError
 from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter
 from registry_hooks.gate.provenance import parent_tags, signature_problems
@@ -38,7 +39,7 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
     client = MlflowClient()
     versions = client.search_model_versions(name_filter(name))
     if not versions:
-        raise click.ClickException(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
+        raise UserError(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
     aliases: dict[str, list[str]] = {}
     for alias, version in client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
@@ -112,7 +113,7 @@ LOCAL_UI = "http://127.0.0.1:5000"
 )
 def cli(model_name, out_path, ui_url):
     key = load_key()
-    tracking_uri = configure_tracking(model_name=model_name)
+    tracking_uri = configure_tracking(experiment=None, model_name=model_name)  # no experiment made for a typo
     rows = collect(model_name, key)
     click.echo(compare_table(rows))
     base = ui_base_url(tracking_uri, ui_url)
@@ -136,6 +137,7 @@ def cli(model_name, out_path, ui_url):
         click.echo("\nno evaluated versions yet: run `quantgate evaluate --version N` first")
         return
     plot = pareto_png([{**r, "label": f"v{r['version']} {r['variant']}"} for r in measured], out_path)
+    configure_tracking(model_name=model_name)  # the plot's run goes where the steps' runs go
     with mlflow.start_run(run_name="compare"):
         mlflow.set_tag("quantgate.step", "compare")
         mlflow.log_artifact(str(plot))

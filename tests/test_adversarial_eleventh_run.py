@@ -125,6 +125,13 @@ def test_numbers_out_of_range_are_usage_errors(command):
     assert result.exit_code == 2 and "Traceback" not in result.output and command[-2] in result.output, result.output
 
 
+def test_compare_of_a_model_that_does_not_exist_is_one_line_and_creates_nothing(evaluated):
+    """Fourteenth run, U3: `compare --name nope` created an empty experiment `nope` and exited 1."""
+    line = _one_error_line(_quantgate("compare", "--name", "nope-adv14"))
+    assert "no versions of 'nope-adv14'" in line
+    assert MlflowClient().get_experiment_by_name("nope-adv14") is None
+
+
 @pytest.mark.parametrize(
     ("parent", "why"),
     [
