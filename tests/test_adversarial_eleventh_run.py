@@ -232,9 +232,11 @@ def test_a_copy_of_measured_files_is_not_measured_again_by_the_receiver(evaluate
                 client.set_model_version_tag(MODEL, copy.version, tag, value)
         outcome = receiver.run_job(Job(MODEL, str(copy.version), "model_version.created"))
         assert "were measured before" in outcome and "gate rejected" in outcome, outcome
-        tags = _tags(str(copy.version))
-        assert "eval_run_id" not in tags and not any(t.startswith("gate.passed") for t in tags)
+        assert _tags(str(copy.version))["gate.decision.staging"].startswith("rejected")
         assert not client.get_model_version(MODEL, copy.version).aliases
+        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        measured = f"params.model_uri = 'models:/{MODEL}/{copy.version}'"
+        assert not client.search_runs(ids, filter_string=measured, run_view_type=ViewType.ALL)
 
 
 def test_an_evaluation_killed_while_measuring_supersedes_the_earlier_one(evaluated, monkeypatch, tmp_path):
