@@ -49,7 +49,10 @@ def block_sha256(block: str) -> str:
     return hashlib.sha256(block.encode("utf-8")).hexdigest()
 
 
-def _pairs(text: str) -> list[tuple[int, int, int, str]]:
+Pair = tuple[int, int, int, str]  # start of BEGIN, end of END, write number, owner
+
+
+def _pairs(text: str) -> list[Pair]:
     """The block-shaped pairs in ``text``: ``(start of BEGIN, end of END, write number, owner)``.
 
     The block is written as a BEGIN line, the card and notes, a write-number line and an END
@@ -72,11 +75,11 @@ def _pairs(text: str) -> list[tuple[int, int, int, str]]:
     return pairs
 
 
-def _block_span(text: str, own: str | None, seal: Seal = block_sha256) -> tuple[int, int] | None:
+def _block_span(text: str, pairs: list[Pair], own: str | None, seal: Seal) -> tuple[int, int] | None:
     """Where quantgate's block is: ``(start of BEGIN, end of END)``, or ``None`` for no block.
 
     ``own``, the version's ``description_block_sha256`` tag, alone decides among the block-shaped
-    pairs (:func:`_pairs`): the pair whose seal (``seal``: :func:`block_sha256`, or with an
+    ``pairs`` of ``text`` (:func:`_pairs`): the pair whose seal (``seal``: :func:`block_sha256`, or with an
     evidence key an HMAC bound to the version) is exactly the tag is quantgate's (of two
     identical ones, the first), provided no pair of the same owner (the version, as the caller
     names it) in the text carries a higher write number; another version's quoted block does not
@@ -89,14 +92,13 @@ def _block_span(text: str, own: str | None, seal: Seal = block_sha256) -> tuple[
     block; not guessing at worst leaves an old or edited block behind as their text."""
     if not own:
         return None
-    pairs = _pairs(text)
     for start, end, number, owner in pairs:
         if seal(text[start:end]) == own:
             return (start, end) if number == _newest(pairs, owner) else None
     return None
 
 
-def _newest(pairs: list[tuple[int, int, int, str]], owner: str) -> int:
+def _newest(pairs: list[Pair], owner: str) -> int:
     return max((number for *_, number, whose in pairs if whose == owner), default=0)
 
 
@@ -109,8 +111,9 @@ def split(description: str | None, own: str | None, seal: Seal = block_sha256, o
     see :func:`_block_span`; ``owner``: whose block, e.g. ``"name v3"``). With no block found,
     all of it is the person's text."""
     text = description or ""
-    written = _newest(_pairs(text), owner)
-    span = _block_span(text, own, seal)
+    pairs = _pairs(text)
+    written = _newest(pairs, owner)
+    span = _block_span(text, pairs, own, seal)
     if not span:
         return Parts(below=text, written=written)
     above, below = text[: span[0]], text[span[1] :]
