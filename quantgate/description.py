@@ -10,6 +10,7 @@ the evaluation run. Pure text functions.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Callable
@@ -23,7 +24,9 @@ BEGIN = (
 )
 END = "<!-- quantgate:end -->"
 WRITE = "<!-- quantgate:write {} of {} -->"  # the block's last line: its write number, and whose block it is
-WRITE_LINE = re.compile(r"\n<!-- quantgate:write (\d{1,12}) of (.*) -->\n\Z")
+# a write number is a decimal string of any length (compared by length, then digits, never
+# converted to int: a forged 10**12 must not stop the count or overflow a parser)
+WRITE_LINE = re.compile(r"\n<!-- quantgate:write (0|[1-9][0-9]*) of (.*) -->\n\Z")
 NOTE_MARK = "\n\n### Gate "  # every gate note starts with this
 SEP = "\n\n"  # between a person's text and the block
 
@@ -34,7 +37,7 @@ class Parts:
     card: str = ""
     notes: list[str] = field(default_factory=list)
     below: str = ""  # a person's text after the block
-    written: int = 0  # the highest write number of the owner's block-shaped pairs in the text (the next is one more)
+    written: str = "0"  # the highest write number of the owner's block-shaped pairs in the text (the next is one more)
 
 
 NO_BLOCK = "none: no room for quantgate's block"  # the tag's value when the person's text left no room
@@ -49,7 +52,7 @@ def block_sha256(block: str) -> str:
     return hashlib.sha256(block.encode("utf-8")).hexdigest()
 
 
-Pair = tuple[int, int, int, str]  # start of BEGIN, end of END, write number, owner
+Pair = tuple[int, int, str, str]  # start of BEGIN, end of END, write number, owner
 
 
 def _pairs(text: str) -> list[Pair]:
@@ -61,17 +64,21 @@ def _pairs(text: str) -> list[Pair]:
     them whose BEGIN starts a line, whose END ends one, and whose content starts as quantgate's
     does (a card heading or a gate note). A pair without a write-number line (quantgate before
     it kept one, or a person's sketch) is number 0 of no one."""
-    pairs, start = [], text.find(BEGIN)
-    while start != -1:
-        end = text.find(END, start)
-        if end == -1:
+    begins = [m.start() for m in re.finditer(re.escape(BEGIN), text)]
+    ends = [m.start() for m in re.finditer(re.escape(END), text)]
+    pairs = []
+    for i, start in enumerate(begins):  # each BEGIN with the first END after it: no marker between
+        j = bisect.bisect_left(ends, start + len(BEGIN))
+        if j == len(ends):
             break
+        end = ends[j]
+        if i + 1 < len(begins) and begins[i + 1] < end:
+            continue
         inner = text[start + len(BEGIN) : end]
         on_lines = (start == 0 or text[start - 1] == "\n") and text[end + len(END) : end + len(END) + 1] in ("", "\n")
-        if BEGIN not in inner and on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
+        if on_lines and OWN_BLOCK.match(inner) and inner.endswith("\n"):
             number = WRITE_LINE.search(inner)
-            pairs.append((start, end + len(END), *((int(number.group(1)), number.group(2)) if number else (0, ""))))
-        start = text.find(BEGIN, start + len(BEGIN))
+            pairs.append((start, end + len(END), *(number.groups() if number else ("0", ""))))
     return pairs
 
 
@@ -98,8 +105,15 @@ def _block_span(text: str, pairs: list[Pair], own: str | None, seal: Seal) -> tu
     return None
 
 
-def _newest(pairs: list[Pair], owner: str) -> int:
-    return max((number for *_, number, whose in pairs if whose == owner), default=0)
+def _newest(pairs: list[Pair], owner: str) -> str:
+    return max((number for *_, number, whose in pairs if whose == owner), key=lambda n: (len(n), n), default="0")
+
+
+def _successor(number: str) -> str:
+    """``number`` + 1, on decimal strings of any length."""
+    head = number.rstrip("9")
+    nines = len(number) - len(head)
+    return (head[:-1] + str(int(head[-1]) + 1) if head else "1") + "0" * nines
 
 
 # What quantgate's own block starts with: its card, or (with the card dropped for room) a note.
@@ -137,7 +151,7 @@ def compose(
     when none fitted (so that a person's copy of an earlier block never matches a tag left behind)."""
     above = parts.above + SEP if parts.above else ""
     below = SEP + parts.below if parts.below else ""
-    number = WRITE.format(parts.written + 1, owner)  # newer than every pair of the owner's, quotes included
+    number = WRITE.format(_successor(parts.written), owner)  # newer than every pair of the owner's, quotes included
     room = limit - len(above) - len(below) - len(BEGIN) - len(number) - len(END) - 3
     card, notes = parts.card, list(parts.notes)
     while len(notes) > 1 and len(card) + sum(map(len, notes)) > room:

@@ -217,3 +217,23 @@ def test_under_a_key_an_older_seal_put_back_does_not_take_a_quote_of_that_block(
     assert quote in updated and later.removeprefix("Intro") in updated, updated  # both kept, a new block added
     parts = split(updated, tag, seal, OWNER)
     assert quote in parts.above + parts.below and ("card three" in parts.card or parts.notes)
+
+
+def test_a_forged_huge_write_number_does_not_switch_the_stale_tag_check_off():
+    """The fifteenth run, D3: a writer added a block-shaped pair numbered 999999999999; quantgate's
+    next number had 13 digits, which its own reader (at most 12) could not read, so every later
+    block counted as number 0 and a replayed older seal took a person's quote again (and the
+    unread number lines piled up inside the block). Numbers have any length now."""
+
+    seal = block_seal(KEY, "m", "3")
+    first, own = put_card("Team notes.", CARD, own=None, seal=seal)
+    forged = f"{BEGIN}\n## m v3: x\n\ny\n<!-- quantgate:write 999999999999 of {OWNER} -->\n{END}"
+    second, older = put_card(f"{first}\n\n{forged}", CARD.replace("card text", "card B"), own=own, seal=seal)
+    assert "<!-- quantgate:write 1000000000000 of m v3 -->" in second
+    block = second[second.index(f"{BEGIN}\n## m v3: onnx-int8-dynamic\n\ncard B") :]
+    block = block[: block.index(END) + len(END)]
+    quote = f"Alice quotes today's card:\n{block}\n\nAlice: end."
+    third, _ = put_note(f"{second}\n\n{quote}", "\n\n### Gate rejected: later", own=older, seal=seal)
+    assert third.endswith(quote)
+    replayed, _ = put_card(third, CARD.replace("card text", "card C"), own=older, seal=seal)  # the older seal back
+    assert quote in replayed and replayed.count("<!-- quantgate:write") == 5  # one line per block, none piled up
