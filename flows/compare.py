@@ -94,6 +94,7 @@ def compare_url(base: str, name: str, versions_to_runs: dict[str, str]) -> str:
 
 
 LOCAL_UI = "http://127.0.0.1:5000"
+PLOT_FORMATS = (".png", ".svg", ".pdf")  # what --out may end with (matplotlib picks the format by it)
 
 
 @click.command("compare", help=__doc__)
@@ -113,6 +114,11 @@ LOCAL_UI = "http://127.0.0.1:5000"
 )
 def cli(model_name, out_path, ui_url):
     key = load_key()
+    out = Path(out_path)
+    if out.suffix.lower() not in PLOT_FORMATS:
+        raise click.BadParameter(f"{out_path!r}: the plot is saved as {', '.join(PLOT_FORMATS)}", param_hint="--out")
+    if not out.resolve().parent.is_dir():
+        raise click.BadParameter(f"{out_path!r}: folder {str(out.parent)!r} does not exist", param_hint="--out")
     tracking_uri = configure_tracking(experiment=None, model_name=model_name)  # no experiment made for a typo
     rows = collect(model_name, key)
     click.echo(compare_table(rows))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ from quantgate.tracking import (
     resolve_version,
     version_uri,
 )
-from registry_hooks.gate.provenance import evaluations_of_files
+from registry_hooks.gate.provenance import evaluations_of_files, version_identity
 
 TRUSTED_DATA_ENV = "QUANTGATE_TRUSTED_DATA"  # with a key: folders (os.pathsep-separated) `auto` may follow tags to
 MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
@@ -282,7 +283,13 @@ def run_evaluator(
         # measuring supersedes the earlier one, whatever the version's tags are put back to.
         # A refusal above (files that are not the registered ones, code not quantgate's) measured
         # nothing and does not count.
-        log_params_once({"model_uri": version_uri(mv), "model_sha256": mv.tags[MODEL_DIGEST_TAG]})
+        log_params_once(
+            {
+                "model_uri": version_uri(mv),
+                "version_identity": version_identity(mv),  # the version under any later name
+                "model_sha256": mv.tags[MODEL_DIGEST_TAG],
+            }
+        )
         result = mlflow.models.evaluate(
             str(model),
             data["test"].frame[["text", "label"]],
@@ -361,8 +368,10 @@ def record_on_version(
         seal=block_seal(key, mv.name, mv.version),
         owner=f"{mv.name} v{mv.version}",
     )
-    client.update_model_version(mv.name, mv.version, description=description)
+    # the tag first: a step stopped in between leaves a tag naming no pair (so the next write adds a
+    # block), never an older tag beside the newer block (which a person's quote of it could match)
     client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)
+    client.update_model_version(mv.name, mv.version, description=description)
 
 
 def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:
@@ -425,7 +434,13 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only
     mv = resolve_version(version_ref, model_name)
     if unmeasured_only:
         mv = fingerprint_if_missing(MlflowClient(), mv)  # a copy with its digest tag deleted is found too
-        earlier = evaluations_of_files(MlflowClient(), mv.tags[MODEL_DIGEST_TAG])
+        recorded = mv.tags[MODEL_DIGEST_TAG]
+        if not re.fullmatch("[0-9a-f]{64}", recorded):  # (and a quote in it would break the search)
+            raise UserError(
+                f"{mv.name} v{mv.version}'s {MODEL_DIGEST_TAG} tag {recorded[:24]!r} is not a SHA-256 digest: "
+                f"its files cannot be vouched for"
+            )
+        earlier = evaluations_of_files(MlflowClient(), recorded)
         if earlier:
             raise UserError(
                 f"{mv.name} v{mv.version}'s files were measured before (evaluation run(s) {', '.join(earlier[:3])}), "

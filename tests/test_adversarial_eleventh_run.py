@@ -132,6 +132,24 @@ def test_compare_of_a_model_that_does_not_exist_is_one_line_and_creates_nothing(
     assert MlflowClient().get_experiment_by_name("nope-adv14") is None
 
 
+@pytest.mark.parametrize("out", ["notes.txt", "no-such-folder/pareto.png"])
+def test_compare_refuses_a_plot_path_it_cannot_write_before_reading_anything(out):
+    """Fifteenth run, O1: `compare --out notes.txt` (or into a missing folder) printed the table
+    and then ended in matplotlib's traceback with exit 1."""
+    result = _quantgate("compare", "--name", "nope-adv15", "--out", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--out" in result.output, result.output
+
+
+def test_unmeasured_only_with_a_malformed_digest_tag_is_one_line(evaluated):
+    """Fifteenth run, U1: a `model_sha256` tag holding a quote broke the search filter of
+    `evaluate --unmeasured-only` (the receiver's path) with a traceback."""
+    client = MlflowClient()
+    copy = client.copy_model_version(f"models:/{MODEL}/{evaluated['int8']}", MODEL)
+    client.set_model_version_tag(MODEL, copy.version, "model_sha256", "ab'cd")
+    command = ["evaluate", "--version", str(copy.version), "--model-name", MODEL, "--unmeasured-only"]
+    assert "is not a SHA-256 digest" in _one_error_line(_quantgate(*command))
+
+
 @pytest.mark.parametrize(
     ("parent", "why"),
     [

@@ -453,3 +453,33 @@ def test_a11b_pass_tags_put_back_with_the_alias_tag_deleted_are_not_served(signe
     client.set_registered_model_alias(COPY, alias, version)
     served = _quantgate("serve", "--model", f"models:/{COPY}@{alias}", "--port", "1")
     assert "was withdrawn" in _one_error_line(served) and "rejected" in served.output
+
+
+def test_fifteenth_r1_a_rename_there_and_back_does_not_hide_a_newer_evaluation(signed, monkeypatch):
+    """The fifteenth run: the model was renamed, the key holder attested the parent and evaluated
+    the holder again under the new name, and the model was renamed back; the attacker put the
+    older evaluation's tags and the parent's older attestation back. The search for a newer
+    evaluation looked only for `models:/<current name>/<version>`, so serve served the pass
+    the newer evaluation withdrew and the gate judged the older one."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client = MlflowClient()
+    version, alias, renamed = signed["int8"], "adv15-held", f"{COPY}-renamed"
+    assert _promote(version, signed["thresholds"], alias).exit_code == 0
+    first, attestation = _eval_tags(version), client.get_model_version(COPY, signed["fp32"]).tags["fp32_attestation"]
+    client.rename_registered_model(COPY, renamed)
+    try:
+        assert _quantgate("attest", "--version", signed["fp32"], "--model-name", renamed).exit_code == 0
+        again = _quantgate("evaluate", "--version", version, "--model-name", renamed, "--latency-runs", "5")
+        assert again.exit_code == 0, again.output
+    finally:
+        client.rename_registered_model(renamed, COPY)
+    _put_back(version, first)
+    client.set_model_version_tag(COPY, signed["fp32"], "fp32_attestation", attestation)
+    try:
+        served = _quantgate("serve", "--model", f"models:/{COPY}@{alias}", "--port", "1")
+        assert "is not the version's latest" in _one_error_line(served)
+        promoted = _promote(version, signed["thresholds"], "adv15-other")
+        assert promoted.exit_code == 1 and "is not the version's latest" in promoted.output, promoted.output
+    finally:  # the module's later tests expect the version's latest evaluation under its own name
+        assert _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5").exit_code == 0
+        client.delete_registered_model_alias(COPY, alias)

@@ -122,20 +122,31 @@ def evaluation_runs(client: MlflowClient, filter_string: str, max_results: int =
     )
 
 
+def version_identity(mv: ModelVersion) -> str:
+    """What names this registered version whatever its model is called: a digest of the
+    attributes MLflow never lets anyone change (its source, creation time and number). The
+    ``model_uri`` param names the model as it was called then, and a rename there and back hid
+    an evaluation made in between (the fifteenth adversarial run)."""
+    import hashlib
+
+    fields = f"{mv.source}\0{mv.creation_timestamp}\0{mv.version}"
+    return hashlib.sha256(fields.encode("utf-8")).hexdigest()[:32]
+
+
 def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     """Why ``run`` is not the version's latest evaluation: evaluations of the same version
     started after it, whatever their status (finished, failed, still running) and deleted ones
-    included, found by their ``model_uri`` param, which MLflow never lets anyone change (a tag
-    would be editable): pointing ``eval_run_id`` back at an older evaluation that passed, or
-    hiding the newer one, must not choose the figures judged."""
-    uri = f"models:/{mv.name}/{mv.version}"
+    included, found by their ``model_uri`` and ``version_identity`` params, which MLflow never
+    lets anyone change (a tag would be editable): pointing ``eval_run_id`` back at an older
+    evaluation that passed, or hiding the newer one (by a rename, say), must not choose the
+    figures judged."""
+    after = f"attributes.start_time > {int(run.info.start_time)}"
     try:
-        runs = evaluation_runs(
-            client, f"params.model_uri = '{uri}' and attributes.start_time > {int(run.info.start_time)}"
-        )
+        runs = evaluation_runs(client, f"params.model_uri = 'models:/{mv.name}/{mv.version}' and {after}")
+        runs += evaluation_runs(client, f"params.version_identity = '{version_identity(mv)}' and {after}")
     except MlflowException as exc:
         return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
-    newer = [f"{r.info.run_id} ({r.info.status.lower()})" for r in runs if r.info.run_id != run.info.run_id]
+    newer = sorted({f"{r.info.run_id} ({r.info.status.lower()})" for r in runs if r.info.run_id != run.info.run_id})
     if not newer:
         return []
     return [

@@ -211,8 +211,9 @@ def append_description(
         seal=block_seal(key, verdict.mv.name, verdict.version),
         owner=f"{verdict.mv.name} v{verdict.version}",
     )
-    client.update_model_version(verdict.mv.name, verdict.version, description=description)
+    # the tag first, as in flows.evaluate.record_on_version: stopped in between, no old tag is left
     client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)
+    client.update_model_version(verdict.mv.name, verdict.version, description=description)
 
 
 def decision_body(
