@@ -68,9 +68,10 @@ from quantgate.tracking import (
     log_params_once,
     logged_model_id,
     resolve_version,
+    version_identity,
     version_uri,
 )
-from registry_hooks.gate.provenance import evaluations_of_files, version_identity
+from registry_hooks.gate.provenance import evaluations_of_files
 
 TRUSTED_DATA_ENV = "QUANTGATE_TRUSTED_DATA"  # with a key: folders (os.pathsep-separated) `auto` may follow tags to
 MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row cannot be split into one
@@ -213,7 +214,10 @@ def sign_evidence(client: MlflowClient, mv: ModelVersion, run_id: str, key: byte
     attestation as checked before measuring included, and tag the run with it; the version gets
     the same signature from :func:`record_on_version`."""
     parent_tags = dict(parent.tags) if parent is not None else None
-    payload = evaluation_payload(mv.name, mv.version, run_id, mv.tags, client.get_run(run_id).data.tags, parent_tags)
+    run_tags = client.get_run(run_id).data.tags
+    payload = evaluation_payload(
+        mv.name, mv.version, run_id, mv.tags, run_tags, parent_tags, identity=version_identity(mv)
+    )
     signature = sign(key, EVALUATION, payload)
     mlflow.set_tag(EVIDENCE_SIGNATURE_TAG, signature)
     return signature

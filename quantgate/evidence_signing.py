@@ -130,7 +130,7 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
 
 
 # ------------------------------------------------------------------ the statements signed
-EVALUATION = "quantgate.evaluation.v2"  # v2: binds the parent's attestation
+EVALUATION = "quantgate.evaluation.v3"  # v2: binds the parent's attestation; v3: the version's identity
 GATE_PASS = "quantgate.gate-pass.v1"
 FP32_ATTESTATION = "quantgate.fp32-attestation.v1"
 
@@ -168,16 +168,21 @@ def evaluation_payload(
     version_tags: Mapping[str, str],
     run_tags: Mapping[str, str],
     parent_tags: Mapping[str, str] | None = None,
+    *,
+    identity: str,
 ) -> dict[str, str]:
     """What an evaluation vouches for, read from the version's and the evaluation run's tags:
     which files of which version it measured (and against which parent's files, as attested),
     the digests of the figures and the predictions table it logged, and the host it measured on.
     ``evaluate`` signs it once those tags are written; the gate rebuilds it from the same tags
-    (``parent_tags``: the parent version's tags, none for a version without a parent)."""
+    (``parent_tags``: the parent version's tags, none for a version without a parent;
+    ``identity``: quantgate.tracking.version_identity, which a version registered again under
+    the same name and number, or a copy, does not share)."""
     parent_tags = parent_tags or {}
     return {
         "name": name,
         "version": str(version),
+        "version_identity": identity,
         "run_id": run_id,
         "manifest_sha256": version_tags.get(MANIFEST_TAG, ""),
         "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),

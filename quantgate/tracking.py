@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import mlflow
@@ -52,13 +53,13 @@ def name_filter(name: str) -> str:
 
 
 def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:
-    """Accept ``models:/name/3``, ``models:/name@staging``, ``name/3`` or just ``3``; return a
-    ``models:/`` URI."""
+    """Accept ``models:/name/3``, ``models:/name@staging``, ``name/3``, ``@staging`` or just
+    ``3`` (the last two in ``default_name``); return a ``models:/`` URI."""
     ref = str(ref).strip()
     if ref.startswith("models:/"):
         return ref
-    if ref.isdigit():
-        return f"models:/{default_name}/{ref}"
+    if ref.isdigit() or (ref.startswith("@") and len(ref) > 1):
+        return f"models:/{default_name}{'/' if ref.isdigit() else ''}{ref}"
     if "/" in ref or "@" in ref:
         return f"models:/{ref}"
     raise UserError(
@@ -112,3 +113,14 @@ def log_params_once(params: dict) -> dict:
     if new:
         mlflow.log_params(new)
     return new
+
+
+def version_identity(mv: ModelVersion) -> str:
+    """What names this registered version whatever its model is called: a digest of the
+    attributes MLflow never lets anyone change (its source, creation time and number). The
+    ``model_uri`` param names the model as it was called then, and a rename there and back hid
+    an evaluation made in between (the fifteenth adversarial run); an evaluation's signature
+    binds it, so a version registered again from the same source, or a copy, under the old name
+    and number does not inherit one (the sixteenth)."""
+    fields = f"{mv.source}\0{mv.creation_timestamp}\0{mv.version}"
+    return hashlib.sha256(fields.encode("utf-8")).hexdigest()[:32]

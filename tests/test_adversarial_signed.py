@@ -483,3 +483,25 @@ def test_fifteenth_r1_a_rename_there_and_back_does_not_hide_a_newer_evaluation(s
     finally:  # the module's later tests expect the version's latest evaluation under its own name
         assert _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5").exit_code == 0
         client.delete_registered_model_alias(COPY, alias)
+
+
+def test_sixteenth_a2c_versions_copied_into_the_freed_name_do_not_inherit_a_signed_evaluation(signed, monkeypatch):
+    """The sixteenth run: the model was renamed and its holder evaluated again under the new name;
+    the attacker then copied the renamed model's versions into the freed old name (same numbers,
+    same files) and put the older evaluation's tags on the copy. The signature bound only name
+    and number, and the newer evaluation named neither, so the gate promoted the copy. The
+    signature binds the version's identity now, which a copy does not share."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client, version, source = MlflowClient(), signed["int8"], f"{COPY}-moved"
+    assert _promote(version, signed["thresholds"], "adv16-ok").exit_code == 0  # the original passes
+    client.rename_registered_model(COPY, source)
+    try:
+        for mv in sorted(client.search_model_versions(f"name = '{source}'"), key=lambda mv: int(mv.version)):
+            copy = client.copy_model_version(f"models:/{source}/{mv.version}", COPY)  # tags come along
+            assert copy.version == mv.version  # the freed name numbers its copies from 1 again
+        result = _promote(version, signed["thresholds"], "adv16-copy")
+        assert result.exit_code == 1 and "not vouched for by the evidence key" in result.output, result.output
+        assert _holder(COPY, "adv16-copy") is None
+    finally:
+        client.delete_registered_model(COPY)
+        client.rename_registered_model(source, COPY)

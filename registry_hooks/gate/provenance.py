@@ -20,6 +20,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
 )
 from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, signature_problem
+from quantgate.tracking import version_identity
 
 
 def variant_problem(tags: Mapping[str, str], version: str) -> str | None:
@@ -68,7 +69,7 @@ def signature_problems(
     if key is None:
         return []
     tags = dict(mv.tags)
-    payload = evaluation_payload(mv.name, mv.version, run_id, tags, run_tags, parent)
+    payload = evaluation_payload(mv.name, mv.version, run_id, tags, run_tags, parent, identity=version_identity(mv))
     problem = signature_problem(key, EVALUATION, payload, tags.get(EVAL_SIGNATURE_TAG))
     if problem is None and run_tags.get(EVIDENCE_SIGNATURE_TAG) != tags.get(EVAL_SIGNATURE_TAG):
         problem = "the evaluation run's signature differs from the version's"
@@ -122,17 +123,6 @@ def evaluation_runs(client: MlflowClient, filter_string: str, max_results: int =
     )
 
 
-def version_identity(mv: ModelVersion) -> str:
-    """What names this registered version whatever its model is called: a digest of the
-    attributes MLflow never lets anyone change (its source, creation time and number). The
-    ``model_uri`` param names the model as it was called then, and a rename there and back hid
-    an evaluation made in between (the fifteenth adversarial run)."""
-    import hashlib
-
-    fields = f"{mv.source}\0{mv.creation_timestamp}\0{mv.version}"
-    return hashlib.sha256(fields.encode("utf-8")).hexdigest()[:32]
-
-
 def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     """Why ``run`` is not the version's latest evaluation: evaluations of the same version
     started after it, whatever their status (finished, failed, still running) and deleted ones
@@ -142,7 +132,9 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     figures judged."""
     after = f"attributes.start_time > {int(run.info.start_time)}"
     try:
-        runs = evaluation_runs(client, f"params.model_uri = 'models:/{mv.name}/{mv.version}' and {after}")
+        uri = f"models:/{mv.name}/{mv.version}"
+        quoted = f'"{uri}"' if "'" in uri else f"'{uri}'"  # a name may hold an apostrophe (o'brien)
+        runs = evaluation_runs(client, f"params.model_uri = {quoted} and {after}")
         runs += evaluation_runs(client, f"params.version_identity = '{version_identity(mv)}' and {after}")
     except MlflowException as exc:
         return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]

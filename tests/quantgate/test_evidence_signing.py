@@ -50,7 +50,7 @@ def test_a_weak_or_unreadable_key_is_a_user_error(environ, message):
 
 
 def test_a_signature_verifies_only_for_its_payload_kind_and_key():
-    payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT)
+    payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT, identity="id2")
     signature = sign(KEY, EVALUATION, payload)
     assert signature.startswith(f"hmac-sha256:{key_id(KEY)}:")
     assert signature_problem(KEY, EVALUATION, payload, signature) is None
@@ -75,20 +75,27 @@ def test_a_signature_verifies_only_for_its_payload_kind_and_key():
     ],
 )
 def test_every_field_the_gate_relies_on_is_covered(where, key):
-    signature = sign(KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT))
+    signature = sign(
+        KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT, identity="id2")
+    )
     version_tags, run_tags = dict(VERSION_TAGS), dict(RUN_TAGS)
     (version_tags if where == "version" else run_tags)[key] = "edited"
-    payload = evaluation_payload("m", "2", "run1", version_tags, run_tags, PARENT)
+    payload = evaluation_payload("m", "2", "run1", version_tags, run_tags, PARENT, identity="id2")
     assert "edited after it was signed" in signature_problem(KEY, EVALUATION, payload, signature)
 
 
 def test_name_version_run_and_parent_files_and_attestation_are_covered():
-    signature = sign(KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT))
+    signature = sign(
+        KEY, EVALUATION, evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT, identity="id2")
+    )
     for name, version, run_id in (("n", "2", "run1"), ("m", "3", "run1"), ("m", "2", "run2")):
-        payload = evaluation_payload(name, version, run_id, VERSION_TAGS, RUN_TAGS, PARENT)
+        payload = evaluation_payload(name, version, run_id, VERSION_TAGS, RUN_TAGS, PARENT, identity="id2")
         assert signature_problem(KEY, EVALUATION, payload, signature) is not None
+    # the same name and number registered again (or a copy): another identity (the sixteenth run)
+    payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, PARENT, identity="other")
+    assert signature_problem(KEY, EVALUATION, payload, signature) is not None
     for edited in ({**PARENT, "model_sha256": "e" * 64}, {**PARENT, "fp32_attestation": ""}, None):
-        payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, edited)
+        payload = evaluation_payload("m", "2", "run1", VERSION_TAGS, RUN_TAGS, edited, identity="id2")
         assert signature_problem(KEY, EVALUATION, payload, signature) is not None
     assert set(HOST_KEYS.values()) <= {k.removeprefix("host:") for k in payload if k.startswith("host:")}
 
