@@ -15,7 +15,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from quantgate.tracking import name_filter
+from quantgate.tracking import name_filter, version_identity
 from registry_hooks.gate.decision import Decision, Reason, explain_ranking, rank_candidates
 from registry_hooks.gate.evidence import SNAPSHOT_TAGS, tag_problems
 from registry_hooks.gate.lock import promotion_lock
@@ -86,6 +86,10 @@ def recheck(client: MlflowClient, verdict: Verdict, target: str | None) -> list[
     (An evaluation or re-registration may have run while the gate was computing.)"""
     fresh = client.get_model_version(verdict.mv.name, verdict.version)
     drift = [k for k in SNAPSHOT_TAGS if fresh.tags.get(k) != verdict.evidence.snapshot.get(k)]
+    if version_identity(fresh) != version_identity(verdict.mv):
+        # deleted and registered again under the same number, tags copied (the seventeenth
+        # adversarial run did it while the gate read the predictions table): not what was judged
+        drift.insert(0, "the version itself: registered again")
     problems = tag_problems(fresh.tags, target)
     if drift:
         problems.insert(0, f"version changed while it was being gated ({', '.join(drift)}); gate it again")
