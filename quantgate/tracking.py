@@ -41,15 +41,21 @@ def configure_tracking(experiment: str | None = AFTER_MODEL, *, model_name: str 
     return mlflow.get_tracking_uri()
 
 
+def filter_string(value: str, what: str = "model name") -> str:
+    """``value`` as a string literal for MLflow's search filters, quoted so that one with an
+    apostrophe (MLflow accepts a model named ``o'brien``) still parses; one with both quote kinds
+    cannot be written in a filter at all, which is one line (``UserError``) rather than MLflow's
+    traceback."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise UserError(f"{what} {value!r} holds both ' and \"; MLflow's search filters cannot express it: rename it")
+
+
 def name_filter(name: str) -> str:
-    """``name=<name>`` for MLflow's search filters, quoted so that a name with an apostrophe
-    (MLflow accepts ``o'brien``) still parses; a name with both quote kinds cannot be written in
-    a filter at all, which is one line (``UserError``) rather than MLflow's traceback."""
-    if "'" not in name:
-        return f"name='{name}'"
-    if '"' not in name:
-        return f'name="{name}"'
-    raise UserError(f"model name {name!r} holds both ' and \"; MLflow's search filters cannot express it: rename it")
+    """``name=<name>`` for MLflow's search filters (:func:`filter_string`)."""
+    return f"name={filter_string(name)}"
 
 
 def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:

@@ -20,7 +20,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
 )
 from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, signature_problem
-from quantgate.tracking import version_identity
+from quantgate.tracking import filter_string, version_identity
 
 
 def variant_problem(tags: Mapping[str, str], version: str) -> str | None:
@@ -132,9 +132,8 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     figures judged."""
     after = f"attributes.start_time > {int(run.info.start_time)}"
     try:
-        uri = f"models:/{mv.name}/{mv.version}"
-        quoted = f'"{uri}"' if "'" in uri else f"'{uri}'"  # a name may hold an apostrophe (o'brien)
-        runs = evaluation_runs(client, f"params.model_uri = {quoted} and {after}")
+        uri = filter_string(f"models:/{mv.name}/{mv.version}", "model URI")  # a name may hold an apostrophe
+        runs = evaluation_runs(client, f"params.model_uri = {uri} and {after}")
         runs += evaluation_runs(client, f"params.version_identity = '{version_identity(mv)}' and {after}")
     except MlflowException as exc:
         return [f"cannot list the version's evaluations to check {run.info.run_id} is the latest: {exc.message}"]
