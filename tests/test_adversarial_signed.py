@@ -505,3 +505,80 @@ def test_sixteenth_a2c_versions_copied_into_the_freed_name_do_not_inherit_a_sign
     finally:
         client.delete_registered_model(COPY)
         client.rename_registered_model(source, COPY)
+
+
+def _staged(model: str) -> list[str]:
+    return sorted(
+        str(mv.version)
+        for mv in MlflowClient().search_model_versions(f"name = '{model}'")
+        if mv.current_stage == "Staging"
+    )
+
+
+def _act_when_the_alias_moves(monkeypatch, version: str, attack) -> None:
+    """Run ``attack`` in the instant between the gate's last check under the lock and its alias
+    move: the moment MLflow is asked to set ``@staging`` on ``version`` (once). The adversary
+    timed it with inotify on the files the gate reads; this is that instant, exactly."""
+    real, fired = MlflowClient.set_registered_model_alias, []
+
+    def racing(self, name, alias, target_version):
+        if not fired and name == COPY and alias == "staging" and str(target_version) == version:
+            fired.append(True)
+            attack()
+        return real(self, name, alias, target_version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", racing)
+
+
+def test_seventeenth_r1_a_version_registered_again_as_the_alias_moves_is_rolled_back(signed, monkeypatch):
+    """The seventeenth run's race, at its last instant: the model deleted (here: renamed away) and
+    its versions registered again under the old name, tags copied, between the gate's last check
+    and the alias move. The check after the move failed (exit 1) and moved nothing back, so a
+    plain `mlflow models serve models:/...@staging` served files the gate never judged. Now the
+    alias is removed and the version leaves Staging."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client, version, source = MlflowClient(), signed["int8"], f"{COPY}-raced"
+
+    def reregister():
+        client.rename_registered_model(COPY, source)
+        for mv in sorted(client.search_model_versions(f"name = '{source}'"), key=lambda mv: int(mv.version)):
+            assert client.copy_model_version(f"models:/{source}/{mv.version}", COPY).version == mv.version
+
+    _act_when_the_alias_moves(monkeypatch, version, reregister)
+    try:
+        result = _promote(version, signed["thresholds"], "staging")
+        assert result.exit_code == 1, result.output
+        assert "registered again" in result.output and "ROLLED BACK: @staging removed" in result.output, result.output
+        assert _holder(COPY, "staging") is None and _staged(COPY) == []
+        assert client.get_model_version(COPY, version).tags["gate.decision"] == "rejected"
+    finally:
+        monkeypatch.undo()
+        if client.search_registered_models(f"name = '{source}'"):
+            client.delete_registered_model(COPY)
+            client.rename_registered_model(source, COPY)
+
+
+def test_a_version_changed_as_the_alias_moves_gives_the_alias_back_to_its_vouched_holder(signed, monkeypatch):
+    """The same instant, another writer: a digest tag of the champion changed as the alias moves.
+    The alias goes back to the version that held it, which the gate still vouches for, and the
+    stage follows it."""
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    client, version = MlflowClient(), signed["int8"]
+    holder = str(client.copy_model_version(f"models:/{COPY}/{version}", COPY).version)
+    evaluated = _quantgate("evaluate", "--version", holder, "--model-name", COPY, "--latency-runs", "5")
+    assert evaluated.exit_code == 0, evaluated.output
+    first = _promote(holder, signed["thresholds"], "staging")
+    assert first.exit_code == 0 and _holder(COPY, "staging") == holder, first.output
+    digest = client.get_model_version(COPY, version).tags["model_sha256"]
+    _act_when_the_alias_moves(
+        monkeypatch, version, lambda: client.set_model_version_tag(COPY, version, "model_sha256", "0" * 64)
+    )
+    try:
+        result = _promote(version, signed["thresholds"], "staging")
+        assert result.exit_code == 1, result.output
+        assert f"ROLLED BACK: @staging back on v{holder}" in result.output, result.output
+        assert _holder(COPY, "staging") == holder and _staged(COPY) == [holder]
+    finally:
+        monkeypatch.undo()
+        client.set_model_version_tag(COPY, version, "model_sha256", digest)
+        client.delete_registered_model_alias(COPY, "staging")

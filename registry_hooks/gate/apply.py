@@ -2,7 +2,8 @@
 
 ``plan`` says what the gate will do (pure). ``move_alias`` does it under the promotion lock:
 it re-checks the best passing version, refuses to keep an alias holder the gate cannot vouch
-for, moves the alias (and, for ``staging``, stage ``Staging``) and reads the registry back.
+for, moves the alias (and, for ``staging``, stage ``Staging``) and reads the registry back; a
+version found not to be the one judged after the move is rolled back (``roll_back``).
 """
 
 from __future__ import annotations
@@ -186,6 +187,58 @@ def verify(
     return problems
 
 
+def not_as_judged(
+    client: MlflowClient, verdict: Verdict, alias: str, target: str | None, key: bytes | None, read_back_failed: bool
+) -> list[str]:
+    """After the alias moved onto ``verdict``'s version: why that version is not the one judged
+    (empty: it is). A writer can delete the model and register it again, tags copied, in the
+    instant between the last check and the move (the seventeenth adversarial run's race). Its
+    identity and tags are compared after every move; whether its pass still holds is asked again
+    only when the read-back (which asks it of the alias holder) failed."""
+    name, version = verdict.mv.name, verdict.version
+    try:
+        wrong = recheck(client, verdict, target)
+        if read_back_failed and not wrong and alias_holder(client, name, alias) == version:
+            wrong = holder_anomaly(client, name, alias, version, target, key)
+    except MlflowException as exc:  # deleted meanwhile
+        wrong = [f"v{version} cannot be read back: {exc.message}"]
+    return wrong
+
+
+def roll_back(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    set_stage: bool,
+    champion: str,
+    previous: str | None,
+    target: str | None,
+    key: bytes | None,
+) -> str:
+    """Undo a move onto a version that turned out not to be the one judged: the alias goes back
+    to the version that held it before, where that one is still vouched for, else it is removed;
+    the version leaves Staging. Returns what was done, for the record."""
+    keep = None
+    if previous and previous != champion:
+        try:
+            keep = None if holder_anomaly(client, name, alias, previous, target, key) else previous
+        except MlflowException:
+            keep = None
+    now = alias_holder(client, name, alias)
+    if now not in (champion, None):  # another writer moved it since: theirs to answer for
+        return f"ROLLED BACK: @{alias} left on v{now}, which another writer set"
+    if keep:
+        client.set_registered_model_alias(name, alias, keep)
+    elif now is not None:
+        client.delete_registered_model_alias(name, alias)
+    if set_stage:
+        if champion in staged_versions(client, name):
+            _transition(client, name, champion, "Archived")
+        if keep:
+            _transition(client, name, keep, STAGE, archive=True)
+    return f"ROLLED BACK: @{alias} " + (f"back on v{keep}" if keep else "removed") + f", v{champion} out of {STAGE}"
+
+
 def _reject(verdict: Verdict, problems: list[str]) -> None:
     """Turn a verdict into a rejection, with ``problems`` as its first reasons."""
     verdict.decision = Decision(False, tuple(Reason.check(p) for p in problems) + verdict.decision.reasons)
@@ -244,13 +297,23 @@ def move_alias(
         problems = verify(
             client, name, alias, set_stage, expected, repair=lock_path is not None, target=target, key=key
         )
+        wrong = not_as_judged(client, by_version[champion], alias, target, key, bool(problems)) if champion else []
+        if wrong:  # the version now under the alias is not the one judged: undo the move
+            undone = roll_back(client, name, alias, set_stage, champion, holder, target, key)
+            stage_detail = "; " + undone
+            _reject(by_version[champion], wrong)
+            changed.append(by_version[champion])
+            problems = [*wrong, undone]  # the read-back's findings described the state now undone
+            champion, rolled_back = None, champion
+        else:
+            rolled_back = None
     ranking_text = (
         explain_ranking(ranking, {v: by_version[v].evidence.metrics for v in ranking}, thresholds.champion_order)
         if ranking
         else ""
     )
     for version in actions:
-        if version in (champion, release):
+        if version in (champion, release, rolled_back):
             actions[version] += stage_detail
         elif by_version[version].decision.passed:
             actions[version] += f" ({ranking_text})"
