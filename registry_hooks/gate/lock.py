@@ -43,12 +43,15 @@ import fcntl
 import hashlib
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from quantgate.errors import UserError
 
 
 class LockTimeout(TimeoutError):
@@ -188,7 +191,7 @@ def promotion_lock(path: LockTarget, *, timeout_s: float = 300.0, poll_s: float 
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(path)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -209,6 +212,30 @@ def promotion_lock(path: LockTarget, *, timeout_s: float = 300.0, poll_s: float 
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)  # no-op when we never acquired it
         os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (or create) the lock file itself, never what a link there points at: the gate writes
+    its pid into it, and whoever can write the database's folder can put a link there (the
+    eighteenth adversarial run pointed it at the evidence key file, which one ``promote`` then
+    replaced with a guessable ``pid N on host``). A symlink, a file with other hard links, or
+    anything but a plain file is refused in one line, and nothing is written."""
+    refusal = (
+        f"promotion lock {path} is {{}}; the gate never writes through one: remove it "
+        "(the gate creates a plain file) and check who put it there"
+    )
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise UserError(refusal.format("a symbolic link")) from None
+        raise UserError(f"cannot open promotion lock {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        kind = "a file with other names (hard links)" if stat.S_ISREG(info.st_mode) else "not a plain file"
+        raise UserError(refusal.format(kind))
+    return fd
 
 
 def _read_holder(path: Path) -> str:
