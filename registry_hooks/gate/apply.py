@@ -148,6 +148,7 @@ def verify(
     expected: str | None,
     *,
     repair: bool = True,
+    judged: bool = False,
     target: str | None = None,
     key: bytes | None = None,
 ) -> list[str]:
@@ -156,8 +157,11 @@ def verify(
 
     Under the lock, stray Staging versions can only come from a writer outside the gate, and
     are archived (``repair``) - but only around a holder with its own recorded pass: a version
-    never moves into Staging on the strength of an alias alone. Without the lock, repairs by
-    concurrent gates would fight each other, so problems are only reported.
+    never moves into Staging on the strength of an alias alone. Nor does a holder the gate did
+    not just judge (``expected`` with ``judged``): its pass says nothing of its files now, which
+    a writer may have edited before taking it out of Staging (the eighteenth adversarial run).
+    Without the lock, repairs by concurrent gates would fight each other, so problems are only
+    reported.
     """
     problems = []
     holder = alias_holder(client, name, alias)
@@ -179,11 +183,17 @@ def verify(
             for version in staged:
                 if version != holder:
                     _transition(client, name, version, "Archived")
-            if holder and holder not in staged:
+            if holder and holder not in staged and judged and holder == expected:
                 _transition(client, name, holder, STAGE)
             staged = staged_versions(client, name)
         if staged != want:
             problems.append(f"stage {STAGE} holds {staged}, expected {want}")
+            if holder and holder not in staged and not (judged and holder == expected):
+                problems.append(
+                    f"v{holder}, the @{alias} holder, is not in stage {STAGE} (moved by hand?); the gate puts only a "
+                    f"version it has just judged into {STAGE}: gate v{holder} again (`quantgate promote --version "
+                    f"{holder}`) to bring it back"
+                )
     return problems
 
 
@@ -295,7 +305,15 @@ def move_alias(
         stage_detail = apply_plan(client, name, alias, set_stage, champion, release)
         expected = champion or (None if release else holder)
         problems = verify(
-            client, name, alias, set_stage, expected, repair=lock_path is not None, target=target, key=key
+            client,
+            name,
+            alias,
+            set_stage,
+            expected,
+            repair=lock_path is not None,
+            judged=champion is not None,
+            target=target,
+            key=key,
         )
         wrong = not_as_judged(client, by_version[champion], alias, target, key, bool(problems)) if champion else []
         if wrong:  # the version now under the alias is not the one judged: undo the move

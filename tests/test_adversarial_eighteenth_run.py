@@ -1,0 +1,66 @@
+"""Issue 17, the eighteenth adversarial run: what it got past the gate, tried the way it did it
+(MLflow's public API, the file system and the `quantgate` command line)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from mlflow import MlflowClient
+from test_adversarial import LENIENT, _fresh, _holder, _one_error_line, _quantgate, _yaml, trivial  # noqa: F401
+
+
+def _stage(model: str, version: str) -> str:
+    return MlflowClient().get_model_version(model, version).current_stage
+
+
+@pytest.mark.parametrize("how", ["--version", "--candidates"])
+def test_f1_the_gate_does_not_put_an_alias_holder_it_did_not_judge_back_into_staging(trivial, tmp_path, how):  # noqa: F811
+    """Before: the attacker edited the @staging holder's files (its pass tags untouched), took it
+    out of Staging and registered another version; the key holder's gate of that version rejected
+    it and "repaired" the stage by moving the edited holder back into Staging, where a plain
+    `models:/name/Staging` load served it. Now the gate says so and moves nothing into Staging."""
+    model, client = f"adv18-stage{how}", MlflowClient()
+    holder = _fresh(model, trivial)
+    promoted = _quantgate(
+        "promote", "--version", holder, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT)
+    )
+    assert promoted.exit_code == 0 and _stage(model, holder) == "Staging", promoted.output
+    client.transition_model_version_stage(model, holder, "Archived")  # by hand, files edited before
+    if how == "--candidates":  # so that --candidates skips it as a parent instead of judging it
+        client.set_model_version_tag(model, holder, "variant", "fp32")
+    other = _fresh(model, trivial)
+    strict = _yaml(tmp_path, {"min_macro_f1": 0.99})
+    chosen = ["--version", other] if how == "--version" else ["--candidates"]
+    result = _quantgate("promote", *chosen, "--model-name", model, "--thresholds", strict)
+    assert result.exit_code == 1, result.output
+    assert f"v{holder}, the @staging holder, is not in stage Staging" in result.output, result.output
+    assert _stage(model, holder) == "Archived" and _stage(model, other) == "None"
+    assert _holder(model, "staging") == holder  # the alias is the writer's doing; the gate reports it
+
+
+@pytest.mark.parametrize("link", ["symlink", "hard link", "fifo"])
+def test_f2_a_lock_file_that_is_a_link_is_refused_and_nothing_is_written(trivial, tmp_path, link):  # noqa: F811
+    """Before: the gate opened its lock file through a symlink, emptied it and wrote `pid N on
+    host` into it: pointed at the evidence key file, one promote replaced the key with a
+    guessable one, and the attacker signed a tampered evaluation with it."""
+    model = f"adv18-lock-{link.replace(' ', '-')}"
+    version = _fresh(model, trivial)
+    key_file = tmp_path / "evidence.key"
+    key_file.write_text("k" * 64)
+    lock = tmp_path / "promote.lock"
+    if link == "symlink":
+        lock.symlink_to(key_file)
+    elif link == "hard link":
+        lock.hardlink_to(key_file)
+    else:
+        os.mkfifo(lock)
+    before = dict(MlflowClient().get_model_version(model, version).tags)
+    result = _quantgate(
+        "promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT),
+        "--lock-file", str(lock),
+    )  # fmt: skip
+    assert "never writes through one" in _one_error_line(result), result.output
+    assert key_file.read_text() == "k" * 64
+    assert dict(MlflowClient().get_model_version(model, version).tags) == before
+    assert _holder(model, "staging") is None
