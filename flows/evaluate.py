@@ -44,6 +44,7 @@ from quantgate.contract import (
 )
 from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
 from quantgate.description import put_card
+from quantgate.description_write import update_description
 from quantgate.errors import UserError
 from quantgate.evidence_signing import EVALUATION, attestation_problem, block_seal, evaluation_payload, load_key, sign
 from quantgate.model_files import (
@@ -362,20 +363,24 @@ def record_on_version(
         client.set_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG, signature)
     elif EVAL_SIGNATURE_TAG in mv.tags:  # an earlier evaluation's signature vouches for nothing now
         client.delete_model_version_tag(mv.name, mv.version, EVAL_SIGNATURE_TAG)
-    current = client.get_model_version(mv.name, mv.version)
-    card = model_card(mv.name, str(mv.version), current.tags, metrics, host)
+    tags = client.get_model_version(mv.name, mv.version).tags
+    card = model_card(mv.name, str(mv.version), tags, metrics, host)
     # quantgate's block is the one it wrote last (by its seal): a block quoted in a person's text stays theirs
-    description, block = put_card(
-        current.description,
-        card,
-        own=current.tags.get(DESCRIPTION_BLOCK_TAG),
-        seal=block_seal(key, mv.name, mv.version),
-        owner=f"{mv.name} v{mv.version}",
+    own, seal, owner = tags.get(DESCRIPTION_BLOCK_TAG), block_seal(key, mv.name, mv.version), f"{mv.name} v{mv.version}"
+    written = update_description(
+        client,
+        mv.name,
+        str(mv.version),
+        lambda text: put_card(text, card, own=own, seal=seal, owner=owner),
+        # the tag first: a step stopped in between leaves a tag naming no pair (so the next write adds
+        # a block), never an older tag beside the newer block (which a person's quote of it could match)
+        lambda block: client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block),
     )
-    # the tag first: a step stopped in between leaves a tag naming no pair (so the next write adds a
-    # block), never an older tag beside the newer block (which a person's quote of it could match)
-    client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block)
-    client.update_model_version(mv.name, mv.version, description=description)
+    if not written:
+        click.echo(
+            f"note: v{mv.version}'s description kept changing; the evaluation itself is recorded (run {run_id})",
+            err=True,
+        )
 
 
 def copy_to_source_run(client: MlflowClient, mv: ModelVersion, metrics: dict[str, float], eval_run_id: str) -> None:

@@ -136,7 +136,9 @@ def settle(
     for v in verdicts:
         set_tags(client, v, {f"{prefix}action": v.action[:5000], f"{prefix}run_id": run_id})
         with promotion_lock(lock_path):
-            append_description(client, v, alias=alias, now=now, thresholds=thresholds, run_id=run_id, key=key)
+            noted = append_description(client, v, alias=alias, now=now, thresholds=thresholds, run_id=run_id, key=key)
+        if not noted:
+            click.echo(f"note: v{v.version}'s description kept changing; the verdict is in run {run_id} only", err=True)
     if outcome.problems:
         raise click.ClickException("registry check after promotion failed: " + "; ".join(outcome.problems))
     return outcome.champion

@@ -64,3 +64,46 @@ def test_f2_a_lock_file_that_is_a_link_is_refused_and_nothing_is_written(trivial
     assert key_file.read_text() == "k" * 64
     assert dict(MlflowClient().get_model_version(model, version).tags) == before
     assert _holder(model, "staging") is None
+
+
+def test_f3_a_person_saving_as_the_gate_writes_its_note_loses_nothing(trivial, tmp_path, monkeypatch):  # noqa: F811
+    """Before: the gate read the description, wrote its block tag, then wrote the description it
+    had built from what it read; a person's save timed on that tag write was overwritten (5 of 56
+    saves lost). Now the description is written only if unchanged since read, else rebuilt."""
+    model, client = "adv18-desc", MlflowClient()
+    version = _fresh(model, trivial)
+    client.update_model_version(model, version, description="Alice: reviewed the data card.")
+    real, saves = MlflowClient.set_model_version_tag, []
+
+    def person_saves_as_the_tag_changes(self, name, v, key, value):
+        real(self, name, v, key, value)
+        if name == model and key == "description_block_sha256" and len(saves) < 2:
+            line = f"Bob: note {len(saves)} saved while the gate wrote."
+            saves.append(line)
+            now = MlflowClient().get_model_version(model, version).description or ""
+            MlflowClient().update_model_version(model, version, description=now + "\n" + line)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", person_saves_as_the_tag_changes)
+    result = _quantgate(
+        "promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT)
+    )
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    final = client.get_model_version(model, version).description
+    assert saves and all(line in final for line in saves), final
+    assert "Alice: reviewed the data card." in final and "<!-- quantgate:begin" in final and "PASSED" in final.upper()
+
+
+def test_f3_the_description_is_written_only_if_unchanged_since_read(trivial):  # noqa: F811
+    """The compare-and-set itself, on the SQL store: a save made after quantgate's read makes its
+    write change nothing (MLflow's own update has no such condition)."""
+    from quantgate.description_write import write_if_unchanged
+
+    model, client = "adv18-cas", MlflowClient()
+    version = _fresh(model, trivial)
+    assert write_if_unchanged(client, model, version, None, "first")  # a fresh version: no description
+    client.update_model_version(model, version, description="first\nCarol: a person's line")
+    assert not write_if_unchanged(client, model, version, "first", "first + quantgate's block")
+    assert client.get_model_version(model, version).description == "first\nCarol: a person's line"
+    assert write_if_unchanged(client, model, version, "first\nCarol: a person's line", "kept + block")
+    assert client.get_model_version(model, version).description == "kept + block"

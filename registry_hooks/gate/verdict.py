@@ -16,6 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.contract import DESCRIPTION_BLOCK_TAG, EVAL_SIGNATURE_TAG, MODEL_DIGEST_TAG
 from quantgate.description import put_note
+from quantgate.description_write import update_description
 from quantgate.evidence_signing import GATE_PASS, block_seal, gate_pass_payload, sign, signature_problem
 from registry_hooks.gate.decision import Decision, decide
 from registry_hooks.gate.evidence import Evidence, gather
@@ -189,9 +190,10 @@ def append_description(
     thresholds: Thresholds,
     run_id: str,
     key: bytes | None,
-) -> None:
-    """Append the decision's note to the version description (read, append, write back; the
-    block found and sealed as :func:`quantgate.evidence_signing.block_seal` says)."""
+) -> bool:
+    """Append the decision's note to the version description (read, append, write back only if
+    unchanged meanwhile: :func:`quantgate.description_write.update_description`; the block found
+    and sealed as :func:`quantgate.evidence_signing.block_seal` says). False: not written."""
     note = gate_note(
         passed=verdict.decision.passed,
         alias=alias,
@@ -203,17 +205,16 @@ def append_description(
         confidence_level=thresholds.confidence_level,
         run_id=run_id,
     )
-    current = client.get_model_version(verdict.mv.name, verdict.version)
-    description, block = put_note(
-        current.description,
-        note,
-        own=current.tags.get(DESCRIPTION_BLOCK_TAG),  # the block quantgate wrote last
-        seal=block_seal(key, verdict.mv.name, verdict.version),
-        owner=f"{verdict.mv.name} v{verdict.version}",
+    name, version = verdict.mv.name, verdict.version
+    own = client.get_model_version(name, version).tags.get(DESCRIPTION_BLOCK_TAG)  # the block quantgate wrote last
+    return update_description(
+        client,
+        name,
+        version,
+        lambda text: put_note(text, note, own=own, seal=block_seal(key, name, version), owner=f"{name} v{version}"),
+        # the tag first, as in flows.evaluate.record_on_version: stopped in between, no old tag is left
+        lambda block: client.set_model_version_tag(name, version, DESCRIPTION_BLOCK_TAG, block),
     )
-    # the tag first, as in flows.evaluate.record_on_version: stopped in between, no old tag is left
-    client.set_model_version_tag(verdict.mv.name, verdict.version, DESCRIPTION_BLOCK_TAG, block)
-    client.update_model_version(verdict.mv.name, verdict.version, description=description)
 
 
 def decision_body(
