@@ -558,10 +558,11 @@ def test_seventeenth_r1_a_version_registered_again_as_the_alias_moves_is_rolled_
             client.rename_registered_model(source, COPY)
 
 
-def test_a_version_changed_as_the_alias_moves_gives_the_alias_back_to_its_vouched_holder(signed, monkeypatch):
-    """The same instant, another writer: a digest tag of the champion changed as the alias moves.
-    The alias goes back to the version that held it, which the gate still vouches for, and the
-    stage follows it."""
+def test_nineteenth_f1_a_rollback_moves_nothing_back_onto_the_previous_holder(signed, monkeypatch):
+    """The nineteenth run: the attacker edited the @staging holder's files and archived it, then
+    changed the next champion's tags the moment the alias reached it. The rollback put the alias
+    and stage Staging back on the edited holder, whose files it never hashed. Now a rollback
+    only removes: the alias is unset and nothing enters Staging."""
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client, version = MlflowClient(), signed["int8"]
     holder = str(client.copy_model_version(f"models:/{COPY}/{version}", COPY).version)
@@ -569,6 +570,7 @@ def test_a_version_changed_as_the_alias_moves_gives_the_alias_back_to_its_vouche
     assert evaluated.exit_code == 0, evaluated.output
     first = _promote(holder, signed["thresholds"], "staging")
     assert first.exit_code == 0 and _holder(COPY, "staging") == holder, first.output
+    client.transition_model_version_stage(COPY, holder, "Archived")  # by hand, its files edited before
     digest = client.get_model_version(COPY, version).tags["model_sha256"]
     _act_when_the_alias_moves(
         monkeypatch, version, lambda: client.set_model_version_tag(COPY, version, "model_sha256", "0" * 64)
@@ -576,9 +578,8 @@ def test_a_version_changed_as_the_alias_moves_gives_the_alias_back_to_its_vouche
     try:
         result = _promote(version, signed["thresholds"], "staging")
         assert result.exit_code == 1, result.output
-        assert f"ROLLED BACK: @staging back on v{holder}" in result.output, result.output
-        assert _holder(COPY, "staging") == holder and _staged(COPY) == [holder]
+        assert "ROLLED BACK: @staging removed" in result.output, result.output
+        assert _holder(COPY, "staging") is None and _staged(COPY) == []
     finally:
         monkeypatch.undo()
         client.set_model_version_tag(COPY, version, "model_sha256", digest)
-        client.delete_registered_model_alias(COPY, "staging")

@@ -215,38 +215,20 @@ def not_as_judged(
     return wrong
 
 
-def roll_back(
-    client: MlflowClient,
-    name: str,
-    alias: str,
-    set_stage: bool,
-    champion: str,
-    previous: str | None,
-    target: str | None,
-    key: bytes | None,
-) -> str:
-    """Undo a move onto a version that turned out not to be the one judged: the alias goes back
-    to the version that held it before, where that one is still vouched for, else it is removed;
-    the version leaves Staging. Returns what was done, for the record."""
-    keep = None
-    if previous and previous != champion:
-        try:
-            keep = None if holder_anomaly(client, name, alias, previous, target, key) else previous
-        except MlflowException:
-            keep = None
+def roll_back(client: MlflowClient, name: str, alias: str, set_stage: bool, champion: str) -> str:
+    """Undo a move onto a version that turned out not to be the one judged: the alias is removed
+    and the version leaves Staging. Nothing is moved back onto the version that held the alias
+    before: the gate has not just judged it, and its files may have changed since its pass (the
+    nineteenth adversarial run edited them, and a rollback that restored it served them).
+    Returns what was done, for the record."""
     now = alias_holder(client, name, alias)
     if now not in (champion, None):  # another writer moved it since: theirs to answer for
         return f"ROLLED BACK: @{alias} left on v{now}, which another writer set"
-    if keep:
-        client.set_registered_model_alias(name, alias, keep)
-    elif now is not None:
+    if now is not None:
         client.delete_registered_model_alias(name, alias)
-    if set_stage:
-        if champion in staged_versions(client, name):
-            _transition(client, name, champion, "Archived")
-        if keep:
-            _transition(client, name, keep, STAGE, archive=True)
-    return f"ROLLED BACK: @{alias} " + (f"back on v{keep}" if keep else "removed") + f", v{champion} out of {STAGE}"
+    if set_stage and champion in staged_versions(client, name):
+        _transition(client, name, champion, "Archived")
+    return f"ROLLED BACK: @{alias} removed, v{champion} out of {STAGE}; gate again to promote"
 
 
 def _reject(verdict: Verdict, problems: list[str]) -> None:
@@ -317,7 +299,7 @@ def move_alias(
         )
         wrong = not_as_judged(client, by_version[champion], alias, target, key, bool(problems)) if champion else []
         if wrong:  # the version now under the alias is not the one judged: undo the move
-            undone = roll_back(client, name, alias, set_stage, champion, holder, target, key)
+            undone = roll_back(client, name, alias, set_stage, champion)
             stage_detail = "; " + undone
             _reject(by_version[champion], wrong)
             changed.append(by_version[champion])
