@@ -271,7 +271,12 @@ class QuantgateEvaluator(ModelEvaluator):
         client.log_table(run_id, per_example, PREDICTIONS_TABLE)
         with tempfile.TemporaryDirectory(prefix="quantgate-eval-") as tmp:
             files = write_artifacts(Path(tmp), inner, per_example, probs, parent_probs, cfg)
-            client.log_artifacts(run_id, tmp, "quantgate")
+            # file by file: MLflow writes a single file to a local store through a temporary name
+            # and a rename, but copies a folder into place following any link already there (the
+            # nineteenth adversarial run planted one and the upload overwrote the evidence key file)
+            for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+                inside = path.parent.relative_to(tmp).as_posix()
+                client.log_artifact(run_id, str(path), "quantgate" if inside == "." else f"quantgate/{inside}")
         base = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/quantgate/"
         artifacts = {
             name: (ImageEvaluationArtifact if p.suffix == ".png" else JsonEvaluationArtifact)(uri=base + p.name)

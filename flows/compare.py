@@ -13,6 +13,8 @@ marked, and such figures are left out of the plot.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -117,7 +119,7 @@ def cli(model_name, out_path, ui_url):
     out = Path(out_path)
     if out.suffix.lower() not in PLOT_FORMATS:
         raise click.BadParameter(f"{out_path!r}: the plot is saved as {', '.join(PLOT_FORMATS)}", param_hint="--out")
-    if not out.resolve().parent.is_dir():
+    if not out.absolute().parent.is_dir():
         raise click.BadParameter(f"{out_path!r}: folder {str(out.parent)!r} does not exist", param_hint="--out")
     tracking_uri = configure_tracking(experiment=None, model_name=model_name)  # no experiment made for a typo
     rows = collect(model_name, key)
@@ -142,12 +144,33 @@ def cli(model_name, out_path, ui_url):
     if not measured:
         click.echo("\nno evaluated versions yet: run `quantgate evaluate --version N` first")
         return
-    plot = pareto_png([{**r, "label": f"v{r['version']} {r['variant']}"} for r in measured], out_path)
-    configure_tracking(model_name=model_name)  # the plot's run goes where the steps' runs go
-    with mlflow.start_run(run_name="compare"):
-        mlflow.set_tag("quantgate.step", "compare")
-        mlflow.log_artifact(str(plot))
-    click.echo(f"\nPareto plot: {Path(plot).resolve()} (also logged to the 'compare' run)")
+    # drawn in a private folder and logged from there: the working folder may be writable by others,
+    # and a link planted at --out was written through (onto the evidence key file) and uploaded
+    # (a link to /proc/self/environ put the key in the store: the nineteenth adversarial run)
+    with tempfile.TemporaryDirectory(prefix="quantgate-compare-") as tmp:
+        plot = pareto_png(
+            [{**r, "label": f"v{r['version']} {r['variant']}"} for r in measured], str(Path(tmp) / out.name)
+        )
+        configure_tracking(model_name=model_name)  # the plot's run goes where the steps' runs go
+        with mlflow.start_run(run_name="compare"):
+            mlflow.set_tag("quantgate.step", "compare")
+            mlflow.log_artifact(str(plot))
+        publish(Path(plot), out)
+    click.echo(f"\nPareto plot: {out.absolute()} (also logged to the 'compare' run)")
+
+
+def publish(made: Path, out: Path) -> None:
+    """Put ``made`` at ``out`` by a new file and a rename in ``out``'s folder: whatever is at
+    ``out`` (a link included) is replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(made.read_bytes())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -58,10 +58,16 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
     value, source = environ.get(KEY_ENV, ""), KEY_ENV
     if not value and environ.get(KEY_FILE_ENV):
         source = f"{KEY_FILE_ENV}={environ[KEY_FILE_ENV]}"
+        path = Path(environ[KEY_FILE_ENV]).expanduser()
         try:
-            value = Path(environ[KEY_FILE_ENV]).expanduser().read_text(encoding="utf-8")
+            value, mode = path.read_text(encoding="utf-8"), path.stat().st_mode
         except (OSError, UnicodeDecodeError) as exc:
             raise EvidenceKeyError(f"cannot read the evidence key from {source}: {exc}") from None
+        if mode & 0o222:  # quantgate only reads it; any file it writes could be a link planted onto it
+            raise EvidenceKeyError(
+                f"the evidence key file {path} is writable (mode {mode & 0o777:o}): a link a store writer plants "
+                f"where quantgate writes a file could overwrite it; make it read-only: chmod 400 {path}"
+            )
     value = value.strip()
     if not value:
         return None

@@ -1,9 +1,11 @@
-"""Issue 17, the eighteenth adversarial run: what it got past the gate, tried the way it did it
-(MLflow's public API, the file system and the `quantgate` command line)."""
+"""Issue 17, the eighteenth and nineteenth adversarial runs: what they got past the gate, tried
+the way they did it (MLflow's public API, the file system and the `quantgate` command line)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 from mlflow import MlflowClient
@@ -107,3 +109,31 @@ def test_f3_the_description_is_written_only_if_unchanged_since_read(trivial):  #
     assert client.get_model_version(model, version).description == "first\nCarol: a person's line"
     assert write_if_unchanged(client, model, version, "first\nCarol: a person's line", "kept + block")
     assert client.get_model_version(model, version).description == "kept + block"
+
+
+# ------------------------------------------------------------------ the nineteenth run
+def test_nineteenth_f3_evaluate_writes_no_artifact_through_a_link_planted_in_its_run(pipeline, tmp_path, monkeypatch):
+    """Before: while `evaluate` ran, the attacker created the run's `quantgate/` artifact folder
+    with `label_flips.json` linking to the evidence key file; MLflow copied the folder of
+    artifacts in following the link, and the key became a JSON file the attacker could predict."""
+    from test_adversarial_signed import copy_pair
+
+    fp32, int8 = copy_pair(pipeline, "adv19-links")
+    secret = tmp_path / "evidence.key"
+    secret.write_text("s" * 64)
+    real = MlflowClient.log_table
+
+    def plant_then_log(self, run_id, data, artifact_file):
+        folder = Path(unquote(urlparse(self.get_run(run_id).info.artifact_uri).path)) / "quantgate"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "label_flips.json").symlink_to(secret)
+        return real(self, run_id, data, artifact_file)
+
+    monkeypatch.setattr(MlflowClient, "log_table", plant_then_log)
+    result = _quantgate("evaluate", "--version", int8, "--model-name", "adv19-links", "--latency-runs", "5")
+    assert secret.read_text() == "s" * 64
+    # MLflow refuses the file whose place resolves outside the run's folder: the evaluation fails,
+    # says why on the version, and (failed after measuring began) counts as its latest
+    assert result.exit_code == 1, result.output
+    status = MlflowClient().get_model_version("adv19-links", int8).tags["eval_status"]
+    assert status.startswith("failed") and "outside the artifact directory" in status, status

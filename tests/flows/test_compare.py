@@ -5,6 +5,7 @@ and `quantgate compare`'s UI link and Pareto plot."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -125,3 +126,24 @@ def test_a_model_name_with_an_apostrophe_works_or_is_one_line(store, monkeypatch
     assert mlflow.get_experiment_by_name("o'brien") is None  # promote logged no run, so created no experiment
     both = CliRunner().invoke(cli, ["compare", "--name", "a'b\"c"])
     assert both.exit_code == 2 and "holds both ' and" in both.output, both.output
+
+
+def test_compare_replaces_a_link_at_out_and_never_uploads_what_it_points_at(pipeline, tmp_path):
+    """The nineteenth adversarial run planted `pareto.png` as a link: to the evidence key file
+    (overwritten with the plot), and, swapped in after the plot was saved, to the key file or
+    /proc/self/environ (uploaded into the store as the compare run's artifact)."""
+    secret = tmp_path / "evidence.key"
+    secret.write_text("s" * 64)
+    out = tmp_path / "pareto.png"
+    out.symlink_to(secret)
+    result = CliRunner().invoke(compare.cli, ["--name", TEST_MODEL, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert secret.read_text() == "s" * 64
+    assert not out.is_symlink() and out.read_bytes().startswith(b"\x89PNG")
+    client = MlflowClient()
+    run = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`quantgate.step` = 'compare'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )[0]  # fmt: skip
+    logged = Path(client.download_artifacts(run.info.run_id, "pareto.png", str(tmp_path / "dl")))
+    assert logged.read_bytes() == out.read_bytes()

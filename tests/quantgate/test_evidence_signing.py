@@ -34,7 +34,19 @@ def test_the_key_comes_from_the_variable_or_a_file(tmp_path):
     assert load_key({"QUANTGATE_EVIDENCE_KEY": KEY.decode() + "\n"}) == KEY
     path = tmp_path / "evidence.key"
     path.write_text(KEY.decode() + "\n")
+    path.chmod(0o400)
     assert load_key({"QUANTGATE_EVIDENCE_KEY_FILE": str(path)}) == KEY
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o420])
+def test_a_key_file_anyone_may_write_is_refused(tmp_path, mode):
+    """The nineteenth adversarial run planted links where quantgate writes files (an evaluation's
+    artifacts, compare's plot) and overwrote the key file with content it could predict."""
+    path = tmp_path / "evidence.key"
+    path.write_text(KEY.decode())
+    path.chmod(mode)
+    with pytest.raises(EvidenceKeyError, match="is writable .*chmod 400"):
+        load_key({"QUANTGATE_EVIDENCE_KEY_FILE": str(path)})
 
 
 @pytest.mark.parametrize(
