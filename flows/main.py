@@ -60,7 +60,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   names with an apostrophe quoted in search filters, and the description block's digest tag.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "af7c1d9f2559726ff82e612451d85227e6f0938855972f3fcb9cfe5156117448": [
+        "b29a75f2e5c092520a7628d989afcbc621796c1991652a8af29fa74c66861c25": [
+            "af7c1d9f2559726ff82e612451d85227e6f0938855972f3fcb9cfe5156117448",  # 4d4c437
             "feef220fe6eabbbd182b4001cf70d0ac9c1d3508fe869ec9312bf1c9321b2c32",  # 5783e57
             "29c517ebbc83d39afd7834e7a6dea936209f16a85e30f41040967be7262c4666",  # 2926853
             "707d2be3997f24fcf3c3f96922f9a5429e8b7f6baf8ba29fc774ee1975ccbc9c",  # 10dc3a1
@@ -72,7 +73,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "113e99bf8ad6ab1065de393c79d26ea99472eb0106b4baa2cd51e7e4d0cb22ea": [
+        "aa905e3a6d93d167e8323a24730ebe178248ea1ae28fb9fd9d92501caaf99a02": [
+            "113e99bf8ad6ab1065de393c79d26ea99472eb0106b4baa2cd51e7e4d0cb22ea",  # 4d4c437
             "8d0dece86804f5b901137db9354cec51814cf9d64fce6245468928e447b570fb",  # 5783e57
             "1f01279b9c49ced8b41f90d3ac011fa2b88b8cdb92f398fb45a8118cee0c5421",  # 2926853
             "228f3078e06e9b4b13bb6cfc1275ce063191c1ef4f960b4a5f96df086924e0d1",  # fbbd0c3

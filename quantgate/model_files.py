@@ -177,6 +177,17 @@ def plugin_loader(local: Path, pyfunc: dict) -> str | None:
     return None
 
 
+PROGRAM_RUNTIMES = frozenset({"torchscript"})  # model files that are programs: refused where the key is
+
+
+def _runtime(local: Path, pyfunc: dict) -> str | None:
+    spec = (pyfunc.get("artifacts") or {}).get("meta") or {}
+    try:
+        return json.loads((local / str(spec.get("path", ""))).read_text(encoding="utf-8")).get("runtime")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def untrusted_code(local: Path) -> str | None:
     """Why loading the downloaded model at ``local`` would run code other than the serving code
     this quantgate installs (``None`` when it would not).
@@ -187,7 +198,10 @@ def untrusted_code(local: Path) -> str | None:
     version chooses them. A process holding the evidence key must not run such code (it could
     read the key), so with a key evaluate and serve load only models whose one piece of code is
     byte-for-byte the installed ``quantgate/serving_model.py``, with MLflow's code-model loader
-    and no code paths; their weights (ONNX, OpenVINO IR, TorchScript, safetensors) run no Python.
+    and no code paths; their weights (ONNX, OpenVINO IR, safetensors) run no Python. A TorchScript
+    file is refused too: it is a program, not weights (``torch.from_file`` in it reads any file the
+    process can: the twentieth adversarial run read the key file into the predictions table, and
+    made a passed model's answers depend on a file outside its digest).
     """
     import yaml
 
@@ -206,6 +220,12 @@ def untrusted_code(local: Path) -> str | None:
     loader = plugin_loader(local, pyfunc)
     if loader:
         return loader
+    if _runtime(local, pyfunc) in PROGRAM_RUNTIMES:
+        return (
+            "it is a TorchScript program, which can read any file this process can (the evidence key among them): "
+            "with an evidence key quantgate runs ONNX, OpenVINO and TensorRT variants only; build this one with "
+            "quantise_onnx or quantise_openvino"
+        )
     if pyfunc.get("loader_module") != CODE_LOADER or Path(str(pyfunc.get("model_code_path", ""))).name != (
         "serving_model.py"
     ):

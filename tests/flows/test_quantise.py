@@ -8,6 +8,7 @@ import json
 import pickle
 import shutil
 import zipfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -180,3 +181,21 @@ def test_the_quant_config_is_tamper_evident(variants, tmp_path):
     config.write_text(config.read_text().replace('"calibration_size": 16', '"calibration_size": 17'))
     with pytest.raises(MlflowException, match="SHA-256 manifest"):
         mlflow.pyfunc.load_model(str(path))
+
+
+def test_with_an_evidence_key_only_variants_that_are_no_program_are_run(variants, tmp_path):
+    """The twentieth adversarial run: a TorchScript file is a program. One whose forward read the
+    key file with `torch.from_file` put the key into the predictions table of the key holder's
+    evaluation; another made a passed model's answers depend on a file outside its digest. With
+    a key, `evaluate` and `serve` (`untrusted_code`) refuse TorchScript and accept the others."""
+    from quantgate.model_files import untrusted_code
+
+    for variant, mv in variants["versions"].items():
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{TEST_MODEL}/{mv.version}", dst_path=str(tmp_path / variant)
+        )
+        problem = untrusted_code(Path(local))
+        if variant == "torch-int8-dynamic":
+            assert problem and "TorchScript program" in problem, problem
+        else:
+            assert problem is None, (variant, problem)
