@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card
 from flows.data_options import DataOptions, data_options, pop_data_options
+from flows.errors import debugging, one_line
 from quantgate.contract import (
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
@@ -467,6 +468,10 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only
             MlflowClient().set_model_version_tag(
                 mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500]
             )
+            if isinstance(exc, MlflowException) and not debugging():  # a refused model: one line, not a traceback
+                raise click.ClickException(
+                    one_line(f"evaluation of {mv.name} v{mv.version} failed: {exc.message}")
+                ) from None
             raise
 
 
