@@ -42,7 +42,7 @@ from evaluators.measure import (
 from evaluators.metrics import confusion, flip_matrix
 from evaluators.plots import confidence_bars_png, confusion_png
 from quantgate.contract import PREDICTIONS_TABLE
-from quantgate.model_files import size_bytes
+from quantgate.model_files import model_bytes
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def measure(model, parent, texts: list[str], y_true: list[int], cfg: EvaluatorCo
     probs = model.predict_proba(texts, batch_size=cfg.throughput_batch)
     metrics = accuracy_metrics(y_true, probs, model.labels)
     metrics.update(batch_invariance(model, texts, probs.argmax(axis=1), batch=cfg.throughput_batch))
-    metrics["size_mb"] = size_bytes(model.artifact_paths["model"]) / 1e6
+    metrics["size_mb"] = model_bytes(model.artifact_paths["model"]) / 1e6
     metrics["parameters"] = float(parameter_count(model))
     per_example = pd.DataFrame(
         {
@@ -157,7 +157,7 @@ def measure(model, parent, texts: list[str], y_true: list[int], cfg: EvaluatorCo
     if parent is not None:
         parent_probs = parent.predict_proba(texts)
         metrics.update(parity_metrics(y_true, probs, parent_probs, len(model.labels)))
-        metrics["parent_size_mb"] = size_bytes(parent.artifact_paths["model"]) / 1e6
+        metrics["parent_size_mb"] = model_bytes(parent.artifact_paths["model"]) / 1e6
         per_example["parent_pred_id"] = parent_probs.argmax(axis=1)
         per_example["parent_prob"] = parent_probs.max(axis=1)
     metrics.update(batch1_latency(model, texts, warmup=cfg.warmup, runs=cfg.latency_runs))

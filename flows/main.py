@@ -57,10 +57,13 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   quantise_onnx only gained a one-line error for a download the store refuses and the trusted
 #   data checks that only evaluate runs; then (#17) the contract's name of the FP32 attestation tag,
 #   and train's receipt for main (a local file, written only when main names one); then model
-#   names with an apostrophe quoted in search filters, and the description block's digest tag.
+#   names with an apostrophe quoted in search filters, and the description block's digest tag;
+#   then the check that a model folder names no file outside itself, which any model train
+#   registers passes, and the size counting an ONNX graph's external data, which neither runs.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "b29a75f2e5c092520a7628d989afcbc621796c1991652a8af29fa74c66861c25": [
+        "1d26ff6480b5ed2eeadfe2ac6de27efdc9997d46474c4770282c0b9a9fce8efb": [
+            "b29a75f2e5c092520a7628d989afcbc621796c1991652a8af29fa74c66861c25",  # 34ea6fd
             "af7c1d9f2559726ff82e612451d85227e6f0938855972f3fcb9cfe5156117448",  # 4d4c437
             "feef220fe6eabbbd182b4001cf70d0ac9c1d3508fe869ec9312bf1c9321b2c32",  # 5783e57
             "29c517ebbc83d39afd7834e7a6dea936209f16a85e30f41040967be7262c4666",  # 2926853
@@ -73,7 +76,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "aa905e3a6d93d167e8323a24730ebe178248ea1ae28fb9fd9d92501caaf99a02": [
+        "6a2d2cde4b9abe156df36694c8afbb028dc8e6d5b285c9945b1c502e2ac5babc": [
+            "aa905e3a6d93d167e8323a24730ebe178248ea1ae28fb9fd9d92501caaf99a02",  # 34ea6fd
             "113e99bf8ad6ab1065de393c79d26ea99472eb0106b4baa2cd51e7e4d0cb22ea",  # 4d4c437
             "8d0dece86804f5b901137db9354cec51814cf9d64fce6245468928e447b570fb",  # 5783e57
             "1f01279b9c49ced8b41f90d3ac011fa2b88b8cdb92f398fb45a8118cee0c5421",  # 2926853

@@ -59,6 +59,23 @@ def size_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def model_bytes(path: str | Path) -> int:
+    """Bytes of the weights a runtime loads for a ``model`` artifact: every file of a folder, or
+    an ONNX file with the external-data files it names (ONNX Runtime reads them from the file's
+    own folder, beside the model's other artifacts: the twenty-first adversarial run moved a 91 MB
+    model's weights into such a sidecar and passed ``max_size_mb`` at 0.02 MB)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        from quantgate.onnx_graph import external_data_files
+
+        try:
+            sidecars = external_data_files(path)
+        except Exception:  # noqa: BLE001 - not a graph ONNX Runtime could load either: the file alone
+            sidecars = []
+        return path.stat().st_size + sum(p.stat().st_size for p in sidecars)
+    return size_bytes(path)
+
+
 def digest(manifest: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
@@ -124,6 +141,52 @@ def outside_files(local: Path) -> str | None:
         target = (local / path).resolve()
         if Path(path).is_absolute() or (target != root and root not in target.parents):
             return f"its artifact {name!r} is read from {path!r}, outside the model's own files"
+        reference = outside_references(target)  # names inside a Hugging Face folder (shards, tokenizer files)
+        if reference:
+            return f"its artifact {name!r}: {reference}"
+    return None
+
+
+def _own_file(folder: Path, name: object, must_exist: bool) -> bool:
+    """Whether ``name`` is a plain file name of ``folder`` itself (no path, no link)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        return False
+    path = folder / name
+    return (path.is_file() and not path.is_symlink()) if must_exist or path.exists() else True
+
+
+def outside_references(folder: str | Path) -> str | None:
+    """Why loading the Hugging Face folder (model or tokenizer) would read a file from outside it
+    (``None``: it would not). Its digest covers the folder's own files only, but transformers
+    follows names inside them: a shard index's ``weight_map`` is joined to the folder, so an
+    absolute path there loads weights from anywhere (the twenty-first adversarial run served a
+    passed model whose answers it then changed by rewriting such a file); a tokenizer config's
+    ``*_file`` entries likewise; a PEFT ``adapter_config.json`` loads a base model it names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "adapter_config.json").exists():
+        return f"{folder.name}/adapter_config.json would load a base model from outside it (merge the adapter)"
+    for index in sorted(folder.glob("*.index.json")):
+        try:
+            names = set((json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}).values())
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            return f"{folder.name}/{index.name} cannot be read: {exc}"
+        for name in sorted(names, key=str):
+            if not _own_file(folder, name, must_exist=True):
+                return f"{folder.name}/{index.name} loads weights from {name!r}, which is not a file of its own folder"
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            fields = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{folder.name}/tokenizer_config.json cannot be read: {exc}"
+        for key, value in fields.items() if isinstance(fields, dict) else ():
+            if not key.endswith(("_file", "_files")) or value is None:
+                continue
+            for name in value if isinstance(value, list) else [value]:
+                if not _own_file(folder, name, must_exist=False):
+                    return f"{folder.name}/tokenizer_config.json's {key} names {name!r}, outside its own folder"
     return None
 
 

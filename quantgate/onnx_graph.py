@@ -1,6 +1,7 @@
 """The ONNX graph helpers every ONNX-based backend shares: export from the torch parent, ONNX
 Runtime's transformer fusions, FP16 conversion, label stamping, the calibration slice and its
-reader, and the graph's input names. Files in, files out: nothing here touches MLflow."""
+reader, the graph's input names and the external-data files it names. Files in, files out:
+nothing here touches MLflow."""
 
 from __future__ import annotations
 
@@ -159,3 +160,43 @@ def encoded_items(texts: list[str], tokenizer, input_names: list[str], max_lengt
         enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="np")
         items.append({name: enc[name].astype(np.int64) for name in input_names})
     return items
+
+
+def _tensors(graph):
+    """Every tensor of a graph, its subgraphs' (If, Loop, Scan) included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
+        for attr in node.attribute:
+            yield from ([attr.t] if attr.HasField("t") else [])
+            yield from attr.tensors
+            for sparse in [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []:
+                yield from (sparse.values, sparse.indices)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def external_data_files(path: str | Path) -> list[Path]:
+    """The files beside an ONNX model that hold its external-data tensors (those that exist;
+    ONNX Runtime refuses a location outside the model's folder)."""
+    import itertools
+
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = itertools.chain(_tensors(model.graph), _node_tensors(n for f in model.functions for n in f.node))
+    locations = {
+        entry.value
+        for tensor in tensors
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    files = {(path.parent / location).resolve() for location in locations}
+    return sorted(f for f in files if f.is_file() and f != path.resolve())

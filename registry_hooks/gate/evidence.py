@@ -57,7 +57,7 @@ from quantgate.contract import (
     PREDICTIONS_DIGEST_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.model_files import digest_problem, metrics_digest, size_bytes
+from quantgate.model_files import digest_problem, metrics_digest, model_bytes
 from quantgate.packaging import manifest, manifest_digest
 from quantgate.serving_model import sha256_file
 from registry_hooks.gate.decision import host_mismatches
@@ -229,7 +229,7 @@ def registered_files(mv: ModelVersion) -> RegisteredFiles:
         artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
         paths = {key: str(local / spec["path"]) for key, spec in artifacts.items() if key != "meta"}
         actual = manifest(paths)
-        size_mb = size_bytes(paths["model"]) / 1e6 if "model" in paths and Path(paths["model"]).exists() else None
+        size_mb = model_bytes(paths["model"]) / 1e6 if "model" in paths and Path(paths["model"]).exists() else None
         recorded = {}
         if "meta" in artifacts:
             try:

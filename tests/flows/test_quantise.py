@@ -199,3 +199,111 @@ def test_with_an_evidence_key_only_variants_that_are_no_program_are_run(variants
             assert problem and "TorchScript program" in problem, problem
         else:
             assert problem is None, (variant, problem)
+
+
+# ------------------------------------------------------------------ the twenty-first adversarial run
+def _reregistered(mv, tmp_path: Path, name: str):
+    """A store writer's own registered model: the FP32 parent logged again as its version 1.
+    Returns (that version, the downloaded parent's artifacts folder)."""
+    from quantgate import packaging
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{mv.version}", dst_path=str(tmp_path)))
+    arts = local / "artifacts"
+    meta = json.loads((arts / "meta.json").read_text())
+    with mlflow.start_run(run_name=f"adv21-{name}-parent"):
+        parent = packaging.log_variant(
+            model_path=arts / "model", tokenizer_dir=arts / "tokenizer", runtime="torch", variant="fp32",
+            precision="fp32", registered_model_name=name, labels=LABELS, max_length=meta["max_length"],
+        )  # fmt: skip
+    return parent, meta
+
+
+def test_weights_a_shard_index_names_outside_the_model_are_refused(variants, tmp_path):
+    """Twenty-first adversarial run, C2. A "variant" whose folder held only config.json and a
+    model.safetensors.index.json naming an absolute shard path in a file the writer could rewrite:
+    transformers joined the path to the folder, so the absolute one won. The key holder evaluated,
+    gated and served it (size 0.013 MB for a 91 MB model), and the writer then changed its answers
+    with no digest changing. Now evaluate refuses it, and so do serve, score and the gate, which
+    ask the same check of the downloaded files."""
+    from safetensors import safe_open
+
+    from quantgate import packaging
+    from quantgate.model_files import digest_problem
+
+    name = f"{TEST_MODEL}-adv21-shard"
+    parent, meta = _reregistered(variants["fp32"], tmp_path / "src", name)
+    src = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{parent.version}", dst_path=str(tmp_path / "p")))
+    shard = tmp_path / "elsewhere" / "model-00001-of-00001.safetensors"  # the writer's own file
+    shard.parent.mkdir()
+    shutil.copy(src / "artifacts" / "model" / "model.safetensors", shard)
+    with safe_open(str(shard), "pt") as fh:
+        keys = list(fh.keys())
+    folder = tmp_path / "attack" / "model"
+    folder.mkdir(parents=True)
+    shutil.copy(src / "artifacts" / "model" / "config.json", folder / "config.json")
+    index = {"metadata": {"total_size": shard.stat().st_size}, "weight_map": {k: str(shard) for k in keys}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with mlflow.start_run(run_name="adv21-shard"):
+        mv = packaging.log_variant(
+            model_path=folder, tokenizer_dir=src / "artifacts" / "tokenizer", runtime="torch", variant="torch-lite",
+            precision="int8", registered_model_name=name, labels=LABELS, parent_version=parent.version,
+            max_length=meta["max_length"], quant_config={"note": "lite"}, packages=["torch", "transformers"],
+        )  # fmt: skip
+
+    from flows.cli import cli
+
+    result = CliRunner().invoke(cli, ["evaluate", "--model-name", name, "--version", mv.version, "--latency-runs", "5"])
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert "not a file of its own folder" in result.output, result.output
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(tmp_path / "v")))
+    problem = digest_problem(local, dict(MlflowClient().get_model_version(name, mv.version).tags))
+    assert problem and "loads weights from" in problem, problem  # what serve, score and the gate ask too
+
+
+def test_onnx_weights_moved_into_a_sidecar_file_count_towards_the_size(variants, tmp_path, monkeypatch):
+    """Twenty-first adversarial run, C3. A 91 MB onnx-fp32 variant the gate rejected on
+    max_size_mb passed at 0.02 MB once its weights were saved as ONNX external data in a second
+    artifact beside the graph: ONNX Runtime reads it from the graph's folder, but the size was
+    taken from the `model` artifact alone. Now the evaluator and the gate count every
+    external-data file the graph names."""
+    import onnx
+    import yaml
+
+    from flows.evaluate import evaluate
+    from quantgate import packaging
+
+    name = f"{TEST_MODEL}-adv21-sidecar"
+    parent, meta = _reregistered(variants["fp32"], tmp_path / "src", name)
+    genuine = variants["versions"]["onnx-fp32"]
+    src = Path(mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{genuine.version}", dst_path=str(tmp_path)))
+    graph_file = next((src / "artifacts").glob("*.onnx"))
+    out = tmp_path / "out"
+    out.mkdir()
+    onnx.save_model(
+        onnx.load(str(graph_file)), str(out / graph_file.name), save_as_external_data=True,
+        all_tensors_to_one_file=True, location=graph_file.name + ".data", size_threshold=0,
+    )  # fmt: skip
+    sidecar = out / (graph_file.name + ".data")
+    real_bytes = graph_file.stat().st_size
+    assert (out / graph_file.name).stat().st_size < real_bytes / 20 < sidecar.stat().st_size  # the weights moved
+    write = packaging._write_artifacts  # the writer's own logging code: one more artifact, the sidecar
+    monkeypatch.setattr(packaging, "_write_artifacts", lambda *a, **k: {**write(*a, **k), "weights": str(sidecar)})
+    with mlflow.start_run(run_name="adv21-sidecar"):
+        mv = packaging.log_variant(
+            model_path=out / graph_file.name, tokenizer_dir=src / "artifacts" / "tokenizer", runtime="onnxruntime",
+            variant="onnx-fp32", precision="fp32", registered_model_name=name, labels=LABELS,
+            parent_version=parent.version, max_length=meta["max_length"],
+            quant_config=json.loads((src / "artifacts" / QUANT_CONFIG_FILE).read_text()), packages=["onnxruntime"],
+        )  # fmt: skip
+    monkeypatch.undo()
+    with mlflow.start_run(run_name="adv21-sidecar-evaluate"):
+        metrics = evaluate(MlflowClient().get_model_version(name, mv.version), latency_runs=5)
+    assert metrics["size_mb"] >= real_bytes / 1e6, metrics["size_mb"]
+    limit = tmp_path / "size.yaml"
+    limit.write_text(yaml.safe_dump({"max_size_mb": round(real_bytes / 2e6, 4)}))
+    from flows.cli import cli
+
+    gate = ["promote", "--model-name", name, "--version", mv.version, "--thresholds", str(limit)]
+    result = CliRunner().invoke(cli, gate)
+    assert result.exit_code == 1 and "FAIL: size_mb" in result.output, result.output
+    assert MlflowClient().get_model_version(name, mv.version).current_stage == "None"
