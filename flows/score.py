@@ -39,6 +39,9 @@ from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, parse_mod
 
 DEFAULT_BATCH = 64  # the pyfunc's own internal batch (NewsClassifier.predict_proba)
 RESULT_TYPE = "label string, probability double"
+# Columns the output adds (and the step's own working columns): an input that has one is refused,
+# not overwritten or left to fail inside Spark after the whole input was scored.
+OUTPUT_COLUMNS = ("row", "label", "probability", "model_version", "_batch", "_pred", "_pid", "_mid")
 
 
 class ModelRefused(UserError):
@@ -204,10 +207,16 @@ def check_sizes(batch_size: int, threads: int, partitions: int | None) -> None:
 
 def load_numbered_input(spark, paths: list[str], fmt: str, text_column: str, batch_size: int, partitions: int):
     """The input frame with its rows numbered and batched (:func:`numbered_batches`), refused
-    when it has no ``text_column``. Returns (frame, row count)."""
+    when it has no ``text_column`` or a column the output adds. Returns (frame, row count)."""
     df = read_frame(spark, paths, fmt)
     if text_column not in df.columns:
         raise UserError(f"the input has no column {text_column!r}; it has {df.columns[:10]} (use --text-column)")
+    taken = [c for c in df.columns if c in OUTPUT_COLUMNS]
+    if taken:
+        raise UserError(
+            f"the input already has column(s) {taken}, which the output adds (row, label, probability, "
+            "model_version): rename or drop them first"
+        )
     return numbered_batches(df, batch_size, partitions)
 
 

@@ -345,6 +345,18 @@ def test_score_writes_one_s3_object_and_refuses_a_model_that_does_not_verify(
         timeout=300,
     )
     assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
+    # a labelled table (text,label) is refused in one line: the output adds `label` (twenty-second
+    # adversarial run: Spark scored every row, then failed with two tracebacks, COLUMN_ALREADY_EXISTS)
+    labelled = stack["root"] / "labelled.csv"
+    headlines["frame"].head(20).assign(label="World").to_csv(labelled, index=False)
+    clash = subprocess.run(
+        _score_cmd("--model", f"{MODEL}/{int8.version}", "--input", str(labelled), "--output", str(got) + ".x.csv"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert clash.returncode == 2 and "Traceback" not in clash.stderr, clash.stderr[-2000:]
+    assert "the input already has column(s) ['label']" in clash.stderr, clash.stderr[-2000:]
 
     # a version whose files do not match its manifest_sha256 tag is refused before Spark starts
     client = MlflowClient()
