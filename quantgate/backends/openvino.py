@@ -11,6 +11,7 @@ ONNX Runtime's fused contrib ops (QAttention, SkipLayerNormalization) have no Op
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,20 @@ def quantise_int8(model, recipe: OpenVinoInt8Recipe, parent, input_names: list[s
     )
 
 
+# OpenVINO names a node it creates after its type and a per-process counter (Constant_6049).
+AUTO_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*_\d+")
+
+
+def canonical_names(model) -> None:
+    """Renumber OpenVINO's counter-named nodes in graph order. The counter runs on across a
+    process, so the same build written twice differed in these names alone; with them fixed a
+    build is repeatable byte for byte, which a keyed ``evaluate`` relies on when it rebuilds a
+    variant to compare with the registered files (``flows/rebuild.py``)."""
+    for i, op in enumerate(model.get_ordered_ops()):
+        if AUTO_NAME.fullmatch(op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_qg{i}")
+
+
 def build(recipe: Recipe, parent, workdir: Path) -> Built:
     """A folder holding the recipe's OpenVINO IR (model.xml + model.bin), labels stamped in."""
     import openvino as ov
@@ -77,6 +92,7 @@ def build(recipe: Recipe, parent, workdir: Path) -> Built:
     if isinstance(recipe, OpenVinoInt8Recipe):
         model = quantise_int8(model, recipe, parent, [i.get_any_name() for i in model.inputs])
     stamp_labels(model, parent.labels)
+    canonical_names(model)
     out = workdir / recipe.variant
     out.mkdir()
     ov.save_model(model, str(out / IR_FILE), compress_to_fp16=False)  # FP16 storage is a precision choice, not ours

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -116,3 +117,18 @@ def test_evaluated_with_batch_invariance_and_gated(ov_versions, tmp_path):
         promote.cli, ["--version", mv.version, "--model-name", TEST_MODEL, "--thresholds", str(path), "--dry-run"]
     )
     assert result.exit_code == 0 and "PASSED" in result.output, result.output
+
+
+def test_a_rebuild_repeats_each_variant_byte_for_byte(pipeline, ov_versions, tmp_path):
+    """With an evidence key, evaluate runs a variant only when its recipe rebuilds it byte for
+    byte from the parent (flows/rebuild.py). OpenVINO numbered the nodes it created from a
+    counter that runs on across a process, so a second build in one process differed in those
+    names alone, and every OpenVINO variant would have been refused; they are renumbered in
+    graph order now. The versions here were built earlier in this process."""
+    from flows.rebuild import rebuild_problem
+
+    parent = mlflow.artifacts.download_artifacts(f"models:/{TEST_MODEL}/{pipeline['fp32'].version}")
+    for variant, mv in ov_versions.items():
+        uri = f"models:/{TEST_MODEL}/{mv.version}"
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / variant)))
+        assert rebuild_problem(local, Path(parent), mv, pipeline["fp32"], []) is None, variant
