@@ -36,6 +36,7 @@ from evaluators.measure import host_fingerprint
 from evaluators.report import headline_tags, model_card
 from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.errors import debugging, one_line
+from flows.rebuild import rebuild_problem
 from quantgate.contract import (
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
@@ -283,7 +284,13 @@ def run_evaluator(
     with tempfile.TemporaryDirectory(prefix="quantgate-evaluate-") as tmp:
         model = verified_copy(client, mv, Path(tmp) / "model", trusted_only)
         if parent is not None:
-            config["parent_model_uri"] = str(verified_copy(client, parent, Path(tmp) / "parent", trusted_only))
+            parent_copy = verified_copy(client, parent, Path(tmp) / "parent", trusted_only)
+            config["parent_model_uri"] = str(parent_copy)
+            if trusted_only:  # a graph is a program: run only what quantgate's recipe rebuilds from the parent
+                trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
+                problem = rebuild_problem(model, parent_copy, mv, parent, trusted)
+                if problem:
+                    raise ModelIntegrityError(f"refusing to evaluate {mv.name} v{mv.version}: {problem}")
         # From here the run is an evaluation of this version, found as such by the gate's
         # newer_evaluations (registry_hooks.gate.provenance): one that fails or is killed while
         # measuring supersedes the earlier one, whatever the version's tags are put back to.

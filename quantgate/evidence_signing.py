@@ -136,7 +136,9 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
 
 
 # ------------------------------------------------------------------ the statements signed
-EVALUATION = "quantgate.evaluation.v3"  # v2: binds the parent's attestation; v3: the version's identity
+# v2: binds the parent's attestation; v3: the version's identity; v4: a variant's graph was rebuilt
+# from its parent and recipe before it ran (flows/rebuild.py), so no earlier signature counts
+EVALUATION = "quantgate.evaluation.v4"
 GATE_PASS = "quantgate.gate-pass.v1"
 FP32_ATTESTATION = "quantgate.fp32-attestation.v1"
 

@@ -1,0 +1,97 @@
+"""With an evidence key, a variant is measured only when quantgate's own recipe rebuilds it, byte
+for byte, from its attested FP32 parent.
+
+An ONNX graph is a program, not a table of weights: ``Shape``, ``If`` and arithmetic on a
+tensor's dimensions let it answer one way for the batches and lengths the evaluator runs and
+another way for those serving and scoring run (the twenty-second adversarial run registered a
+graph that permuted the labels for batches of more than 32 texts, and another for texts padded
+past 20 tokens; both passed the gate and were served). No finite evaluation sees every shape,
+so the key holder does not run a graph a store writer wrote: ``evaluate`` rebuilds the variant
+with the backend and the recipe recorded on the version (its ``recipe`` tag) from the parent's
+verified files, and refuses the version unless its ``model`` artifact is what that build wrote.
+ONNX Runtime and OpenVINO builds are deterministic on one host and library set; a TensorRT
+engine is not (its kernels are chosen by timing), so with a key it is refused like TorchScript.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.entities.model_registry import ModelVersion
+
+from quantgate.backends import backend_for
+from quantgate.contract import RECIPE_TAG
+from quantgate.data import untrusted_source
+from quantgate.errors import UserError
+from quantgate.model_files import model_manifest
+from quantgate.recipes import RecipeError, recipe_from_json
+from quantgate.serving_model import sha256_file
+
+# Runtimes whose builds cannot be repeated byte for byte, and why.
+NOT_REPRODUCIBLE = {
+    "tensorrt": "a TensorRT engine is not built reproducibly (its kernels are chosen by timing runs)",
+}
+
+
+def _artifact(local: Path, key: str) -> Path | None:
+    conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
+    spec = (((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get(key) or {}
+    return local / str(spec["path"]) if spec.get("path") else None
+
+
+def _digests(path: Path) -> dict[str, str]:
+    return model_manifest(path) if path.is_dir() else {"": sha256_file(path)}
+
+
+def rebuild_problem(
+    local: Path, parent_local: Path, mv: ModelVersion, parent_mv: ModelVersion, trusted_data: list[str]
+) -> str | None:
+    """Why the verified copy at ``local`` is not what its recipe builds from the verified parent
+    copy at ``parent_local`` (``None``: it is, byte for byte). A static recipe's calibration data
+    is read only from a bundled dataset or inside ``trusted_data`` (a tag names it)."""
+    raw = mv.tags.get(RECIPE_TAG)
+    if not raw:
+        return f"it has no {RECIPE_TAG!r} tag to rebuild it from (it was not built by `quantgate quantise`)"
+    try:
+        recipe = recipe_from_json(raw)
+    except (RecipeError, ValueError, TypeError, AttributeError) as exc:
+        return f"its {RECIPE_TAG!r} tag is not a recipe this quantgate builds: {exc}"
+    if recipe.runtime in NOT_REPRODUCIBLE:
+        return f"{NOT_REPRODUCIBLE[recipe.runtime]}, so no build can vouch for its file"
+    meta_path = _artifact(local, "meta")
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path and meta_path.is_file() else {}
+    if (meta.get("runtime"), meta.get("variant")) != (recipe.runtime, recipe.variant):
+        return (
+            f"its meta.json says {meta.get('variant')!r} on {meta.get('runtime')!r}, "
+            f"its recipe {recipe.variant!r} on {recipe.runtime!r}"
+        )
+    dataset = getattr(recipe, "calibration_dataset", None)
+    if dataset:
+        untrusted = untrusted_source(dataset, trusted_data)
+        if untrusted:
+            return f"its recipe calibrates on data a tag names ({untrusted}); list it in $QUANTGATE_TRUSTED_DATA"
+    try:
+        backend = backend_for(recipe.runtime)
+    except UserError as exc:
+        return f"its runtime {recipe.runtime!r} has no builder here ({exc})"
+    stored = _artifact(local, "model")
+    if stored is None or not stored.exists():
+        return "it has no model artifact"
+    parent = mlflow.pyfunc.load_model(str(parent_local)).unwrap_python_model()
+    parent.registered = {"name": parent_mv.name, "version": str(parent_mv.version)}
+    with tempfile.TemporaryDirectory(prefix="quantgate-rebuild-") as tmp:
+        try:
+            built = backend.build(recipe, parent, Path(tmp))
+        except (RecipeError, ValueError, OSError, RuntimeError) as exc:
+            return f"its recipe could not be rebuilt here: {type(exc).__name__}: {str(exc)[:200]}"
+        if _digests(built.path) != _digests(stored):
+            return (
+                f"its model file is not what its recipe ({recipe.variant}) builds from v{parent_mv.version} here; "
+                "with an evidence key only variants quantgate rebuilds byte for byte are run (a graph is a "
+                "program): quantise it again on this host, with these library versions"
+            )
+    return None
