@@ -48,7 +48,15 @@ from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, unt
 from quantgate.description import put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
-from quantgate.evidence_signing import EVALUATION, attestation_problem, block_seal, evaluation_payload, load_key, sign
+from quantgate.evidence_signing import (
+    EVALUATION,
+    attestation_problem,
+    block_seal,
+    evaluation_payload,
+    load_key,
+    redact,
+    sign,
+)
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -472,9 +480,8 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)
         except Exception as exc:
-            MlflowClient().set_model_version_tag(
-                mv.name, mv.version, "eval_status", f"failed: {type(exc).__name__}: {exc}"[:500]
-            )
+            status = redact(f"failed: {type(exc).__name__}: {exc}", key)  # redacted before it is cut
+            MlflowClient().set_model_version_tag(mv.name, mv.version, "eval_status", status[:500])
             if isinstance(exc, MlflowException) and not debugging():  # a refused model: one line, not a traceback
                 raise click.ClickException(
                     one_line(f"evaluation of {mv.name} v{mv.version} failed: {exc.message}")

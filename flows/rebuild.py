@@ -47,6 +47,26 @@ def _digests(path: Path) -> dict[str, str]:
     return model_manifest(path) if path.is_dir() else {"": sha256_file(path)}
 
 
+def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
+    """Why a static recipe's calibration data is not data the user vouched for (``None``: it is, or
+    the recipe calibrates on nothing): its dataset, and a names file its ``calibration_options``
+    give as ``labels``, as ``evaluate --dataset auto`` asks of a dataset tag. The recipe is a tag
+    any writer sets, and this process holds the key: the twenty-third adversarial run named the
+    key file as the names file, and the rebuild's error quoted the "labels" into a version tag."""
+    dataset = getattr(recipe, "calibration_dataset", None)
+    if not dataset:
+        return None
+    untrusted = untrusted_source(dataset, trusted_data)
+    try:
+        options = json.loads(recipe.calibration_options or "{}")
+    except (ValueError, TypeError):
+        return "its calibration_options are not JSON"
+    labels = options.get("labels", "") if isinstance(options, dict) else ""
+    if not untrusted and labels and (not isinstance(labels, str) or "," not in labels):
+        untrusted = untrusted_source(str(labels), trusted_data)  # a names file is read too
+    return untrusted
+
+
 def rebuild_problem(
     local: Path, parent_local: Path, mv: ModelVersion, parent_mv: ModelVersion, trusted_data: list[str]
 ) -> str | None:
@@ -69,11 +89,9 @@ def rebuild_problem(
             f"its meta.json says {meta.get('variant')!r} on {meta.get('runtime')!r}, "
             f"its recipe {recipe.variant!r} on {recipe.runtime!r}"
         )
-    dataset = getattr(recipe, "calibration_dataset", None)
-    if dataset:
-        untrusted = untrusted_source(dataset, trusted_data)
-        if untrusted:
-            return f"its recipe calibrates on data a tag names ({untrusted}); list it in $QUANTGATE_TRUSTED_DATA"
+    untrusted = untrusted_calibration(recipe, trusted_data)
+    if untrusted:
+        return f"its recipe calibrates on data a tag names ({untrusted}); list it in $QUANTGATE_TRUSTED_DATA"
     try:
         backend = backend_for(recipe.runtime)
     except UserError as exc:
@@ -86,8 +104,8 @@ def rebuild_problem(
     with tempfile.TemporaryDirectory(prefix="quantgate-rebuild-") as tmp:
         try:
             built = backend.build(recipe, parent, Path(tmp))
-        except (RecipeError, ValueError, OSError, RuntimeError) as exc:
-            return f"its recipe could not be rebuilt here: {type(exc).__name__}: {str(exc)[:200]}"
+        except (UserError, RecipeError, ValueError, OSError, RuntimeError) as exc:
+            return f"its recipe could not be rebuilt here: {type(exc).__name__}: {exc}"
         if _digests(built.path) != _digests(stored):
             return (
                 f"its model file is not what its recipe ({recipe.variant}) builds from v{parent_mv.version} here; "

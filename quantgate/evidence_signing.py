@@ -79,6 +79,15 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
     return value.encode("utf-8")
 
 
+def redact(text: str, key: bytes | None) -> str:
+    """``text`` with the evidence key blanked out, before it goes anywhere a store reader sees
+    (a version tag holding an error): quantgate never puts the key into a message on purpose,
+    but an error can quote a file it read."""
+    if not key:
+        return text
+    return text.replace(key.decode("utf-8", "replace"), "[evidence key]")
+
+
 def forget_key(environ: dict | None = None) -> None:
     """Drop the key's variables from this process's environment, so the processes it starts
     (server workers, steps that need no key) do not inherit them."""

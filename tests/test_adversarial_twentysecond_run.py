@@ -1,7 +1,7 @@
-"""Issue 17, the twenty-second adversarial run: an ONNX graph is a program. Tried the way the run
-did it: the writer's own version, built from a genuine variant's files with quantgate's
-`log_variant`, its graph given an `If` on the batch size; then the key holder's `quantgate
-evaluate` on the command line."""
+"""Issue 17, the twenty-second and twenty-third adversarial runs: an ONNX graph is a program, and
+the rebuild that keeps a writer's graph from running must read only data the user trusts. Tried
+the way the runs did it: the writer's own version, built from a genuine variant's files with
+quantgate's `log_variant`; then the key holder's `quantgate evaluate` on the command line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from test_adversarial_signed import COPY, KEY, signed  # noqa: F401
 from quantgate import packaging
 from quantgate.contract import RECIPE_SHA_TAG, RECIPE_TAG
 from quantgate.data import news9_labels
+from quantgate.recipes import build_recipe
 
 
 def _batch_triggered(graph_file: Path, out: Path, above: int) -> Path:
@@ -108,3 +109,48 @@ def test_a_variant_without_a_recipe_is_not_run_with_a_key(signed, monkeypatch, t
         assert "has no 'recipe' tag to rebuild it from" in line, line
     finally:
         client.delete_model_version(COPY, copy.version)
+
+
+def test_a_recipe_tag_cannot_make_the_rebuild_read_the_key_into_a_tag(signed, monkeypatch, tmp_path):  # noqa: F811
+    """Twenty-third run, C1. The writer's version carried a `recipe` tag for onnx-int8-static whose
+    calibration_options named the evidence key file as its labels file: the key holder's rebuild
+    read it, the data error quoted the "labels", and evaluate wrote that into the version's
+    `eval_status` tag, where the writer read the key (and then promoted what it liked). Now the
+    names file must be trusted data, as for `evaluate --dataset auto`, and the key is blanked out
+    of any status evaluate writes."""
+    client = MlflowClient()
+    key_file = tmp_path / "evidence.key"
+    key_file.write_text(KEY)
+    key_file.chmod(0o400)
+    genuine = client.get_model_version(COPY, signed["int8"])
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{COPY}/{genuine.version}", dst_path=str(tmp_path)))
+    arts = local / "artifacts"
+    options = json.dumps({"labels": str(key_file)})  # the key file, as a names file
+    recipe = build_recipe("onnx-int8-static", "auto", calibration_dataset="news9", calibration_options=options)
+    with mlflow.start_run(run_name="adv23-key-as-labels"):
+        mv = packaging.log_variant(
+            model_path=next(arts.glob("*.onnx")), tokenizer_dir=arts / "tokenizer", runtime="onnxruntime",
+            variant="onnx-int8-static", precision="int8", registered_model_name=COPY, labels=news9_labels(),
+            parent_version=signed["fp32"], max_length=json.loads((arts / "meta.json").read_text())["max_length"],
+            quant_config=recipe.resolved(), packages=["onnxruntime"],
+            extra_tags={RECIPE_TAG: json.dumps(recipe.resolved(), sort_keys=True)},
+        )  # fmt: skip
+    try:
+        monkeypatch.delenv("QUANTGATE_EVIDENCE_KEY", raising=False)
+        monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY_FILE", str(key_file))
+        result = _quantgate("evaluate", "--version", mv.version, "--model-name", COPY, "--latency-runs", "5")
+        assert result.exit_code != 0 and KEY not in result.output, result.output
+        assert "calibrates on data a tag names" in result.output, result.output
+        tags = client.get_model_version(COPY, mv.version).tags
+        assert not [name for name, value in tags.items() if KEY in value], tags
+    finally:
+        client.delete_model_version(COPY, mv.version)
+
+
+def test_the_key_is_blanked_out_of_text_bound_for_a_tag():
+    from quantgate.evidence_signing import redact
+
+    assert redact(f"label 'World' is not one of ['{KEY}']", KEY.encode()) == (
+        "label 'World' is not one of ['[evidence key]']"
+    )
+    assert redact("nothing to hide", None) == "nothing to hide"

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from quantgate.evidence_signing import KEY_ENV, KEY_FILE_ENV
+from quantgate.evidence_signing import KEY_ENV, KEY_FILE_ENV, EvidenceKeyError, load_key, redact
 from registry_hooks.webhooks.events import (
     REEVALUATE_TAG,
     DurableSeenDeliveries,
@@ -92,6 +92,10 @@ class Receiver:
 
     # ---------------------------------------------------------------- worker (slow)
     def _tag(self, job: Job, value: str) -> None:
+        try:  # the steps' output is copied into a tag any store reader sees: never the key in it
+            value = redact(value, load_key())
+        except EvidenceKeyError:
+            pass  # a bad key: the step said so, and there is no key to leak
         try:
             MlflowClient().set_model_version_tag(job.name, job.version, "hooks.status", value[:4000])
         except MlflowException as exc:
