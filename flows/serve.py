@@ -139,6 +139,21 @@ def app_from_env():
     return build_app(os.environ[ENV_MODEL_URI], int(os.environ[ENV_MAX_BODY]))
 
 
+WORKER_HEALTHCHECK_S = 120
+
+
+def worker_patience(uvicorn) -> dict:
+    """uvicorn (0.37 and later) restarts a worker that has not answered its supervisor within 5 s,
+    and each worker loads the model before it answers: on a busy machine none got through (the
+    twenty-third adversarial run saw `serve` print its banner, then kill and restart workers for a
+    minute while /ping never answered). Give a worker two minutes; older uvicorns have no check."""
+    import inspect
+
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_S}
+    return {}
+
+
 def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float, banner: str = "") -> None:
     """Verify, then serve (``banner``: printed once the model has passed its checks)."""
     import uvicorn
@@ -152,6 +167,14 @@ def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float, 
             print(banner, flush=True)
         os.environ[ENV_MODEL_URI] = str(local) if local else model_uri
         os.environ[ENV_MAX_BODY] = str(int(max_body_mb * 1_000_000))
-        uvicorn.run("flows.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run(
+            "flows.serve:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            **worker_patience(uvicorn),
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
