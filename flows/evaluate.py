@@ -57,6 +57,7 @@ from quantgate.evidence_signing import (
     redact,
     sign,
 )
+from quantgate.labels import read_as_file
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -138,8 +139,8 @@ def load_test_data(
         dataset, options = trained_on(mv)
         trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
         untrusted = untrusted_source(dataset, trusted)
-        if not untrusted and "," not in options.labels and options.labels.strip():
-            untrusted = untrusted_source(options.labels, trusted)  # a names file is read too
+        if not untrusted and read_as_file(options.labels):
+            untrusted = untrusted_source(options.labels.strip(), trusted)  # a names file is read too
         if untrusted and load_key() is not None:
             raise DataError(
                 f"--dataset auto follows version {mv.version}'s tags to {dataset!r}, and with an evidence key set "

@@ -27,6 +27,7 @@ from quantgate.backends import backend_for
 from quantgate.contract import RECIPE_TAG
 from quantgate.data import untrusted_source
 from quantgate.errors import UserError
+from quantgate.labels import read_as_file
 from quantgate.model_files import model_manifest
 from quantgate.recipes import RecipeError, recipe_from_json
 from quantgate.serving_model import sha256_file
@@ -62,8 +63,8 @@ def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
     except (ValueError, TypeError):
         return "its calibration_options are not JSON"
     labels = options.get("labels", "") if isinstance(options, dict) else ""
-    if not untrusted and labels and (not isinstance(labels, str) or "," not in labels):
-        untrusted = untrusted_source(str(labels), trusted_data)  # a names file is read too
+    if not untrusted and labels and (not isinstance(labels, str) or read_as_file(labels)):
+        untrusted = untrusted_source(str(labels).strip(), trusted_data)  # a names file is read too
     return untrusted
 
 

@@ -41,6 +41,16 @@ def read_names_file(path: str | Path) -> list[str]:
     return check_label_list(names, str(path))
 
 
+def read_as_file(value: str | None) -> bool:
+    """Whether :func:`parse_labels_option` reads ``value`` as a names file rather than a list:
+    it tries the file first, so a path whose folder name holds a comma is still a file (the
+    twenty-fourth adversarial run read the evidence key through ``/tmp/x,y/../../…``)."""
+    if value is None or not str(value).strip():
+        return False
+    value = str(value).strip()
+    return Path(value).expanduser().is_file() or "," not in value
+
+
 def parse_labels_option(value: str | None) -> tuple[list[str] | None, str]:
     """``--labels``: empty (None), the path of a names file, or ``a,b,c``. Returns the list
     and where it came from (for messages)."""

@@ -154,3 +154,28 @@ def test_the_key_is_blanked_out_of_text_bound_for_a_tag():
         "label 'World' is not one of ['[evidence key]']"
     )
     assert redact("nothing to hide", None) == "nothing to hide"
+
+
+def test_a_names_file_path_with_a_comma_is_still_checked_as_a_file(tmp_path):
+    """Twenty-fourth run: the trust check skipped a `labels` value with a comma in it (taken for
+    an inline `a,b,c` list), but the loader tries it as a file first, so `/tmp/x,y/../../<key
+    file>` was read by the keyed rebuild and by `evaluate --dataset auto`. Now any value the loader
+    would read as a file is checked like one."""
+    from flows.rebuild import untrusted_calibration
+    from quantgate.labels import read_as_file
+
+    folder = tmp_path / "x,y"
+    folder.mkdir()
+    secret = tmp_path / "evidence.key"
+    secret.write_text(KEY)
+    sneaky = f"{folder}/../{secret.name}"
+    assert read_as_file(sneaky) and read_as_file("names.txt") and not read_as_file("World,Sports")
+    recipe = build_recipe(
+        "onnx-int8-static", "auto", calibration_dataset="news9", calibration_options=json.dumps({"labels": sneaky})
+    )
+    problem = untrusted_calibration(recipe, [])
+    assert problem and "not a bundled dataset and not inside a trusted folder" in problem, problem
+    inline = build_recipe(
+        "onnx-int8-static", "auto", calibration_dataset="news9", calibration_options=json.dumps({"labels": "a,b,c"})
+    )
+    assert untrusted_calibration(inline, []) is None
