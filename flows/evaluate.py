@@ -44,7 +44,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_source
+from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_tagged_data
 from quantgate.description import put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
@@ -57,7 +57,6 @@ from quantgate.evidence_signing import (
     redact,
     sign,
 )
-from quantgate.labels import read_as_file
 from quantgate.model_files import (
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -138,9 +137,7 @@ def load_test_data(
             )
         dataset, options = trained_on(mv)
         trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
-        untrusted = untrusted_source(dataset, trusted)
-        if not untrusted and read_as_file(options.labels):
-            untrusted = untrusted_source(options.labels.strip(), trusted)  # a names file is read too
+        untrusted = untrusted_tagged_data(dataset, options.labels, trusted)
         if untrusted and load_key() is not None:
             raise DataError(
                 f"--dataset auto follows version {mv.version}'s tags to {dataset!r}, and with an evidence key set "

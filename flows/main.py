@@ -61,10 +61,12 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   then the check that a model folder names no file outside itself, which any model train
 #   registers passes, and the size counting an ONNX graph's external data, which neither runs;
 #   then the key's redaction from status tags and the names-file test of a labels value, which
-#   only evaluate and the rebuild use.
+#   only evaluate and the rebuild use; then that check moved into quantgate/data.py, the
+#   MLmodel artifact lookup into model_files, and a message's wording (behaviour unchanged).
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "9324c6d6d5487f293a90efc77a90ba332b66606fd7abecbe4b15c76ffdaa0397": [
+        "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126": [
+            "9324c6d6d5487f293a90efc77a90ba332b66606fd7abecbe4b15c76ffdaa0397",  # 23a5df2
             "1d26ff6480b5ed2eeadfe2ac6de27efdc9997d46474c4770282c0b9a9fce8efb",  # a6531d1
             "b29a75f2e5c092520a7628d989afcbc621796c1991652a8af29fa74c66861c25",  # 34ea6fd
             "af7c1d9f2559726ff82e612451d85227e6f0938855972f3fcb9cfe5156117448",  # 4d4c437
@@ -79,7 +81,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "1be8d28b79d3d7e4df997054ea0cc5afdc3fe47cb3ba50aeba9e2416a54e789d": [
+        "5e33998642e59f9337235a26820369eb31b8d4e25ca720edc918e6e31ad47aa2": [
+            "1be8d28b79d3d7e4df997054ea0cc5afdc3fe47cb3ba50aeba9e2416a54e789d",  # 23a5df2
             "6a2d2cde4b9abe156df36694c8afbb028dc8e6d5b285c9945b1c502e2ac5babc",  # a6531d1
             "aa905e3a6d93d167e8323a24730ebe178248ea1ae28fb9fd9d92501caaf99a02",  # 34ea6fd
             "113e99bf8ad6ab1065de393c79d26ea99472eb0106b4baa2cd51e7e4d0cb22ea",  # 4d4c437

@@ -20,15 +20,13 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import yaml
 from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.backends import backend_for
 from quantgate.contract import RECIPE_TAG
-from quantgate.data import untrusted_source
+from quantgate.data import untrusted_tagged_data
 from quantgate.errors import UserError
-from quantgate.labels import read_as_file
-from quantgate.model_files import model_manifest
+from quantgate.model_files import artifact_path, model_manifest
 from quantgate.recipes import RecipeError, recipe_from_json
 from quantgate.serving_model import sha256_file
 
@@ -36,12 +34,6 @@ from quantgate.serving_model import sha256_file
 NOT_REPRODUCIBLE = {
     "tensorrt": "a TensorRT engine is not built reproducibly (its kernels are chosen by timing runs)",
 }
-
-
-def _artifact(local: Path, key: str) -> Path | None:
-    conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
-    spec = (((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get(key) or {}
-    return local / str(spec["path"]) if spec.get("path") else None
 
 
 def _digests(path: Path) -> dict[str, str]:
@@ -57,15 +49,12 @@ def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
     dataset = getattr(recipe, "calibration_dataset", None)
     if not dataset:
         return None
-    untrusted = untrusted_source(dataset, trusted_data)
     try:
         options = json.loads(recipe.calibration_options or "{}")
     except (ValueError, TypeError):
         return "its calibration_options are not JSON"
     labels = options.get("labels", "") if isinstance(options, dict) else ""
-    if not untrusted and labels and (not isinstance(labels, str) or read_as_file(labels)):
-        untrusted = untrusted_source(str(labels).strip(), trusted_data)  # a names file is read too
-    return untrusted
+    return untrusted_tagged_data(dataset, labels, trusted_data)
 
 
 def rebuild_problem(
@@ -83,7 +72,7 @@ def rebuild_problem(
         return f"its {RECIPE_TAG!r} tag is not a recipe this quantgate builds: {exc}"
     if recipe.runtime in NOT_REPRODUCIBLE:
         return f"{NOT_REPRODUCIBLE[recipe.runtime]}, so no build can vouch for its file"
-    meta_path = _artifact(local, "meta")
+    meta_path = artifact_path(local, "meta")
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path and meta_path.is_file() else {}
     if (meta.get("runtime"), meta.get("variant")) != (recipe.runtime, recipe.variant):
         return (
@@ -97,7 +86,7 @@ def rebuild_problem(
         backend = backend_for(recipe.runtime)
     except UserError as exc:
         return f"its runtime {recipe.runtime!r} has no builder here ({exc})"
-    stored = _artifact(local, "model")
+    stored = artifact_path(local, "model")
     if stored is None or not stored.exists():
         return "it has no model artifact"
     parent = mlflow.pyfunc.load_model(str(parent_local)).unwrap_python_model()

@@ -284,6 +284,17 @@ def untrusted_source(source: str, trusted: list[str]) -> str | None:
     return f"{source} is a Hugging Face dataset not listed as trusted"
 
 
+def untrusted_tagged_data(dataset: str, labels: object, trusted: list[str]) -> str | None:
+    """:func:`untrusted_source` for a dataset a tag names and for the names file its ``labels``
+    option gives, when the loader would read that value as a file (a path with a comma in it
+    included: the twenty-fourth adversarial run read the evidence key through ``/tmp/x,y/../..``).
+    The one check ``evaluate --dataset auto`` and the keyed rebuild's calibration data share."""
+    untrusted = untrusted_source(dataset, trusted)
+    if not untrusted and labels and (not isinstance(labels, str) or labelsets.read_as_file(labels)):
+        untrusted = untrusted_source(str(labels).strip(), trusted)  # a names file is read too
+    return untrusted
+
+
 def _label_names(labels: str, path: Path | None, hub_names: list[str] | None) -> tuple[list[str] | None, str]:
     """The given label list and where it came from: ``labels=``, else a ``labels.txt`` beside the
     data, else the Hugging Face ClassLabel names (None: the training split's labels decide)."""

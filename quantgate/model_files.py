@@ -123,6 +123,12 @@ def _pyfunc_conf(local: Path) -> dict:
     return (conf.get("flavors") or {}).get("python_function") or {}
 
 
+def artifact_path(local: Path, key: str) -> Path | None:
+    """Where the downloaded model at ``local`` keeps its pyfunc artifact ``key`` (``None``: it has none)."""
+    spec = (_pyfunc_conf(local).get("artifacts") or {}).get(key) or {}
+    return local / str(spec["path"]) if spec.get("path") else None
+
+
 def outside_files(local: Path) -> str | None:
     """Why loading the model at ``local`` would read files from outside it (``None``: it would
     not). The digest covers the model's own folder only, so ``python_function.data`` or an
@@ -286,7 +292,7 @@ def untrusted_code(local: Path) -> str | None:
     if _runtime(local, pyfunc) in PROGRAM_RUNTIMES:
         return (
             "it is a TorchScript program, which can read any file this process can (the evidence key among them): "
-            "with an evidence key quantgate runs ONNX, OpenVINO and TensorRT variants only; build this one with "
+            "with an evidence key quantgate runs ONNX and OpenVINO variants only; build this one with "
             "quantise_onnx or quantise_openvino"
         )
     if pyfunc.get("loader_module") != CODE_LOADER or Path(str(pyfunc.get("model_code_path", ""))).name != (
