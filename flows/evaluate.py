@@ -44,7 +44,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, untrusted_tagged_data
+from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, pin_tagged_data
 from quantgate.description import put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
@@ -137,15 +137,18 @@ def load_test_data(
             )
         dataset, options = trained_on(mv)
         trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
-        untrusted = untrusted_tagged_data(dataset, options.labels, trusted)
-        if untrusted and load_key() is not None:
+        pinned = pin_tagged_data(dataset, options.labels, trusted)
+        if pinned.untrusted and load_key() is not None:
             raise DataError(
                 f"--dataset auto follows version {mv.version}'s tags to {dataset!r}, and with an evidence key set "
-                f"a tag (which any store writer can set) does not choose the data a verdict rests on: {untrusted}; "
-                f"pass --dataset <your test data>, or list its folder in ${TRUSTED_DATA_ENV}"
+                f"a tag (which any store writer can set) does not choose the data a verdict rests on: "
+                f"{pinned.untrusted}; pass --dataset <your test data>, or list its folder in ${TRUSTED_DATA_ENV}"
             )
-    options = options or DataOptions()
-    data = load_dataset(dataset, ("train", "test"), **options.kwargs())
+        # load what was checked, not the tag's names looked up again (a link repointed meanwhile)
+        data = load_dataset(pinned.dataset, ("train", "test"), **{**options.kwargs(), "labels": pinned.labels})
+    else:
+        options = options or DataOptions()
+        data = load_dataset(dataset, ("train", "test"), **options.kwargs())
     if len(data["test"]) < MIN_TEST_ROWS:
         raise DataError(
             f"{dataset}: its test split has {len(data['test'])} row(s); evaluation needs at least "

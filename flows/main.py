@@ -62,10 +62,13 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   registers passes, and the size counting an ONNX graph's external data, which neither runs;
 #   then the key's redaction from status tags and the names-file test of a labels value, which
 #   only evaluate and the rebuild use; then that check moved into quantgate/data.py, the
-#   MLmodel artifact lookup into model_files, and a message's wording (behaviour unchanged).
+#   MLmodel artifact lookup into model_files, and a message's wording (behaviour unchanged);
+#   then tagged data pinned where its trust check looked, a labels list accepted as a list, and
+#   the key blanked out of one-line errors: what neither step reads a tag for.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126": [
+        "d925bf6dd966efaada5a258b4a8d4d2e74e7233130d3f70d0a3a7c5646e06b98": [
+            "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126",  # b3290e1
             "9324c6d6d5487f293a90efc77a90ba332b66606fd7abecbe4b15c76ffdaa0397",  # 23a5df2
             "1d26ff6480b5ed2eeadfe2ac6de27efdc9997d46474c4770282c0b9a9fce8efb",  # a6531d1
             "b29a75f2e5c092520a7628d989afcbc621796c1991652a8af29fa74c66861c25",  # 34ea6fd
@@ -81,7 +84,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "5e33998642e59f9337235a26820369eb31b8d4e25ca720edc918e6e31ad47aa2": [
+        "0689a972843c8dfd5e963dfa3226b5975f65ca7a2ed8f352a21a2b4cae070755": [
+            "5e33998642e59f9337235a26820369eb31b8d4e25ca720edc918e6e31ad47aa2",  # b3290e1
             "1be8d28b79d3d7e4df997054ea0cc5afdc3fe47cb3ba50aeba9e2416a54e789d",  # 23a5df2
             "6a2d2cde4b9abe156df36694c8afbb028dc8e6d5b285c9945b1c502e2ac5babc",  # a6531d1
             "aa905e3a6d93d167e8323a24730ebe178248ea1ae28fb9fd9d92501caaf99a02",  # 34ea6fd

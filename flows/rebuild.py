@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -24,7 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.backends import backend_for
 from quantgate.contract import RECIPE_TAG
-from quantgate.data import untrusted_tagged_data
+from quantgate.data import pin_tagged_data
 from quantgate.errors import UserError
 from quantgate.model_files import artifact_path, model_manifest
 from quantgate.recipes import RecipeError, recipe_from_json
@@ -40,21 +41,33 @@ def _digests(path: Path) -> dict[str, str]:
     return model_manifest(path) if path.is_dir() else {"": sha256_file(path)}
 
 
-def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
-    """Why a static recipe's calibration data is not data the user vouched for (``None``: it is, or
-    the recipe calibrates on nothing): its dataset, and a names file its ``calibration_options``
-    give as ``labels``, as ``evaluate --dataset auto`` asks of a dataset tag. The recipe is a tag
-    any writer sets, and this process holds the key: the twenty-third adversarial run named the
-    key file as the names file, and the rebuild's error quoted the "labels" into a version tag."""
+def pinned_calibration(recipe, trusted_data: list[str]) -> tuple[object, str | None]:
+    """The recipe with its calibration data pinned where the trust check looked (see
+    :func:`quantgate.data.pin_tagged_data`), and why that data is not data the user vouched for
+    (``None``: it is, or the recipe calibrates on nothing): its dataset, and a names file its
+    ``calibration_options`` give as ``labels``, as ``evaluate --dataset auto`` asks of a dataset
+    tag. The recipe is a tag any writer sets, and this process holds the key: the twenty-third
+    adversarial run named the key file as the names file, and the twenty-fifth repointed a link
+    between the check and the build."""
     dataset = getattr(recipe, "calibration_dataset", None)
     if not dataset:
-        return None
+        return recipe, None
     try:
         options = json.loads(recipe.calibration_options or "{}")
     except (ValueError, TypeError):
-        return "its calibration_options are not JSON"
-    labels = options.get("labels", "") if isinstance(options, dict) else ""
-    return untrusted_tagged_data(dataset, labels, trusted_data)
+        return recipe, "its calibration_options are not JSON"
+    if not isinstance(options, dict):
+        return recipe, "its calibration_options are not a JSON object"
+    pinned = pin_tagged_data(dataset, options.get("labels", ""), trusted_data)
+    if pinned.labels:
+        options["labels"] = pinned.labels
+    pinned_options = json.dumps(options, sort_keys=True) if options else ""
+    return replace(recipe, calibration_dataset=pinned.dataset, calibration_options=pinned_options), pinned.untrusted
+
+
+def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
+    """Why a recipe's calibration data is not data the user vouched for (see :func:`pinned_calibration`)."""
+    return pinned_calibration(recipe, trusted_data)[1]
 
 
 def rebuild_problem(
@@ -79,7 +92,7 @@ def rebuild_problem(
             f"its meta.json says {meta.get('variant')!r} on {meta.get('runtime')!r}, "
             f"its recipe {recipe.variant!r} on {recipe.runtime!r}"
         )
-    untrusted = untrusted_calibration(recipe, trusted_data)
+    recipe, untrusted = pinned_calibration(recipe, trusted_data)  # built below from what was checked
     if untrusted:
         return f"its recipe calibrates on data a tag names ({untrusted}); list it in $QUANTGATE_TRUSTED_DATA"
     try:

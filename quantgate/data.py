@@ -209,7 +209,7 @@ def load_dataset(
     *,
     text_column: str = "text",
     label_column: str = "label",
-    labels: str = "",
+    labels: str | list[str] = "",
     dedupe: bool = False,
 ) -> Dataset:
     """Load and validate ``splits`` of a dataset (see the module docstring for sources).
@@ -264,38 +264,75 @@ def _locate(source: str) -> tuple[Path | None, str]:
     return None, source
 
 
-def untrusted_source(source: str, trusted: list[str]) -> str | None:
-    """Why ``source`` (a dataset a registry tag named) is not one the user vouched for, ``None``
-    when it is: a bundled dataset, an entry of ``trusted`` given exactly, or a local path inside
-    a folder listed in ``trusted``. Anyone who can write tags can name a dataset; only the user
-    can say which data a judgement may rest on."""
+@dataclass(frozen=True)
+class TaggedData:
+    """Data a registry tag named, pinned where the trust check looked: ``dataset`` and ``labels``
+    are what the loader must be given (a local path with every link resolved, ``hf:<id>``, a
+    names file's resolved path or an inline label list), ``untrusted`` why the user did not vouch
+    for it (``None``: they did). The twenty-fifth adversarial run showed the check a link to a
+    bundled dataset and repointed it before the loader opened the same name again; loading
+    ``dataset``/``labels`` reads what was checked (a trusted folder is one store writers cannot
+    write to)."""
+
+    dataset: str
+    labels: str | list[str]
+    untrusted: str | None
+
+
+def _pin_source(source: str, trusted: list[str]) -> tuple[str, str | None]:
+    """``source`` in the form the loader reads without looking it up again, and why it is not
+    one the user vouched for (``None``: a bundled dataset, an entry of ``trusted`` given exactly,
+    or a local path inside a folder listed in ``trusted``). Anyone who can write tags can name a
+    dataset; only the user can say which data a judgement may rest on."""
     entries = [t for t in (e.strip() for e in trusted) if t]
+    path, hub_id = _locate(source) if not source.startswith("hf:") else (None, source[3:])
+    if path is None:
+        ok = source in entries or f"hf:{hub_id}" in entries or hub_id in entries
+        return f"hf:{hub_id}", None if ok else f"{source} is a Hugging Face dataset not listed as trusted"
+    resolved = path.resolve()
     if source in entries:
-        return None
-    path, _ = _locate(source) if not source.startswith(("hf:",)) else (None, source)
-    if path is not None:
-        resolved = path.resolve()
-        if resolved.parent == BUNDLED_DIR.resolve() and (resolved / "train.csv").is_file():
-            return None  # a bundled dataset as a whole (not one of its files: a split or a source file)
-        roots = [Path(e).expanduser().resolve() for e in entries if not e.startswith("hf:")]
-        if any(resolved == r or r in resolved.parents for r in roots):
-            return None
-        return f"{source} is not a bundled dataset and not inside a trusted folder"
-    return f"{source} is a Hugging Face dataset not listed as trusted"
+        return str(resolved), None
+    if resolved.parent == BUNDLED_DIR.resolve() and (resolved / "train.csv").is_file():
+        return str(resolved), None  # a bundled dataset as a whole (not one of its files: a split or a source file)
+    roots = [Path(e).expanduser().resolve() for e in entries if not e.startswith("hf:")]
+    if any(resolved == r or r in resolved.parents for r in roots):
+        return str(resolved), None
+    return str(resolved), f"{source} is not a bundled dataset and not inside a trusted folder"
+
+
+def untrusted_source(source: str, trusted: list[str]) -> str | None:
+    """Why ``source`` (a dataset a registry tag named) is not one the user vouched for; ``None``
+    when it is (see :func:`_pin_source`)."""
+    return _pin_source(source, trusted)[1]
+
+
+def pin_tagged_data(dataset: str, labels: object, trusted: list[str]) -> TaggedData:
+    """A dataset a tag names, and the names file its ``labels`` option gives when the loader
+    would read that value as a file (a path with a comma in it included: the twenty-fourth
+    adversarial run read the evidence key through ``/tmp/x,y/../..``), each checked and pinned.
+    An inline ``a,b,c`` is pinned as the list, so no file of that name made later is read. The
+    one check ``evaluate --dataset auto`` and the keyed rebuild's calibration data share."""
+    pinned, untrusted = _pin_source(dataset, trusted)
+    if isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels):
+        return TaggedData(pinned, list(labels), untrusted)  # a list: nothing to read
+    if not isinstance(labels, str):
+        return TaggedData(pinned, "", untrusted or f"labels {labels!r} are neither a names file nor a,b,c")
+    if not labels.strip():
+        return TaggedData(pinned, "", untrusted)
+    if not labelsets.read_as_file(labels):
+        return TaggedData(pinned, [x.strip() for x in labels.strip().split(",")], untrusted)
+    names_file, names_untrusted = _pin_source(labels.strip(), trusted)  # a names file is read too
+    return TaggedData(pinned, names_file, untrusted or names_untrusted)
 
 
 def untrusted_tagged_data(dataset: str, labels: object, trusted: list[str]) -> str | None:
-    """:func:`untrusted_source` for a dataset a tag names and for the names file its ``labels``
-    option gives, when the loader would read that value as a file (a path with a comma in it
-    included: the twenty-fourth adversarial run read the evidence key through ``/tmp/x,y/../..``).
-    The one check ``evaluate --dataset auto`` and the keyed rebuild's calibration data share."""
-    untrusted = untrusted_source(dataset, trusted)
-    if not untrusted and labels and (not isinstance(labels, str) or labelsets.read_as_file(labels)):
-        untrusted = untrusted_source(str(labels).strip(), trusted)  # a names file is read too
-    return untrusted
+    """Why a dataset a tag names, or its names file, is not data the user vouched for."""
+    return pin_tagged_data(dataset, labels, trusted).untrusted
 
 
-def _label_names(labels: str, path: Path | None, hub_names: list[str] | None) -> tuple[list[str] | None, str]:
+def _label_names(
+    labels: str | list[str], path: Path | None, hub_names: list[str] | None
+) -> tuple[list[str] | None, str]:
     """The given label list and where it came from: ``labels=``, else a ``labels.txt`` beside the
     data, else the Hugging Face ClassLabel names (None: the training split's labels decide)."""
     try:

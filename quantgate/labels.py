@@ -51,9 +51,11 @@ def read_as_file(value: str | None) -> bool:
     return Path(value).expanduser().is_file() or "," not in value
 
 
-def parse_labels_option(value: str | None) -> tuple[list[str] | None, str]:
-    """``--labels``: empty (None), the path of a names file, or ``a,b,c``. Returns the list
-    and where it came from (for messages)."""
+def parse_labels_option(value: str | list[str] | None) -> tuple[list[str] | None, str]:
+    """``--labels``: empty (None), the path of a names file, or ``a,b,c`` (or, from code that
+    pinned it so, a list). Returns the list and where it came from (for messages)."""
+    if isinstance(value, (list, tuple)):
+        return check_label_list([str(x).strip() for x in value], f"--labels {','.join(map(str, value))!r}"), "--labels"
     if value is None or not str(value).strip():
         return None, ""
     value = str(value).strip()

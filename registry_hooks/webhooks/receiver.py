@@ -91,11 +91,17 @@ class Receiver:
         return 202, {"status": f"queued: {why}", "version": job.version}
 
     # ---------------------------------------------------------------- worker (slow)
-    def _tag(self, job: Job, value: str) -> None:
-        try:  # the steps' output is copied into a tag any store reader sees: never the key in it
-            value = redact(value, load_key())
+    @staticmethod
+    def _redacted(value: str) -> str:
+        """The steps' output is copied into a tag any store reader sees and into the receiver's
+        log: never the key in either."""
+        try:
+            return redact(value, load_key())
         except EvidenceKeyError:
-            pass  # a bad key: the step said so, and there is no key to leak
+            return value  # a bad key: the step said so, and there is no key to leak
+
+    def _tag(self, job: Job, value: str) -> None:
+        value = self._redacted(value)
         try:
             MlflowClient().set_model_version_tag(job.name, job.version, "hooks.status", value[:4000])
         except MlflowException as exc:
@@ -166,6 +172,7 @@ class Receiver:
                 outcome = self.run_job(job)
             except Exception as exc:  # the receiver must survive any one job; the reason is kept
                 outcome = f"failed: {type(exc).__name__}: {exc}"
+            outcome = self._redacted(outcome)
             self._tag(job, outcome)
             self.done.append((job, outcome))
             log.info("%s v%s: %s", job.name, job.version, outcome)
