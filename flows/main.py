@@ -64,10 +64,13 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   only evaluate and the rebuild use; then that check moved into quantgate/data.py, the
 #   MLmodel artifact lookup into model_files, and a message's wording (behaviour unchanged);
 #   then tagged data pinned where its trust check looked, a labels list accepted as a list, and
-#   the key blanked out of one-line errors: what neither step reads a tag for.
+#   the key blanked out of one-line errors: what neither step reads a tag for; then the avx2
+#   preset's weights (uint8): a different recipe on AVX2 hosts, so its own recipe_sha256, and
+#   a recipe builds as before.
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "d925bf6dd966efaada5a258b4a8d4d2e74e7233130d3f70d0a3a7c5646e06b98": [
+        "320eeed6961d6ff8cf55168debd9a98f1c49945a4ee0d36595b6c4427d7a415d": [
+            "d925bf6dd966efaada5a258b4a8d4d2e74e7233130d3f70d0a3a7c5646e06b98",  # 63d5e85
             "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126",  # b3290e1
             "9324c6d6d5487f293a90efc77a90ba332b66606fd7abecbe4b15c76ffdaa0397",  # 23a5df2
             "1d26ff6480b5ed2eeadfe2ac6de27efdc9997d46474c4770282c0b9a9fce8efb",  # a6531d1
@@ -84,7 +87,8 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
         ]
     },
     "quantise_onnx": {
-        "0689a972843c8dfd5e963dfa3226b5975f65ca7a2ed8f352a21a2b4cae070755": [
+        "dd408bc316efcb0027a31953a7ca5b22bcfb4bd6252426c5cee357b986633ed3": [
+            "0689a972843c8dfd5e963dfa3226b5975f65ca7a2ed8f352a21a2b4cae070755",  # 63d5e85
             "5e33998642e59f9337235a26820369eb31b8d4e25ca720edc918e6e31ad47aa2",  # b3290e1
             "1be8d28b79d3d7e4df997054ea0cc5afdc3fe47cb3ba50aeba9e2416a54e789d",  # 23a5df2
             "6a2d2cde4b9abe156df36694c8afbb028dc8e6d5b285c9945b1c502e2ac5babc",  # a6531d1

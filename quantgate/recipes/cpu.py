@@ -67,9 +67,9 @@ class OnnxInt8DynamicRecipe(OnnxFp32Recipe):
     variant: ClassVar[str] = "onnx-int8-dynamic"
     precision: ClassVar[str] = "int8"
 
-    weight_type: str = "QInt8"
+    weight_type: str = "QUInt8"  # the avx2 preset's (the class defaults are that preset)
     per_channel: bool = True
-    reduce_range: bool = True
+    reduce_range: bool = False
     op_types: tuple[str, ...] = DYNAMIC_OPS
 
     def validate(self):

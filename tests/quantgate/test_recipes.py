@@ -61,7 +61,7 @@ def test_gpu_recipes_live_with_the_others_take_no_cpu_preset_and_rebuild_from_js
 
 def test_presets_choose_the_formats_their_cpus_need():
     avx2, vnni = build_recipe("onnx-int8-dynamic", "avx2"), build_recipe("onnx-int8-dynamic", "avx512_vnni")
-    assert (avx2.weight_type, avx2.reduce_range) == ("QInt8", True)  # 7-bit: VPMADDUBSW cannot saturate
+    assert (avx2.weight_type, avx2.reduce_range) == ("QUInt8", False)  # u8*u8: VPMADDUBSW is not used
     assert (vnni.weight_type, vnni.reduce_range) == ("QInt8", False)
     assert build_recipe("torch-int8-dynamic", "arm64").torch_engine == "qnnpack"
     static = build_recipe("onnx-int8-static", "avx2")
