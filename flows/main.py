@@ -35,6 +35,7 @@ from quantgate.data import dataset_digest, load_dataset
 from quantgate.errors import UserError
 from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
 from quantgate.model_files import ModelIntegrityError
+from quantgate.recipes.base import detect_preset
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.provenance import parent_tags, signature_problems
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
@@ -64,9 +65,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   only evaluate and the rebuild use; then that check moved into quantgate/data.py, the
 #   MLmodel artifact lookup into model_files, and a message's wording (behaviour unchanged);
 #   then tagged data pinned where its trust check looked, a labels list accepted as a list, and
-#   the key blanked out of one-line errors: what neither step reads a tag for; then the avx2
-#   preset's weights (uint8): a different recipe on AVX2 hosts, so its own recipe_sha256, and
-#   a recipe builds as before.
+#   the key blanked out of one-line errors: what neither step reads a tag for.
+# * Then the avx2 preset moved to uint8 weights: on an AVX2 host quantise_onnx builds another
+#   file from the same step inputs (recipe name and preset "auto"), so its entry is dropped and
+#   earlier quantise_onnx runs are not reused; train's mapping above is kept (it trains as before).
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
         "320eeed6961d6ff8cf55168debd9a98f1c49945a4ee0d36595b6c4427d7a415d": [
@@ -84,31 +86,6 @@ EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
             "aafc24aa924004fcd39e7338e848877d7090ef2ff5b128bd03ee4872d4e84ddf",  # 1857ca5
             "bcf6dcde1fb3407725487d174d6d64762e2cf272253c203c5730e82f41ad177e",  # 6bf4f5d
             "c34c9de6c0db39f95cc36b72dd19181295873bf33c392d20d2a743418464f775",  # 0e0e4b1
-        ]
-    },
-    "quantise_onnx": {
-        "dd408bc316efcb0027a31953a7ca5b22bcfb4bd6252426c5cee357b986633ed3": [
-            "0689a972843c8dfd5e963dfa3226b5975f65ca7a2ed8f352a21a2b4cae070755",  # 63d5e85
-            "5e33998642e59f9337235a26820369eb31b8d4e25ca720edc918e6e31ad47aa2",  # b3290e1
-            "1be8d28b79d3d7e4df997054ea0cc5afdc3fe47cb3ba50aeba9e2416a54e789d",  # 23a5df2
-            "6a2d2cde4b9abe156df36694c8afbb028dc8e6d5b285c9945b1c502e2ac5babc",  # a6531d1
-            "aa905e3a6d93d167e8323a24730ebe178248ea1ae28fb9fd9d92501caaf99a02",  # 34ea6fd
-            "113e99bf8ad6ab1065de393c79d26ea99472eb0106b4baa2cd51e7e4d0cb22ea",  # 4d4c437
-            "8d0dece86804f5b901137db9354cec51814cf9d64fce6245468928e447b570fb",  # 5783e57
-            "1f01279b9c49ced8b41f90d3ac011fa2b88b8cdb92f398fb45a8118cee0c5421",  # 2926853
-            "228f3078e06e9b4b13bb6cfc1275ce063191c1ef4f960b4a5f96df086924e0d1",  # fbbd0c3
-            "cd43d5c613da0682c0ef36aefe5a53691bd842e7bcb14678bca74fcaacdc5440",  # 10dc3a1
-            "cbfe8d0d18688172339a73374c7c9eca09316a661c9b4808d161a590966d6fbc",  # 1a6fdb7
-            "8deac8c0c6fd533e332a6eec831fd733a12492419f477e6e81263ac6571a7e32",  # adef176
-            "6eb6fabdca44a11baab2643340810833d7b2a6982399b8d6928334ffebf4e882",  # 1857ca5
-            "5d1b1ec0bb535853c1fce046a9e5ccca63b8b535febf251f546556c4a05f183f",  # 6bf4f5d
-            "aea3c5bd71b54fe169aa92ff09e002ffd50caa596242b10e3e692e79c756e4d1",  # 0e0e4b1
-            "683881072dcd80431d709d01cd6a9f83e8352606548ed2fc4c61d35003dd2603",  # 4b9159d
-            "a7a5e0719c6328bb2e6c3af551665f70aabaa58ebb40547c747d77fb7221a78f",  # 91e6ac7
-            "2a5e881fcbcfaeacddfef72a6ac4896f1436e0667d0a5122fdc707810b5e0ca2",  # bd78e6f
-            "30b2aedd376d47c8af2e6dffc15e882ca829955455a651d6ec00b1cbfa8767f8",  # 8548522
-            "c84284e72082dc48175d95a4fda99cba401333fdd004fbe75dfcb1807b5dab31",  # a155ff0
-            "3d70966d3a44f8f2c8e69d7e29186683773b5489add3fe225eaf16907eb670f8",  # 705113e
         ]
     },
 }
@@ -322,9 +299,15 @@ def train_and_quantise(
             fp32 = output_version(train_run, "fp32")
     with key_withheld():
         # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
+        # The preset is named, not "auto": a build found for another CPU family is not this host's.
         quant_run = get_or_run(
             "quantise_onnx",
-            {"source": fp32, "model_name": common["model_name"], "recipe": "onnx-int8-dynamic"},
+            {
+                "source": fp32,
+                "model_name": common["model_name"],
+                "recipe": "onnx-int8-dynamic",
+                "preset": detect_preset(),
+            },
             code=code_digest("flows.quantise_onnx"),
             **common,
         )
