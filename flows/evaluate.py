@@ -44,7 +44,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.data import DataError, Dataset, dataset_digest, load_dataset, pin_tagged_data
+from quantgate.data import SPLITS, DataError, Dataset, dataset_digest, load_dataset, pin_tagged_data
 from quantgate.description import put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
@@ -89,12 +89,25 @@ MIN_TEST_ROWS = 2  # F1, accuracy and a bootstrap need a test split; one row can
 AUTO = "auto"
 
 
-def trained_on(mv: ModelVersion) -> tuple[str, DataOptions]:
-    """The dataset (and options) the version's FP32 model was trained on, from the FP32
-    version's ``dataset`` / ``dataset_options`` tags; news9 for versions that predate them."""
-    source = mv
-    if "dataset" not in mv.tags and mv.tags.get("parent_version"):
-        source = MlflowClient().get_model_version(mv.name, mv.tags["parent_version"])
+def data_source(mv: ModelVersion, parent_first: bool = False) -> ModelVersion:
+    """The version whose tags name the training data: the version itself when it has a
+    ``dataset`` tag or no parent, else its FP32 parent. ``parent_first`` (an evidence key is set):
+    the parent whenever there is one, as a variant's own tags are any writer's (the twenty-sixth
+    adversarial run pointed a variant's ``dataset`` tag at the training file)."""
+    parent = mv.tags.get("parent_version")
+    if parent and (parent_first or "dataset" not in mv.tags):
+        return MlflowClient().get_model_version(mv.name, parent)
+    return mv
+
+
+def trained_on(mv: ModelVersion, parent_first: bool = False) -> tuple[str, DataOptions]:
+    """The dataset (and options) the version's FP32 model was trained on, from the ``dataset`` /
+    ``dataset_options`` tags of :func:`data_source`; news9 for versions that predate them."""
+    return dataset_tags(data_source(mv, parent_first))
+
+
+def dataset_tags(source: ModelVersion) -> tuple[str, DataOptions]:
+    """The dataset and data options ``source``'s own tags name."""
     raw = source.tags.get("dataset_options") or "{}"
     try:
         options = DataOptions(**json.loads(raw))
@@ -135,17 +148,21 @@ def load_test_data(
                 f"{flags} apply to a dataset you name; --dataset auto reads version {mv.version}'s training data "
                 "with the options it was trained with: pass --dataset <file or folder> as well"
             )
-        dataset, options = trained_on(mv)
+        keyed = load_key() is not None
+        source = data_source(mv, parent_first=keyed)
+        dataset, options = dataset_tags(source)
         trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
         pinned = pin_tagged_data(dataset, options.labels, trusted)
-        if pinned.untrusted and load_key() is not None:
+        if pinned.untrusted and keyed:
             raise DataError(
-                f"--dataset auto follows version {mv.version}'s tags to {dataset!r}, and with an evidence key set "
-                f"a tag (which any store writer can set) does not choose the data a verdict rests on: "
+                f"--dataset auto follows version {source.version}'s tags to {dataset!r}, and with an evidence key "
+                f"set a tag (which any store writer can set) does not choose the data a verdict rests on: "
                 f"{pinned.untrusted}; pass --dataset <your test data>, or list its folder in ${TRUSTED_DATA_ENV}"
             )
         # load what was checked, not the tag's names looked up again (a link repointed meanwhile)
-        data = load_dataset(pinned.dataset, ("train", "test"), **{**options.kwargs(), "labels": pinned.labels})
+        kwargs = {**options.kwargs(), "labels": pinned.labels}
+        data = trained_data(source, dataset, pinned.dataset, kwargs) if keyed else None
+        data = data or load_dataset(pinned.dataset, ("train", "test"), **kwargs)
     else:
         options = options or DataOptions()
         data = load_dataset(dataset, ("train", "test"), **options.kwargs())
@@ -156,6 +173,26 @@ def load_test_data(
         )
     check_test_labels(data["test"].frame["label"], model_labels(mv), data["test"].origin)
     return dataset, options, data
+
+
+def trained_data(source: ModelVersion, named: str, pinned: str, kwargs: dict) -> Dataset:
+    """The train and test splits of the data ``source``'s training run recorded, refused in one
+    line unless every split (validation included) has the digest that run logged as its
+    ``dataset_digest`` param, which no one can rewrite: with a key, tags only say where the
+    data lies, the training run says which data it is (the twenty-sixth adversarial run named
+    a trusted folder's ``train.csv``, split it 70/10/20, and judged a variant on training texts)."""
+    full = load_dataset(pinned, SPLITS, **kwargs)
+    run_id = source.run_id
+    recorded = MlflowClient().get_run(run_id).data.params.get("dataset_digest") if run_id else None
+    found = dataset_digest(full)
+    if recorded != found:
+        raise DataError(
+            f"--dataset auto: {named!r}, which version {source.version}'s tags name, is not the data its training run "
+            f"{run_id} recorded (dataset_digest {(recorded or 'none')[:12]}, found {found[:12]}); with an evidence "
+            "key set a verdict rests only on the data the model was trained and split with: pass --dataset "
+            "<your test data>"
+        )
+    return Dataset(full.source, {n: full[n] for n in ("train", "test")}, full.labels, full.dropped)
 
 
 def fingerprint_if_missing(client: MlflowClient, mv: ModelVersion) -> ModelVersion:

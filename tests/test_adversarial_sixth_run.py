@@ -35,24 +35,25 @@ from quantgate.description import BEGIN
 
 
 def test_h1_a_dataset_tag_does_not_choose_the_test_data_when_a_key_is_set(signed, monkeypatch, tmp_path):  # noqa: F811
+    """The tag is set on the attested FP32 parent: with a key, a variant's own data tags are not
+    read at all (twenty-sixth run, tests/test_adversarial_twentysixth_run.py)."""
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
-    version = signed["int8"]
-    before = client.get_model_version(COPY, version).tags
+    version, parent = signed["int8"], signed["fp32"]
+    before, parent_before = client.get_model_version(COPY, version).tags, client.get_model_version(COPY, parent).tags
     chosen = tmp_path / "easy"  # the attacker's folder: here a copy of news9 (what it holds does not matter)
     shutil.copytree(BUNDLED_DIR / "news9", chosen)
-    client.set_model_version_tag(COPY, version, "dataset", str(chosen))
+    client.set_model_version_tag(COPY, parent, "dataset", str(chosen))
     try:
         result = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
         line = _one_error_line(result)
         assert "does not choose the data a verdict rests on" in line and "QUANTGATE_TRUSTED_DATA" in line, line
-        after = client.get_model_version(COPY, version).tags
-        assert {k: v for k, v in after.items() if k != "dataset"} == before  # nothing measured, nothing signed
+        assert client.get_model_version(COPY, version).tags == before  # nothing measured, nothing signed
     finally:
-        if "dataset" in before:
-            client.set_model_version_tag(COPY, version, "dataset", before["dataset"])
+        if "dataset" in parent_before:
+            client.set_model_version_tag(COPY, parent, "dataset", parent_before["dataset"])
         else:
-            client.delete_model_version_tag(COPY, version, "dataset")
+            client.delete_model_version_tag(COPY, parent, "dataset")
 
 
 def test_h2_a_thousand_experiments_do_not_hide_the_newer_evaluation(signed, monkeypatch):  # noqa: F811
@@ -154,13 +155,15 @@ def test_h5_parity_is_measured_only_against_an_fp32_parent(signed, monkeypatch):
     ],
 )
 def test_seventh_run_tags_cannot_steer_or_leak_through_the_test_data(tag, value, expected, signed, monkeypatch):  # noqa: F811
+    """The tags are set on the attested FP32 parent: with a key, a variant's own data tags are
+    not read at all (twenty-sixth run, tests/test_adversarial_twentysixth_run.py)."""
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     client = MlflowClient()
-    version = signed["int8"]
-    before = client.get_model_version(COPY, version).tags
-    client.set_model_version_tag(COPY, version, tag, value)
+    version, target = signed["int8"], signed["fp32"]
+    before = client.get_model_version(COPY, target).tags
+    client.set_model_version_tag(COPY, target, tag, value)
     if tag == "dataset_options":
-        client.set_model_version_tag(COPY, version, "dataset", "news9")
+        client.set_model_version_tag(COPY, target, "dataset", "news9")
     try:
         result = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
         line = _one_error_line(result)
@@ -169,6 +172,6 @@ def test_seventh_run_tags_cannot_steer_or_leak_through_the_test_data(tag, value,
     finally:
         for name in (tag, "dataset"):
             if name in before:
-                client.set_model_version_tag(COPY, version, name, before[name])
+                client.set_model_version_tag(COPY, target, name, before[name])
             else:
-                client.delete_model_version_tag(COPY, version, name)
+                client.delete_model_version_tag(COPY, target, name)
