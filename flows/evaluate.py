@@ -294,6 +294,16 @@ def checked_parent(client: MlflowClient, mv: ModelVersion, key: bytes | None) ->
     unless the parent is the model that was trained."""
     parent = mv.tags.get(PARENT_VERSION_TAG)
     if not parent:
+        # with a key, a version without a parent is measured only as the FP32 model the key holder
+        # attested: anything else would run unrebuilt (the twenty-seventh adversarial run had a
+        # re-saved graph with no parent tag evaluated and signed)
+        unattested = attestation_problem(key, mv.name, mv.version, mv.tags) if key else None
+        if unattested:
+            raise ModelIntegrityError(
+                f"refusing to evaluate {mv.name} v{mv.version}: it has no {PARENT_VERSION_TAG} tag, so with an "
+                f"evidence key it is run only as an attested FP32 model, and {unattested}; if it is the model you "
+                f"trained, run `quantgate attest --version {mv.version}` and evaluate again"
+            )
         return None
     refusal = f"refusing to evaluate {mv.name} v{mv.version}: its {PARENT_VERSION_TAG} tag names v{parent}"
     try:
@@ -510,10 +520,10 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only
                 f"and --unmeasured-only measures new files only; a key holder who wants them measured again runs "
                 f"`quantgate evaluate --version {mv.version} --model-name {mv.name}`"
             )
-    # a dataset mistake stops here, and so does a parent that cannot be measured against: no run,
-    # the version's tags untouched
-    dataset, requested, data = load_test_data(mv, dataset, requested)
+    # a parent that cannot be measured against stops here, and so does a dataset mistake: no run,
+    # the version's tags untouched (the parent first: with a key, the data is the parent's)
     checked_parent(MlflowClient(), mv, key)
+    dataset, requested, data = load_test_data(mv, dataset, requested)
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)

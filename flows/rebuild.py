@@ -70,6 +70,33 @@ def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
     return pinned_calibration(recipe, trusted_data)[1]
 
 
+def packaging_problem(local: Path, meta: dict, recipe_json: str, recipe, parent, backend) -> str | None:
+    """Why the files the pyfunc reads beside the model are not what `quantgate quantise` writes
+    for this recipe and parent (``None``: they are). The serving model reads ``meta.json``'s
+    ``max_length`` and the precision hint in ``quant_config.json``; the twenty-seventh adversarial
+    run raised a genuine variant's ``max_length`` from 24 to 1000, passed the keyed rebuild (it
+    compared the model file only) and the gate, and the served model failed on long texts the
+    test split did not hold. The tokenizer and label map are held to the parent's elsewhere."""
+    expected = {
+        "runtime": recipe.runtime,
+        "variant": recipe.variant,
+        "precision": recipe.precision,
+        "max_length": parent.max_length,
+        **({"loader": Path(backend.loader).stem} if backend.loader else {}),
+    }
+    found = {k: v for k, v in meta.items() if k != "manifest"}
+    if found != expected:
+        return f"its meta.json holds {found}, not what quantise writes for this recipe and parent ({expected})"
+    config_path = artifact_path(local, "quant_config")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path and config_path.is_file() else None
+    except (OSError, ValueError) as exc:
+        return f"its quant_config.json cannot be read: {exc}"
+    if config != json.loads(recipe_json):
+        return "its quant_config.json is not its recipe tag's recipe"
+    return None
+
+
 def rebuild_problem(
     local: Path, parent_local: Path, mv: ModelVersion, parent_mv: ModelVersion, trusted_data: list[str]
 ) -> str | None:
@@ -104,6 +131,9 @@ def rebuild_problem(
         return "it has no model artifact"
     parent = mlflow.pyfunc.load_model(str(parent_local)).unwrap_python_model()
     parent.registered = {"name": parent_mv.name, "version": str(parent_mv.version)}
+    packaged = packaging_problem(local, meta, raw, recipe, parent, backend)
+    if packaged:
+        return packaged
     with tempfile.TemporaryDirectory(prefix="quantgate-rebuild-") as tmp:
         try:
             built = backend.build(recipe, parent, Path(tmp))
