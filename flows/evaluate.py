@@ -520,10 +520,12 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only
                 f"and --unmeasured-only measures new files only; a key holder who wants them measured again runs "
                 f"`quantgate evaluate --version {mv.version} --model-name {mv.name}`"
             )
-    # a parent that cannot be measured against stops here, and so does a dataset mistake: no run,
-    # the version's tags untouched (the parent first: with a key, the data is the parent's)
-    checked_parent(MlflowClient(), mv, key)
+    # a dataset mistake stops here, and so does a parent that cannot be measured against: no run,
+    # the version's tags untouched (with --dataset auto the parent first: the data is the parent's)
+    if dataset == AUTO:
+        checked_parent(MlflowClient(), mv, key)
     dataset, requested, data = load_test_data(mv, dataset, requested)
+    checked_parent(MlflowClient(), mv, key)
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)
