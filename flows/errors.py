@@ -16,7 +16,7 @@ import sys
 import click
 
 from quantgate.errors import UserError
-from quantgate.evidence_signing import EvidenceKeyError, load_key, redact
+from quantgate.evidence_signing import redact_own_key
 
 EXIT_USER_ERROR = 2
 DEBUG_ENV = "QUANTGATE_DEBUG"
@@ -30,11 +30,7 @@ def one_line(message: str) -> str:
     """Collapse a message onto one line (exception texts sometimes carry newlines), the evidence
     key blanked out: an error can quote a file it read, and a terminal's text ends up in CI logs
     and journals (the twenty-fifth adversarial run saw the key quoted on stderr)."""
-    try:
-        key = load_key()
-    except EvidenceKeyError:
-        key = None  # a bad key is its own error; there is no key to hide
-    return redact(" ".join(str(message).split()), key)
+    return redact_own_key(" ".join(str(message).split()))
 
 
 class UserErrorExit(click.ClickException):

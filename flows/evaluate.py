@@ -100,10 +100,10 @@ def data_source(mv: ModelVersion, parent_first: bool = False) -> ModelVersion:
     return mv
 
 
-def trained_on(mv: ModelVersion, parent_first: bool = False) -> tuple[str, DataOptions]:
+def trained_on(mv: ModelVersion) -> tuple[str, DataOptions]:
     """The dataset (and options) the version's FP32 model was trained on, from the ``dataset`` /
     ``dataset_options`` tags of :func:`data_source`; news9 for versions that predate them."""
-    return dataset_tags(data_source(mv, parent_first))
+    return dataset_tags(data_source(mv))
 
 
 def dataset_tags(source: ModelVersion) -> tuple[str, DataOptions]:
@@ -161,8 +161,10 @@ def load_test_data(
             )
         # load what was checked, not the tag's names looked up again (a link repointed meanwhile)
         kwargs = {**options.kwargs(), "labels": pinned.labels}
-        data = trained_data(source, dataset, pinned.dataset, kwargs) if keyed else None
-        data = data or load_dataset(pinned.dataset, ("train", "test"), **kwargs)
+        if keyed:
+            data = trained_data(source, dataset, pinned.dataset, kwargs)
+        else:
+            data = load_dataset(pinned.dataset, ("train", "test"), **kwargs)
     else:
         options = options or DataOptions()
         data = load_dataset(dataset, ("train", "test"), **options.kwargs())
@@ -522,10 +524,12 @@ def cli(version_ref, model_name, dataset, latency_runs, threads, unmeasured_only
             )
     # a dataset mistake stops here, and so does a parent that cannot be measured against: no run,
     # the version's tags untouched (with --dataset auto the parent first: the data is the parent's)
-    if dataset == AUTO:
+    auto = dataset == AUTO
+    if auto:
         checked_parent(MlflowClient(), mv, key)
     dataset, requested, data = load_test_data(mv, dataset, requested)
-    checked_parent(MlflowClient(), mv, key)
+    if not auto:
+        checked_parent(MlflowClient(), mv, key)
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
         try:
             evaluate(mv, dataset=dataset, latency_runs=latency_runs, threads=threads, options=requested, data=data)

@@ -65,13 +65,15 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   only evaluate and the rebuild use; then that check moved into quantgate/data.py, the
 #   MLmodel artifact lookup into model_files, and a message's wording (behaviour unchanged);
 #   then tagged data pinned where its trust check looked, a labels list accepted as a list, and
-#   the key blanked out of one-line errors: what neither step reads a tag for.
+#   the key blanked out of one-line errors: what neither step reads a tag for; then unused
+#   wrappers removed and one key-redaction helper shared (behaviour unchanged).
 # * Then the avx2 preset moved to uint8 weights: on an AVX2 host quantise_onnx builds another
 #   file from the same step inputs (recipe name and preset "auto"), so its entry is dropped and
 #   earlier quantise_onnx runs are not reused; train's mapping above is kept (it trains as before).
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "320eeed6961d6ff8cf55168debd9a98f1c49945a4ee0d36595b6c4427d7a415d": [
+        "e3612aca19fcca7b23f372a397c26c6e6e04448747a89d0bf47d7d6909abc1ab": [
+            "320eeed6961d6ff8cf55168debd9a98f1c49945a4ee0d36595b6c4427d7a415d",  # 84d0a2d
             "d925bf6dd966efaada5a258b4a8d4d2e74e7233130d3f70d0a3a7c5646e06b98",  # 63d5e85
             "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126",  # b3290e1
             "9324c6d6d5487f293a90efc77a90ba332b66606fd7abecbe4b15c76ffdaa0397",  # 23a5df2

@@ -65,11 +65,6 @@ def pinned_calibration(recipe, trusted_data: list[str]) -> tuple[object, str | N
     return replace(recipe, calibration_dataset=pinned.dataset, calibration_options=pinned_options), pinned.untrusted
 
 
-def untrusted_calibration(recipe, trusted_data: list[str]) -> str | None:
-    """Why a recipe's calibration data is not data the user vouched for (see :func:`pinned_calibration`)."""
-    return pinned_calibration(recipe, trusted_data)[1]
-
-
 def packaging_problem(local: Path, meta: dict, recipe_json: str, recipe, parent, backend) -> str | None:
     """Why the files the pyfunc reads beside the model are not what `quantgate quantise` writes
     for this recipe and parent (``None``: they are). The serving model reads ``meta.json``'s

@@ -300,12 +300,6 @@ def _pin_source(source: str, trusted: list[str]) -> tuple[str, str | None]:
     return str(resolved), f"{source} is not a bundled dataset and not inside a trusted folder"
 
 
-def untrusted_source(source: str, trusted: list[str]) -> str | None:
-    """Why ``source`` (a dataset a registry tag named) is not one the user vouched for; ``None``
-    when it is (see :func:`_pin_source`)."""
-    return _pin_source(source, trusted)[1]
-
-
 def pin_tagged_data(dataset: str, labels: object, trusted: list[str]) -> TaggedData:
     """A dataset a tag names, and the names file its ``labels`` option gives when the loader
     would read that value as a file (a path with a comma in it included: the twenty-fourth
@@ -323,11 +317,6 @@ def pin_tagged_data(dataset: str, labels: object, trusted: list[str]) -> TaggedD
         return TaggedData(pinned, [x.strip() for x in labels.strip().split(",")], untrusted)
     names_file, names_untrusted = _pin_source(labels.strip(), trusted)  # a names file is read too
     return TaggedData(pinned, names_file, untrusted or names_untrusted)
-
-
-def untrusted_tagged_data(dataset: str, labels: object, trusted: list[str]) -> str | None:
-    """Why a dataset a tag names, or its names file, is not data the user vouched for."""
-    return pin_tagged_data(dataset, labels, trusted).untrusted
 
 
 def _label_names(

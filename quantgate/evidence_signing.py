@@ -88,6 +88,16 @@ def redact(text: str, key: bytes | None) -> str:
     return text.replace(key.decode("utf-8", "replace"), "[evidence key]")
 
 
+def redact_own_key(text: str) -> str:
+    """``text`` with this process's evidence key, if one is set and readable, blanked out: for
+    text that leaves the process (one-line errors on a terminal, the receiver's tags and log).
+    A bad key is its own error, and there is then no key to hide."""
+    try:
+        return redact(text, load_key())
+    except EvidenceKeyError:
+        return text
+
+
 def forget_key(environ: dict | None = None) -> None:
     """Drop the key's variables from this process's environment, so the processes it starts
     (server workers, steps that need no key) do not inherit them."""

@@ -161,7 +161,7 @@ def test_a_names_file_path_with_a_comma_is_still_checked_as_a_file(tmp_path):
     an inline `a,b,c` list), but the loader tries it as a file first, so `/tmp/x,y/../../<key
     file>` was read by the keyed rebuild and by `evaluate --dataset auto`. Now any value the loader
     would read as a file is checked like one."""
-    from flows.rebuild import untrusted_calibration
+    from flows.rebuild import pinned_calibration
     from quantgate.labels import read_as_file
 
     folder = tmp_path / "x,y"
@@ -173,9 +173,9 @@ def test_a_names_file_path_with_a_comma_is_still_checked_as_a_file(tmp_path):
     recipe = build_recipe(
         "onnx-int8-static", "auto", calibration_dataset="news9", calibration_options=json.dumps({"labels": sneaky})
     )
-    problem = untrusted_calibration(recipe, [])
+    problem = pinned_calibration(recipe, [])[1]
     assert problem and "not a bundled dataset and not inside a trusted folder" in problem, problem
     inline = build_recipe(
         "onnx-int8-static", "auto", calibration_dataset="news9", calibration_options=json.dumps({"labels": "a,b,c"})
     )
-    assert untrusted_calibration(inline, []) is None
+    assert pinned_calibration(inline, [])[1] is None

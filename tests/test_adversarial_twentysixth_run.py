@@ -8,6 +8,7 @@ comes from the FP32 parent's tags and must have the digest its training run reco
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
 from mlflow import MlflowClient
 from test_adversarial import _one_error_line, _quantgate  # noqa: F401
@@ -39,39 +40,36 @@ def test_a_variants_own_dataset_tag_does_not_choose_its_test_data(signed, monkey
     Before: the keyed evaluation measured the training file's 20 % part. Now it reads the
     parent's data (news9), whatever the variant's tag says."""
     train_file = _trusted_copy(tmp_path, monkeypatch)
-    client = MlflowClient()
     version = signed["int8"]
-    before = client.get_model_version(COPY, version).tags.get("dataset")
-    client.set_model_version_tag(COPY, version, "dataset", str(train_file))
-    try:
+    with _dataset_tag(version, str(train_file)):
         result = _quantgate("evaluate", "--version", version, "--model-name", COPY, "--latency-runs", "5")
         assert result.exit_code == 0, result.output
         params = _latest_evaluation(version).data.params
         assert params["dataset"] == "news9", params  # the parent's tag, not the variant's
         assert params["dataset_digest"] != dataset_digest(load_dataset(str(train_file), ("train", "test")))
-    finally:
-        _restore(client, version, before)
 
 
 def test_a_parents_dataset_tag_that_names_other_data_is_refused(signed, monkeypatch, tmp_path):  # noqa: F811
     """The same tag on the attested parent (tags are anyone's; the training run's params are
     not): the data it names is not what the training run recorded, so nothing is measured."""
     train_file = _trusted_copy(tmp_path, monkeypatch)
-    client = MlflowClient()
-    parent = signed["fp32"]
-    before = client.get_model_version(COPY, parent).tags.get("dataset")
-    client.set_model_version_tag(COPY, parent, "dataset", str(train_file))
-    try:
+    with _dataset_tag(signed["fp32"], str(train_file)):
         line = _one_error_line(
             _quantgate("evaluate", "--version", signed["int8"], "--model-name", COPY, "--latency-runs", "5")
         )
         assert "is not the data its training run" in line, line
+
+
+@contextmanager
+def _dataset_tag(version: str, value: str):
+    """Version ``version``'s ``dataset`` tag set to ``value`` (as a store writer would), put back after."""
+    client = MlflowClient()
+    before = client.get_model_version(COPY, version).tags.get("dataset")
+    client.set_model_version_tag(COPY, version, "dataset", value)
+    try:
+        yield
     finally:
-        _restore(client, parent, before)
-
-
-def _restore(client, version: str, value: str | None) -> None:
-    if value is None:
-        client.delete_model_version_tag(COPY, version, "dataset")
-    else:
-        client.set_model_version_tag(COPY, version, "dataset", value)
+        if before is None:
+            client.delete_model_version_tag(COPY, version, "dataset")
+        else:
+            client.set_model_version_tag(COPY, version, "dataset", before)

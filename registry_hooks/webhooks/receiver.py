@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from quantgate.evidence_signing import KEY_ENV, KEY_FILE_ENV, EvidenceKeyError, load_key, redact
+from quantgate.evidence_signing import KEY_ENV, KEY_FILE_ENV, redact_own_key
 from registry_hooks.webhooks.events import (
     REEVALUATE_TAG,
     DurableSeenDeliveries,
@@ -91,21 +91,16 @@ class Receiver:
         return 202, {"status": f"queued: {why}", "version": job.version}
 
     # ---------------------------------------------------------------- worker (slow)
-    @staticmethod
-    def _redacted(value: str) -> str:
-        """The steps' output is copied into a tag any store reader sees and into the receiver's
-        log: never the key in either."""
-        try:
-            return redact(value, load_key())
-        except EvidenceKeyError:
-            return value  # a bad key: the step said so, and there is no key to leak
-
-    def _tag(self, job: Job, value: str) -> None:
-        value = self._redacted(value)
+    def _tag(self, job: Job, value: str) -> str:
+        """Write ``value`` to the version's ``hooks.status`` tag, the key blanked out (the steps'
+        output is copied into a tag any store reader sees); returns what was written, which is
+        also all the receiver logs."""
+        value = redact_own_key(value)
         try:
             MlflowClient().set_model_version_tag(job.name, job.version, "hooks.status", value[:4000])
         except MlflowException as exc:
             log.error("cannot tag %s v%s: %s", job.name, job.version, exc)
+        return value
 
     def _tags_when_ready(self, job: Job) -> dict[str, str]:
         """Tags set right after creation may lag the created event: wait briefly for them."""
@@ -172,8 +167,7 @@ class Receiver:
                 outcome = self.run_job(job)
             except Exception as exc:  # the receiver must survive any one job; the reason is kept
                 outcome = f"failed: {type(exc).__name__}: {exc}"
-            outcome = self._redacted(outcome)
-            self._tag(job, outcome)
+            outcome = self._tag(job, outcome)
             self.done.append((job, outcome))
             log.info("%s v%s: %s", job.name, job.version, outcome)
             self.jobs.task_done()
