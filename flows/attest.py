@@ -11,9 +11,11 @@ other ``variant``), and that its files, downloaded now, are the files its ``mode
 records (and its artifacts, its ``manifest_sha256``); it prints what it attests (source run,
 dataset, creation time, digest), so you can check it is yours. The signature (version tag
 ``fp32_attestation``) covers the model's name, version, ``model_sha256`` and
-``manifest_sha256``: a parent whose files or digest tags change afterwards is no longer
-attested. ``main`` attests the FP32 version its own train step registered, as the step's
-receipt (a local file, outside the store) names it.
+``manifest_sha256``, and the ``dataset_digest`` its training run logged (tag
+``fp32_dataset_digest``): a parent whose files or digest tags change afterwards is no longer
+attested, and ``evaluate --dataset auto`` accepts only data with the signed digest. ``main``
+attests the FP32 version its own train step registered, as the step's receipt (a local file,
+outside the store) names it, with the data digest the step computed.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from mlflow.exceptions import MlflowException
 
 from flows.evaluate import fingerprint_if_missing
 from quantgate.contract import (
+    ATTESTED_DATA_TAG,
+    DATA_DIGEST_PARAM,
     FP32_ATTESTATION_TAG,
     MANIFEST_TAG,
     MODEL_DIGEST_TAG,
+    NO_DATA_DIGEST,
     PARENT_VERSION_TAG,
     VARIANT_TAG,
     version_run_tag,
@@ -57,6 +62,17 @@ def not_a_parent(mv: ModelVersion) -> str | None:
     if variant and variant != "fp32":
         return f"it is tagged {VARIANT_TAG}={variant!r}, not an FP32 model"
     return None
+
+
+def trained_data_digest(client: MlflowClient, mv: ModelVersion) -> str:
+    """The ``dataset_digest`` param of the run that registered ``mv`` (``none``: no run, or it
+    logged none, as a notebook's run does)."""
+    if not mv.run_id:
+        return NO_DATA_DIGEST
+    try:
+        return client.get_run(mv.run_id).data.params.get(DATA_DIGEST_PARAM) or NO_DATA_DIGEST
+    except MlflowException:
+        return NO_DATA_DIGEST
 
 
 def describe(mv: ModelVersion) -> str:
@@ -129,9 +145,11 @@ def files_problem(mv: ModelVersion) -> str | None:
     return files.model_problem
 
 
-def attest(client: MlflowClient, mv: ModelVersion, key: bytes) -> str:
+def attest(client: MlflowClient, mv: ModelVersion, key: bytes, data_digest: str | None = None) -> str:
     """Check ``mv`` is an FP32 model whose files match its ``model_sha256`` (and
-    ``manifest_sha256``) and sign it; returns the signature (also its ``fp32_attestation`` tag)."""
+    ``manifest_sha256``) and sign it, with the digest of the data it was trained on
+    (``data_digest``, else its run's ``dataset_digest`` as logged now); returns the signature
+    (also its ``fp32_attestation`` tag)."""
     refusal = not_a_parent(mv)
     if refusal:
         raise UserError(f"refusing to attest {mv.name} v{mv.version}: {refusal}; only an FP32 model is a parent")
@@ -142,6 +160,10 @@ def attest(client: MlflowClient, mv: ModelVersion, key: bytes) -> str:
     problem = files_problem(mv)
     if problem:
         raise ModelIntegrityError(f"refusing to attest {mv.name} v{mv.version}: {problem}")
+    # the data it was trained on, as its run logged it now: signed below, so a param added to or
+    # rewritten in the run later no longer moves what `evaluate --dataset auto` accepts
+    client.set_model_version_tag(mv.name, mv.version, ATTESTED_DATA_TAG, data_digest or trained_data_digest(client, mv))
+    mv = client.get_model_version(mv.name, mv.version)
     signature = sign(key, FP32_ATTESTATION, attestation_payload(mv.name, mv.version, mv.tags))
     client.set_model_version_tag(mv.name, mv.version, FP32_ATTESTATION_TAG, signature)
     return signature
@@ -167,10 +189,19 @@ def cli(version_ref, model_name):
     if mv.tags.get(FP32_ATTESTATION_TAG):
         click.echo(f"its earlier attestation no longer holds: {earlier}")
     attest(client, mv, key)
-    digest = client.get_model_version(mv.name, mv.version).tags[MODEL_DIGEST_TAG]
+    tags = client.get_model_version(mv.name, mv.version).tags
     click.echo(
-        f"attested v{mv.version}: files {digest[:16]}…; variants evaluated against it from now on can pass the gate"
+        f"attested v{mv.version}: files {tags[MODEL_DIGEST_TAG][:16]}…; variants evaluated against it from now on "
+        "can pass the gate"
     )
+    data = tags[ATTESTED_DATA_TAG]
+    if data == NO_DATA_DIGEST:
+        click.echo(
+            f"note: its run logged no {DATA_DIGEST_PARAM}, so with the key `evaluate --dataset auto` refuses its "
+            "variants: name their test data with --dataset"
+        )
+    else:
+        click.echo(f"its training data: {DATA_DIGEST_PARAM} {data[:16]}… (signed; `--dataset auto` accepts only this)")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,12 @@ from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.errors import debugging, one_line
 from flows.rebuild import rebuild_problem
 from quantgate.contract import (
+    ATTESTED_DATA_TAG,
+    DATA_DIGEST_PARAM,
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
     EVIDENCE_SIGNATURE_TAG,
+    NO_DATA_DIGEST,
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
@@ -178,21 +181,29 @@ def load_test_data(
 
 
 def trained_data(source: ModelVersion, named: str, pinned: str, kwargs: dict) -> Dataset:
-    """The train and test splits of the data ``source``'s training run recorded, refused in one
-    line unless every split (validation included) has the digest that run logged as its
-    ``dataset_digest`` param, which no one can rewrite: with a key, tags only say where the
-    data lies, the training run says which data it is (the twenty-sixth adversarial run named
-    a trusted folder's ``train.csv``, split it 70/10/20, and judged a variant on training texts)."""
+    """The train and test splits of the data ``source`` was trained on, refused in one line unless
+    every split (validation included) has the digest its attestation signed (``fp32_dataset_digest``,
+    its training run's ``dataset_digest`` when a key holder attested it): with a key, tags only say
+    where the data lies, the attestation says which data it is. (The twenty-sixth adversarial run
+    named a trusted folder's ``train.csv``, split it 70/10/20, and judged a variant on training
+    texts; the twenty-eighth did the same after adding the param a notebook's run lacked, or
+    rewriting it in the sqlite file: a run param is not signed.)"""
+    problem = attestation_problem(load_key(), source.name, source.version, source.tags)
+    if problem:
+        raise ModelIntegrityError(f"--dataset auto: v{source.version}'s attestation does not hold: {problem}")
+    recorded = source.tags.get(ATTESTED_DATA_TAG, "")
+    if recorded in ("", NO_DATA_DIGEST):
+        raise DataError(
+            f"--dataset auto: v{source.version} was attested without a {DATA_DIGEST_PARAM} (its run logged none), so "
+            "with an evidence key nothing says which data it was trained on: pass --dataset <your test data>"
+        )
     full = load_dataset(pinned, SPLITS, **kwargs)
-    run_id = source.run_id
-    recorded = MlflowClient().get_run(run_id).data.params.get("dataset_digest") if run_id else None
     found = dataset_digest(full)
     if recorded != found:
         raise DataError(
-            f"--dataset auto: {named!r}, which version {source.version}'s tags name, is not the data its training run "
-            f"{run_id} recorded (dataset_digest {(recorded or 'none')[:12]}, found {found[:12]}); with an evidence "
-            "key set a verdict rests only on the data the model was trained and split with: pass --dataset "
-            "<your test data>"
+            f"--dataset auto: {named!r}, which version {source.version}'s tags name, is not the data it was attested "
+            f"with ({DATA_DIGEST_PARAM} {recorded[:12]}, found {found[:12]}); with an evidence key set a verdict "
+            "rests only on the data the model was trained and split with: pass --dataset <your test data>"
         )
     return Dataset(full.source, {n: full[n] for n in ("train", "test")}, full.labels, full.dropped)
 

@@ -30,7 +30,14 @@ from mlflow.exceptions import ExecutionException, MlflowException
 from flows.attest import attest
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
-from quantgate.contract import EVAL_RUN_TAG, MANIFEST_TAG, MODEL_DIGEST_TAG, TRAIN_RECEIPT_ENV, version_run_tag
+from quantgate.contract import (
+    DATA_DIGEST_PARAM,
+    EVAL_RUN_TAG,
+    MANIFEST_TAG,
+    MODEL_DIGEST_TAG,
+    TRAIN_RECEIPT_ENV,
+    version_run_tag,
+)
 from quantgate.data import dataset_digest, load_dataset
 from quantgate.errors import UserError
 from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
@@ -72,7 +79,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #   earlier quantise_onnx runs are not reused; train's mapping above is kept (it trains as before).
 EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
     "train": {
-        "e3612aca19fcca7b23f372a397c26c6e6e04448747a89d0bf47d7d6909abc1ab": [
+        "46506ea85366a81dea34a1d525002276d03bc9e03d52c28cf856ee8d1a2dc9d5": [
+            "e3612aca19fcca7b23f372a397c26c6e6e04448747a89d0bf47d7d6909abc1ab",  # 3540d6c
             "320eeed6961d6ff8cf55168debd9a98f1c49945a4ee0d36595b6c4427d7a415d",  # 84d0a2d
             "d925bf6dd966efaada5a258b4a8d4d2e74e7233130d3f70d0a3a7c5646e06b98",  # 63d5e85
             "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126",  # b3290e1
@@ -243,6 +251,8 @@ def receipt_problem(receipt: dict, run: Run, mv: ModelVersion) -> str | None:
     for tag in (MANIFEST_TAG, MODEL_DIGEST_TAG):
         if mv.tags.get(tag) != receipt.get(tag):
             return f"v{mv.version}'s {tag} tag is not the digest the train step computed"
+    if not receipt.get(DATA_DIGEST_PARAM):
+        return f"the receipt names no {DATA_DIGEST_PARAM} for the data the step trained on"
     return None
 
 
@@ -264,7 +274,7 @@ def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes) -> str
             f"not attesting v{version}: {problem}; the store changed while main ran, so nothing was attested "
             "(check the versions, then run main again)"
         )
-    attest(client, mv, key)
+    attest(client, mv, key, data_digest=receipt[DATA_DIGEST_PARAM])  # the data the step itself hashed
     click.echo(f"[attest] v{version}, registered by this run's train step, attested with the evidence key")
     return version
 

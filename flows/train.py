@@ -26,7 +26,7 @@ from flows.data_options import data_options, pop_data_options
 from flows.train_config import BUNDLED_BASE_MODEL, TrainConfig
 from flows.train_loop import FitOutcome, TrainingSetup, fit, token_lengths
 from quantgate.batching import choose_max_length
-from quantgate.contract import TRAIN_RECEIPT_ENV
+from quantgate.contract import DATA_DIGEST_PARAM, TRAIN_RECEIPT_ENV
 from quantgate.data import Split, dataset_digest, load_dataset
 from quantgate.packaging import log_variant
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, log_params_once
@@ -138,7 +138,7 @@ def log_setup(setup: TrainingSetup, model_name: str) -> None:
         {
             "trainable_params": trainable,
             "total_params": total,
-            "dataset_digest": dataset_digest(setup.data),
+            DATA_DIGEST_PARAM: dataset_digest(setup.data),
             "architecture": model.base_model.model.config.model_type,
             "lora_target_modules": ",".join(sorted(model.peft_config["default"].target_modules)),
         }
@@ -206,6 +206,8 @@ def train(cfg: TrainConfig, model_name: str = DEFAULT_MODEL_NAME, receipt: dict 
     outcome = fit(setup)
     log_fit_summary(outcome)
     mv = register_fp32(setup, model_name, receipt)
+    if receipt is not None:
+        receipt[DATA_DIGEST_PARAM] = dataset_digest(setup.data)
     click.echo(
         f"registered {model_name} version {mv.version} "
         f"(fp32, best val macro-F1 {outcome.best_f1:.4f} at epoch {outcome.best_epoch})"

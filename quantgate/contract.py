@@ -31,6 +31,10 @@ EVAL_PREDICTIONS_DIGEST_TAG = "eval_predictions_sha256"  # the predictions table
 EVAL_SIGNATURE_TAG = "eval_evidence_signature"  # HMAC of the evaluation's evidence (quantgate.evidence_signing)
 DESCRIPTION_BLOCK_TAG = "description_block_sha256"  # the description block quantgate wrote last (quantgate.description)
 FP32_ATTESTATION_TAG = "fp32_attestation"  # HMAC: a key holder vouched for these FP32 files (`quantgate attest`)
+# the data digest its training run logged (``dataset_digest``) when it was attested, signed with it
+ATTESTED_DATA_TAG = "fp32_dataset_digest"
+NO_DATA_DIGEST = "none"  # ATTESTED_DATA_TAG of a version whose run logged no dataset_digest
+DATA_DIGEST_PARAM = "dataset_digest"  # the train run's param: every split's texts and labels
 
 # ---------------------------------------------------------------- run tags and tables
 METRICS_DIGEST_TAG = "quantgate.metrics_sha256"  # on the evaluation run

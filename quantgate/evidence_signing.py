@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from quantgate.contract import (
+    ATTESTED_DATA_TAG,
     DEVICE_TAG,
     FP32_ATTESTATION_TAG,
     HOST_KEYS,
@@ -159,7 +160,7 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
 # from its parent and recipe before it ran (flows/rebuild.py), so no earlier signature counts
 EVALUATION = "quantgate.evaluation.v4"
 GATE_PASS = "quantgate.gate-pass.v1"
-FP32_ATTESTATION = "quantgate.fp32-attestation.v1"
+FP32_ATTESTATION = "quantgate.fp32-attestation.v2"  # v2: binds the training data's digest
 
 
 def attestation_payload(name: str, version: str, version_tags: Mapping[str, str]) -> dict[str, str]:
@@ -167,12 +168,17 @@ def attestation_payload(name: str, version: str, version_tags: Mapping[str, str]
     (its ``model_sha256`` and artifacts' manifest), is an FP32 model a key holder accepts as a
     parent. Parity with a parent means nothing unless the parent itself is the real model: ``train``
     runs without the key, so without this statement any store writer could register a parent
-    sharing a variant's defect."""
+    sharing a variant's defect. It also fixes the data the model was trained and split with
+    (``fp32_dataset_digest``, read from its training run when attested): ``evaluate --dataset
+    auto`` accepts only data with that digest, and a run param is no proof once signed (a writer
+    can add a param a run lacks, or rewrite one in a sqlite file; the twenty-eighth adversarial
+    run did both)."""
     return {
         "name": name,
         "version": str(version),
         "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),
         "manifest_sha256": version_tags.get(MANIFEST_TAG, ""),
+        "dataset_digest": version_tags.get(ATTESTED_DATA_TAG, ""),
     }
 
 

@@ -25,6 +25,8 @@ from mlflow.entities import RunTag
 from test_adversarial import RELATIVE, _holder, _one_error_line, _quantgate, _yaml
 from test_adversarial_signed import COPY, KEY, _promote, _stored_copy_root, signed  # noqa: F401
 
+from quantgate.data import dataset_digest, load_dataset
+
 from conftest import TEST_MODEL
 
 
@@ -219,6 +221,7 @@ def _train_receipt(model: str, version: str, path: Path) -> Path:
     mv = MlflowClient().get_model_version(model, version)
     MlflowClient().set_tag(mv.run_id, "quantgate.version.fp32", version)  # as log_variant tags the run
     receipt = {"run_id": mv.run_id, "version": version, **{t: mv.tags[t] for t in ("manifest_sha256", "model_sha256")}}
+    receipt["dataset_digest"] = dataset_digest(load_dataset("news9"))  # the data the step hashed
     path.write_text(json.dumps(receipt))
     return path
 
@@ -260,7 +263,10 @@ def test_main_attests_the_version_its_train_step_registered(pipeline, tmp_path):
     receipt = _train_receipt(model, fp32, tmp_path / "receipt.json")
     train_run = client.get_run(client.get_model_version(model, fp32).run_id)
     assert attest_own(model, train_run, receipt, KEY.encode()) == fp32
-    assert client.get_model_version(model, fp32).tags["fp32_attestation"].startswith("hmac-sha256:")
+    tags = client.get_model_version(model, fp32).tags
+    assert tags["fp32_attestation"].startswith("hmac-sha256:")
+    # the digest the step computed is signed, not a run param any writer can add or rewrite
+    assert tags["fp32_dataset_digest"] == json.loads(receipt.read_text())["dataset_digest"]
 
 
 def test_with_a_key_an_fp32_version_is_promoted_on_its_own_only_when_attested(pipeline, monkeypatch, tmp_path):

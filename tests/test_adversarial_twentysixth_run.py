@@ -57,7 +57,7 @@ def test_a_parents_dataset_tag_that_names_other_data_is_refused(signed, monkeypa
         line = _one_error_line(
             _quantgate("evaluate", "--version", signed["int8"], "--model-name", COPY, "--latency-runs", "5")
         )
-        assert "is not the data its training run" in line, line
+        assert "is not the data it was attested with" in line, line
 
 
 @contextmanager
