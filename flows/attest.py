@@ -21,13 +21,14 @@ outside the store) names it, with the data digest the step computed.
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import click
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from flows.evaluate import fingerprint_if_missing
+from flows.evaluate import TRUSTED_DATA_ENV, dataset_tags, fingerprint_if_missing
 from quantgate.contract import (
     ATTESTED_DATA_TAG,
     DATA_DIGEST_PARAM,
@@ -39,6 +40,7 @@ from quantgate.contract import (
     VARIANT_TAG,
     version_run_tag,
 )
+from quantgate.data import SPLITS, dataset_digest, load_dataset, pin_tagged_data
 from quantgate.errors import UserError
 from quantgate.evidence_signing import (
     FP32_ATTESTATION,
@@ -73,6 +75,32 @@ def trained_data_digest(client: MlflowClient, mv: ModelVersion) -> str:
         return client.get_run(mv.run_id).data.params.get(DATA_DIGEST_PARAM) or NO_DATA_DIGEST
     except MlflowException:
         return NO_DATA_DIGEST
+
+
+def checked_data_digest(client: MlflowClient, mv: ModelVersion) -> tuple[str, str | None]:
+    """The training data's digest to sign for ``mv``, and why it is ``none`` when it is. Its run's
+    ``dataset_digest`` counts only when the data its ``dataset`` tags name (bundled, or in
+    ``$QUANTGATE_TRUSTED_DATA``, as ``evaluate --dataset auto`` demands) has that digest now: a
+    writer can add the param to a run that has none, or rewrite it in a sqlite file, then get the
+    parent's attestation broken so that its owner attests it again (the twenty-ninth adversarial
+    run had a re-attest sign a training file's digest)."""
+    recorded = trained_data_digest(client, mv)
+    if recorded == NO_DATA_DIGEST:
+        return NO_DATA_DIGEST, f"its run logged no {DATA_DIGEST_PARAM}"
+    try:
+        dataset, options = dataset_tags(mv)
+        pinned = pin_tagged_data(dataset, options.labels, os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep))
+        if pinned.untrusted:
+            return NO_DATA_DIGEST, f"the data its tags name is neither bundled nor trusted ({pinned.untrusted})"
+        found = dataset_digest(load_dataset(pinned.dataset, SPLITS, **{**options.kwargs(), "labels": pinned.labels}))
+    except (UserError, OSError, ValueError) as exc:
+        return NO_DATA_DIGEST, f"the data its tags name cannot be read ({exc})"
+    if found != recorded:
+        return NO_DATA_DIGEST, (
+            f"its run logged {DATA_DIGEST_PARAM} {recorded[:12]}, but the data its tags name ({dataset}) has "
+            f"{found[:12]}: the run or the data changed after training"
+        )
+    return recorded, None
 
 
 def describe(mv: ModelVersion) -> str:
@@ -148,8 +176,8 @@ def files_problem(mv: ModelVersion) -> str | None:
 def attest(client: MlflowClient, mv: ModelVersion, key: bytes, data_digest: str | None = None) -> str:
     """Check ``mv`` is an FP32 model whose files match its ``model_sha256`` (and
     ``manifest_sha256``) and sign it, with the digest of the data it was trained on
-    (``data_digest``, else its run's ``dataset_digest`` as logged now); returns the signature
-    (also its ``fp32_attestation`` tag)."""
+    (``data_digest``, else :func:`checked_data_digest`); returns the signature (also its
+    ``fp32_attestation`` tag)."""
     refusal = not_a_parent(mv)
     if refusal:
         raise UserError(f"refusing to attest {mv.name} v{mv.version}: {refusal}; only an FP32 model is a parent")
@@ -160,12 +188,21 @@ def attest(client: MlflowClient, mv: ModelVersion, key: bytes, data_digest: str 
     problem = files_problem(mv)
     if problem:
         raise ModelIntegrityError(f"refusing to attest {mv.name} v{mv.version}: {problem}")
-    # the data it was trained on, as its run logged it now: signed below, so a param added to or
-    # rewritten in the run later no longer moves what `evaluate --dataset auto` accepts
-    client.set_model_version_tag(mv.name, mv.version, ATTESTED_DATA_TAG, data_digest or trained_data_digest(client, mv))
-    mv = client.get_model_version(mv.name, mv.version)
-    signature = sign(key, FP32_ATTESTATION, attestation_payload(mv.name, mv.version, mv.tags))
+    # the data it was trained on: signed below, so a param added to or rewritten in the run later
+    # no longer moves what `evaluate --dataset auto` accepts
+    unchecked = None
+    if not data_digest:
+        data_digest, unchecked = checked_data_digest(client, mv)
+    client.set_model_version_tag(mv.name, mv.version, ATTESTED_DATA_TAG, data_digest)
+    # signed as written here, not as read back: a tag swapped in between breaks the attestation
+    tags = {**mv.tags, ATTESTED_DATA_TAG: data_digest}
+    signature = sign(key, FP32_ATTESTATION, attestation_payload(mv.name, mv.version, tags))
     client.set_model_version_tag(mv.name, mv.version, FP32_ATTESTATION_TAG, signature)
+    if unchecked:
+        click.echo(
+            f"note: attested with no training data ({unchecked}), so with the key `evaluate --dataset auto` "
+            "refuses its variants: name their test data with --dataset"
+        )
     return signature
 
 
@@ -194,14 +231,11 @@ def cli(version_ref, model_name):
         f"attested v{mv.version}: files {tags[MODEL_DIGEST_TAG][:16]}…; variants evaluated against it from now on "
         "can pass the gate"
     )
-    data = tags[ATTESTED_DATA_TAG]
-    if data == NO_DATA_DIGEST:
+    if tags[ATTESTED_DATA_TAG] != NO_DATA_DIGEST:
         click.echo(
-            f"note: its run logged no {DATA_DIGEST_PARAM}, so with the key `evaluate --dataset auto` refuses its "
-            "variants: name their test data with --dataset"
+            f"its training data: {tags.get('dataset', 'news9')} ({DATA_DIGEST_PARAM} {tags[ATTESTED_DATA_TAG][:16]}…, "
+            "checked against its run; signed: `--dataset auto` accepts only this)"
         )
-    else:
-        click.echo(f"its training data: {DATA_DIGEST_PARAM} {data[:16]}… (signed; `--dataset auto` accepts only this)")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def evaluate(
     parent = checked_parent(client, mv, key)
     if data is None:
         dataset, options, data = load_test_data(mv, dataset, options)
+    click.echo(f"test data: {data['test'].origin} ({len(data['test'])} texts)")
     options = options or DataOptions()
     metrics = run_evaluator(mv, data, latency_runs, threads, parent, trusted_only=key is not None)
     host = {**host_fingerprint(), "threads": str(threads)}

@@ -31,6 +31,7 @@ from flows.attest import attest
 from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
 from quantgate.contract import (
+    ATTESTED_DATA_TAG,
     DATA_DIGEST_PARAM,
     EVAL_RUN_TAG,
     MANIFEST_TAG,
@@ -77,28 +78,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # * Then the avx2 preset moved to uint8 weights: on an AVX2 host quantise_onnx builds another
 #   file from the same step inputs (recipe name and preset "auto"), so its entry is dropped and
 #   earlier quantise_onnx runs are not reused; train's mapping above is kept (it trains as before).
-EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {
-    "train": {
-        "46506ea85366a81dea34a1d525002276d03bc9e03d52c28cf856ee8d1a2dc9d5": [
-            "e3612aca19fcca7b23f372a397c26c6e6e04448747a89d0bf47d7d6909abc1ab",  # 3540d6c
-            "320eeed6961d6ff8cf55168debd9a98f1c49945a4ee0d36595b6c4427d7a415d",  # 84d0a2d
-            "d925bf6dd966efaada5a258b4a8d4d2e74e7233130d3f70d0a3a7c5646e06b98",  # 63d5e85
-            "366bb6894a4f6e0497aa974453c8379097eeef2dc8cd2f7785fe1c6a4aa4a126",  # b3290e1
-            "9324c6d6d5487f293a90efc77a90ba332b66606fd7abecbe4b15c76ffdaa0397",  # 23a5df2
-            "1d26ff6480b5ed2eeadfe2ac6de27efdc9997d46474c4770282c0b9a9fce8efb",  # a6531d1
-            "b29a75f2e5c092520a7628d989afcbc621796c1991652a8af29fa74c66861c25",  # 34ea6fd
-            "af7c1d9f2559726ff82e612451d85227e6f0938855972f3fcb9cfe5156117448",  # 4d4c437
-            "feef220fe6eabbbd182b4001cf70d0ac9c1d3508fe869ec9312bf1c9321b2c32",  # 5783e57
-            "29c517ebbc83d39afd7834e7a6dea936209f16a85e30f41040967be7262c4666",  # 2926853
-            "707d2be3997f24fcf3c3f96922f9a5429e8b7f6baf8ba29fc774ee1975ccbc9c",  # 10dc3a1
-            "55578cd1427e21538dfcdd354f7b81cf7a09d7652a13d860d66195493e6918a2",  # 1a6fdb7
-            "ea351ffb541c0c70971d89563e06b19dac8ea35a0a17c3dd1053e4cf707145e1",  # adef176
-            "aafc24aa924004fcd39e7338e848877d7090ef2ff5b128bd03ee4872d4e84ddf",  # 1857ca5
-            "bcf6dcde1fb3407725487d174d6d64762e2cf272253c203c5730e82f41ad177e",  # 6bf4f5d
-            "c34c9de6c0db39f95cc36b72dd19181295873bf33c392d20d2a743418464f775",  # 0e0e4b1
-        ]
-    },
-}
+# * Then dataset_digest became one JSON line a row (a text with tabs and newlines made other
+#   splits with one digest): every data digest changed, so no earlier train run matches main's
+#   data input any more, and train's entry is dropped with it.
+EARLIER_LAYOUT: dict[str, dict[str, list[str]]] = {}
 
 
 def code_digest(module: str) -> str:
@@ -204,10 +187,13 @@ def check_thresholds(path: str) -> None:
     load_thresholds(path)
 
 
-def attested_fp32(model_name: str, key: bytes, params: dict | None = None) -> Callable[[Run], bool]:
+def attested_fp32(
+    model_name: str, key: bytes, params: dict | None = None, data: str | None = None
+) -> Callable[[Run], bool]:
     """Whether a finished train run may be reused under the evidence ``key``: only when it ran
     with ``params`` (MLflow never lets a logged param change) and the FP32 version its tag names
-    was registered by that run and carries a valid attestation. A run's inputs digest and version
+    was registered by that run and carries a valid attestation (with ``data``, of training data
+    with that digest: the data at the same path may have changed since). A run's inputs digest and version
     tag are store tags: a writer can put them on any run, pointing at any version, and main
     attests only what its own train step registers."""
 
@@ -228,6 +214,8 @@ def attested_fp32(model_name: str, key: bytes, params: dict | None = None) -> Ca
         else:
             problem = attestation_problem(key, model_name, version, mv.tags)
             problem = f"v{version} is not attested ({problem})" if problem else None
+            if problem is None and data and mv.tags.get(ATTESTED_DATA_TAG) != data:
+                problem = f"v{version} was attested with other training data than {data[:12]}"
         if problem:
             click.echo(f"[train] not reusing run {run.info.run_id}: {problem}")
         return problem is None
@@ -302,7 +290,7 @@ def train_and_quantise(
                 params,
                 code=code_digest("flows.train"),
                 data=data,
-                accept=attested_fp32(common["model_name"], key, params) if key else None,
+                accept=attested_fp32(common["model_name"], key, params, data) if key else None,
                 **common,
             )
         if key is not None:

@@ -3,12 +3,16 @@
 Sources, in the order they are tried:
 
 * ``news9`` (default): the bundled, hand-written dataset in ``data/news9/``;
-* a local path (which wins over the next source): a CSV / JSONL / Parquet file, or a folder holding ``train``,
-  ``validation`` and ``test`` files in one of those formats. A single file is split
-  70/10/20 the same deterministic, stratified way news9 was;
-* the name of another bundled dataset, a folder of ``data/`` (``support3``);
-* anything else is taken as a Hugging Face dataset id (``hf:`` prefix optional), loaded
-  with the ``datasets`` library - this needs the network or a warm local cache.
+* ``hf:<id>``: a Hugging Face dataset, loaded with the ``datasets`` library (network or a warm
+  local cache);
+* the name of another bundled dataset, a folder of ``data/`` (``support3``); it wins over a
+  folder of the same name in the working folder (``./support3`` names that one), which anyone
+  who can write there could have made;
+* a local path: a CSV / JSONL / Parquet file, or a folder holding ``train``, ``validation`` and
+  ``test`` files in one of those formats. A single file is split 70/10/20 the same
+  deterministic, stratified way news9 was;
+* anything else is taken as a Hugging Face dataset id, as with ``hf:`` (a local path of the same
+  name wins, as in ``datasets``: write ``hf:<id>`` to mean the hub).
 
 Columns are ``text`` and ``label`` unless ``text_column`` / ``label_column`` say otherwise.
 The label set belongs to the dataset (:func:`quantgate.labels.resolve_labels`): ``labels=`` (``a,b,c``
@@ -21,6 +25,7 @@ or with ``dedupe=True`` dropped from the later split (train, then validation, th
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -255,12 +260,15 @@ def _locate(source: str) -> tuple[Path | None, str]:
         return NEWS9_DIR, ""
     if source.startswith("hf:"):
         return None, source[3:]
+    # a bundled name before the working folder: a folder of that name there (which a store writer
+    # can make where a sqlite store lies) must not stand in for it (the twenty-ninth adversarial
+    # run); `./support3` names such a folder
+    if re.fullmatch(r"[\w-]+", source) and (BUNDLED_DIR / source / "train.csv").is_file():
+        return BUNDLED_DIR / source, ""
     if Path(source).expanduser().exists():
         return Path(source).expanduser(), ""
     if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FORMATS:
         raise DataError(f"{source}: no such file or folder")
-    if re.fullmatch(r"[\w-]+", source) and (BUNDLED_DIR / source / "train.csv").is_file():
-        return BUNDLED_DIR / source, ""
     return None, source
 
 
@@ -392,10 +400,12 @@ def _with_label_ids(loaded: dict[str, Split], label_list: list[str]) -> dict[str
 
 
 def dataset_digest(dataset: Dataset) -> str:
-    """SHA-256 over every split's texts and labels: identifies the data a step consumed."""
+    """SHA-256 over every split's texts and labels: identifies the data a step consumed. Each
+    row is one JSON line, so a text holding tabs or newlines cannot pass for a row boundary (the
+    twenty-ninth adversarial run made other splits with one digest when rows were joined by tabs)."""
     h = hashlib.sha256()
-    h.update(("labels\t" + "\t".join(dataset.labels) + "\n").encode("utf-8"))  # the model contract
+    h.update((json.dumps(["labels", *dataset.labels]) + "\n").encode("utf-8"))  # the model contract
     for name in sorted(dataset.splits):
         for text, label in zip(dataset[name].texts, dataset[name].frame["label"]):
-            h.update(f"{name}\t{label}\t{text}\n".encode("utf-8"))
+            h.update((json.dumps([name, str(label), str(text)]) + "\n").encode("utf-8"))
     return h.hexdigest()
