@@ -36,7 +36,9 @@ from quantgate.contract import (
     EVAL_RUN_TAG,
     MANIFEST_TAG,
     MODEL_DIGEST_TAG,
+    PARENT_VERSION_TAG,
     TRAIN_RECEIPT_ENV,
+    VARIANT_TAG,
     version_run_tag,
 )
 from quantgate.data import dataset_digest, load_dataset
@@ -223,6 +225,35 @@ def attested_fp32(
     return accept
 
 
+def variant_of(model_name: str, fp32: str, variant: str, params: dict) -> Callable[[Run], bool]:
+    """Whether a finished quantise run may be reused: only when it ran with ``params`` and the
+    version its tag names is a ``variant`` whose ``parent_version`` is ``fp32``. A run's inputs
+    digest is a store tag made of public inputs (the next version number included), so a writer
+    can plant a run whose tag names a variant of another model: the thirtieth adversarial run had
+    main gate and stage an older model's build as the int8 of the one it had just trained."""
+
+    def accept(run: Run) -> bool:
+        differs = [k for k, v in params.items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v)))]
+        version = run.data.tags.get(version_run_tag(variant), "")
+        try:
+            mv = MlflowClient().get_model_version(model_name, version) if version else None
+        except MlflowException:
+            mv = None
+        if differs:
+            problem = f"it ran with other {', '.join(sorted(differs))}"
+        elif mv is None:
+            problem = f"its {version_run_tag(variant)} tag names no version of {model_name}"
+        elif (mv.tags.get(PARENT_VERSION_TAG), mv.tags.get(VARIANT_TAG)) != (str(fp32), variant):
+            problem = f"v{version} is not a {variant} of v{fp32}"
+        else:
+            problem = None
+        if problem:
+            click.echo(f"[quantise_onnx] not reusing run {run.info.run_id}: {problem}")
+        return problem is None
+
+    return accept
+
+
 def receipt_problem(receipt: dict, run: Run, mv: ModelVersion) -> str | None:
     """Why the train step's receipt (written by the step itself to a local file) does not name
     ``mv`` with the files it has now (``None``: it does). The run's version tag and the version's
@@ -300,15 +331,17 @@ def train_and_quantise(
     with key_withheld():
         # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
         # The preset is named, not "auto": a build found for another CPU family is not this host's.
+        quant_params = {
+            "source": fp32,
+            "model_name": common["model_name"],
+            "recipe": "onnx-int8-dynamic",
+            "preset": detect_preset(),
+        }
         quant_run = get_or_run(
             "quantise_onnx",
-            {
-                "source": fp32,
-                "model_name": common["model_name"],
-                "recipe": "onnx-int8-dynamic",
-                "preset": detect_preset(),
-            },
+            quant_params,
             code=code_digest("flows.quantise_onnx"),
+            accept=variant_of(common["model_name"], fp32, "onnx-int8-dynamic", quant_params),
             **common,
         )
     return fp32, output_version(quant_run, "onnx-int8-dynamic")

@@ -34,7 +34,7 @@ from mlflow.entities.model_registry import ModelVersion
 from flows.quantise_options import LATEST, common_options
 from quantgate.backends import Backend, Built, backend_for, runtimes
 from quantgate.code_identity import code_identity
-from quantgate.contract import PARENT_VERSION_TAG, RECIPE_SHA_TAG, RECIPE_TAG, version_run_tag
+from quantgate.contract import PARENT_VERSION_TAG, RECIPE_SHA_TAG, RECIPE_TAG, VARIANT_TAG, version_run_tag
 from quantgate.errors import UserError
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
@@ -106,11 +106,18 @@ def recipe_identity(recipe: Recipe, source: ModelVersion) -> str:
     return recipe.sha256(build_digest(source, backend, backend.identity(recipe)))
 
 
-def find_existing(source: ModelVersion, recipe_sha256: str) -> ModelVersion | None:
-    """The newest version of the source's model that was built with this exact identity."""
-    found = MlflowClient().search_model_versions(
-        f"{name_filter(source.name)} and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'"
-    )
+def find_existing(source: ModelVersion, recipe_sha256: str, variant: str) -> ModelVersion | None:
+    """The newest ``variant`` of ``source`` built with this exact identity. The identity is a tag
+    any writer can copy onto a version of their own, so only a version whose ``parent_version`` is
+    ``source`` counts (the thirtieth adversarial run had main stage a variant of an older model as
+    the new one's); with a key, evaluate then rebuilds it from that parent."""
+    found = [
+        mv
+        for mv in MlflowClient().search_model_versions(
+            f"{name_filter(source.name)} and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'"
+        )
+        if mv.tags.get(PARENT_VERSION_TAG) == str(source.version) and mv.tags.get(VARIANT_TAG) == variant
+    ]
     return max(found, key=lambda mv: int(mv.version)) if found else None
 
 
@@ -130,7 +137,7 @@ def split_reusable(
     for recipe in recipes:
         mlflow.log_params(recipe.params())
         sha = recipe_identity(recipe, source)
-        existing = find_existing(source, sha)
+        existing = find_existing(source, sha, recipe.variant)
         if existing:
             done[recipe.variant] = reuse(existing, recipe)
         else:
