@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from flows.evaluate import TRUSTED_DATA_ENV, dataset_tags, fingerprint_if_missing
 from quantgate.contract import (
     ATTESTED_DATA_TAG,
+    ATTESTED_TRAINING_TAG,
     DATA_DIGEST_PARAM,
     FP32_ATTESTATION_TAG,
     MANIFEST_TAG,
@@ -173,10 +174,13 @@ def files_problem(mv: ModelVersion) -> str | None:
     return files.model_problem
 
 
-def attest(client: MlflowClient, mv: ModelVersion, key: bytes, data_digest: str | None = None) -> str:
+def attest(
+    client: MlflowClient, mv: ModelVersion, key: bytes, data_digest: str | None = None, training: str | None = None
+) -> str:
     """Check ``mv`` is an FP32 model whose files match its ``model_sha256`` (and
     ``manifest_sha256``) and sign it, with the digest of the data it was trained on
-    (``data_digest``, else :func:`checked_data_digest`); returns the signature (also its
+    (``data_digest``, else :func:`checked_data_digest`) and, from ``main``, the digest of its
+    train step's parameters (``training``); returns the signature (also its
     ``fp32_attestation`` tag)."""
     refusal = not_a_parent(mv)
     if refusal:
@@ -193,9 +197,11 @@ def attest(client: MlflowClient, mv: ModelVersion, key: bytes, data_digest: str 
     unchecked = None
     if not data_digest:
         data_digest, unchecked = checked_data_digest(client, mv)
+    training = training or NO_DATA_DIGEST
     client.set_model_version_tag(mv.name, mv.version, ATTESTED_DATA_TAG, data_digest)
+    client.set_model_version_tag(mv.name, mv.version, ATTESTED_TRAINING_TAG, training)
     # signed as written here, not as read back: a tag swapped in between breaks the attestation
-    tags = {**mv.tags, ATTESTED_DATA_TAG: data_digest}
+    tags = {**mv.tags, ATTESTED_DATA_TAG: data_digest, ATTESTED_TRAINING_TAG: training}
     signature = sign(key, FP32_ATTESTATION, attestation_payload(mv.name, mv.version, tags))
     client.set_model_version_tag(mv.name, mv.version, FP32_ATTESTATION_TAG, signature)
     if unchecked:

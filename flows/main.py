@@ -32,6 +32,7 @@ from flows.data_options import data_options, pop_data_options
 from quantgate.code_identity import code_identity
 from quantgate.contract import (
     ATTESTED_DATA_TAG,
+    ATTESTED_TRAINING_TAG,
     DATA_DIGEST_PARAM,
     EVAL_RUN_TAG,
     MANIFEST_TAG,
@@ -218,6 +219,8 @@ def attested_fp32(
             problem = f"v{version} is not attested ({problem})" if problem else None
             if problem is None and data and mv.tags.get(ATTESTED_DATA_TAG) != data:
                 problem = f"v{version} was attested with other training data than {data[:12]}"
+            if problem is None and params and mv.tags.get(ATTESTED_TRAINING_TAG) != training_digest(params):
+                problem = f"v{version} was not attested by main as trained with these parameters"
         if problem:
             click.echo(f"[train] not reusing run {run.info.run_id}: {problem}")
         return problem is None
@@ -225,33 +228,42 @@ def attested_fp32(
     return accept
 
 
+def variant_problem(model_name: str, fp32: str, variant: str, params: dict, run: Run) -> str | None:
+    """Why the quantise ``run`` is not main's ``variant`` of ``fp32`` (``None``: it is): it ran with
+    ``params``, and the version its tag names is that variant with ``parent_version`` ``fp32``."""
+    differs = [k for k, v in params.items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v)))]
+    version = run.data.tags.get(version_run_tag(variant), "")
+    try:
+        mv = MlflowClient().get_model_version(model_name, version) if version else None
+    except MlflowException:
+        mv = None
+    if differs:
+        return f"it ran with other {', '.join(sorted(differs))}"
+    if mv is None:
+        return f"its {version_run_tag(variant)} tag names no version of {model_name}"
+    if (mv.tags.get(PARENT_VERSION_TAG), mv.tags.get(VARIANT_TAG)) != (str(fp32), variant):
+        return f"v{version} is not a {variant} of v{fp32}"
+    return None
+
+
 def variant_of(model_name: str, fp32: str, variant: str, params: dict) -> Callable[[Run], bool]:
-    """Whether a finished quantise run may be reused: only when it ran with ``params`` and the
-    version its tag names is a ``variant`` whose ``parent_version`` is ``fp32``. A run's inputs
+    """Whether a finished quantise run may be reused (:func:`variant_problem`). A run's inputs
     digest is a store tag made of public inputs (the next version number included), so a writer
     can plant a run whose tag names a variant of another model: the thirtieth adversarial run had
     main gate and stage an older model's build as the int8 of the one it had just trained."""
 
     def accept(run: Run) -> bool:
-        differs = [k for k, v in params.items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v)))]
-        version = run.data.tags.get(version_run_tag(variant), "")
-        try:
-            mv = MlflowClient().get_model_version(model_name, version) if version else None
-        except MlflowException:
-            mv = None
-        if differs:
-            problem = f"it ran with other {', '.join(sorted(differs))}"
-        elif mv is None:
-            problem = f"its {version_run_tag(variant)} tag names no version of {model_name}"
-        elif (mv.tags.get(PARENT_VERSION_TAG), mv.tags.get(VARIANT_TAG)) != (str(fp32), variant):
-            problem = f"v{version} is not a {variant} of v{fp32}"
-        else:
-            problem = None
+        problem = variant_problem(model_name, fp32, variant, params, run)
         if problem:
             click.echo(f"[quantise_onnx] not reusing run {run.info.run_id}: {problem}")
         return problem is None
 
     return accept
+
+
+def training_digest(params: dict) -> str:
+    """SHA-256 of main's train-step parameters, as its attestation signs them."""
+    return hashlib.sha256(json.dumps({k: str(v) for k, v in params.items()}, sort_keys=True).encode()).hexdigest()
 
 
 def receipt_problem(receipt: dict, run: Run, mv: ModelVersion) -> str | None:
@@ -275,7 +287,7 @@ def receipt_problem(receipt: dict, run: Run, mv: ModelVersion) -> str | None:
     return None
 
 
-def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes) -> str:
+def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes, params: dict | None = None) -> str:
     """The FP32 version main's train step registered, attested: a reused one already is (see
     :func:`attested_fp32`); a fresh one only when the step's receipt names it, with its files."""
     version = output_version(run, "fp32")
@@ -293,7 +305,9 @@ def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes) -> str
             f"not attesting v{version}: {problem}; the store changed while main ran, so nothing was attested "
             "(check the versions, then run main again)"
         )
-    attest(client, mv, key, data_digest=receipt[DATA_DIGEST_PARAM])  # the data the step itself hashed
+    # the data the step itself hashed, and the parameters main ran it with
+    training = training_digest(params) if params else None
+    attest(client, mv, key, data_digest=receipt[DATA_DIGEST_PARAM], training=training)
     click.echo(f"[attest] v{version}, registered by this run's train step, attested with the evidence key")
     return version
 
@@ -325,7 +339,7 @@ def train_and_quantise(
                 **common,
             )
         if key is not None:
-            fp32 = attest_own(common["model_name"], train_run, receipt, key)
+            fp32 = attest_own(common["model_name"], train_run, receipt, key, params)
         else:
             fp32 = output_version(train_run, "fp32")
     with key_withheld():
@@ -343,6 +357,14 @@ def train_and_quantise(
             code=code_digest("flows.quantise_onnx"),
             accept=variant_of(common["model_name"], fp32, "onnx-int8-dynamic", quant_params),
             **common,
+        )
+    # a fresh run too: its version tag is a store tag a writer can re-point before main reads it
+    # (the thirty-first adversarial run pointed it at an older model's build within 2.5 s)
+    problem = variant_problem(common["model_name"], fp32, "onnx-int8-dynamic", quant_params, quant_run)
+    if problem:
+        raise ModelIntegrityError(
+            f"not evaluating the quantise step's output: run {quant_run.info.run_id}: {problem}; the store changed "
+            "while main ran, so nothing was evaluated or gated (check the versions, then run main again)"
         )
     return fp32, output_version(quant_run, "onnx-int8-dynamic")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from quantgate.contract import (
     ATTESTED_DATA_TAG,
+    ATTESTED_TRAINING_TAG,
     DEVICE_TAG,
     FP32_ATTESTATION_TAG,
     HOST_KEYS,
@@ -172,13 +173,17 @@ def attestation_payload(name: str, version: str, version_tags: Mapping[str, str]
     (``fp32_dataset_digest``, read from its training run when attested): ``evaluate --dataset
     auto`` accepts only data with that digest, and a run param is no proof once signed (a writer
     can add a param a run lacks, or rewrite one in a sqlite file; the twenty-eighth adversarial
-    run did both)."""
+    run did both). ``main`` also signs the digest of the parameters its train step ran with
+    (``fp32_training_sha256``): it reuses a train run only for the same ones, and a run's params
+    can be rewritten in a sqlite file (the thirty-first run passed off a one-epoch smoke test as
+    the three-epoch model asked for)."""
     return {
         "name": name,
         "version": str(version),
         "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),
         "manifest_sha256": version_tags.get(MANIFEST_TAG, ""),
         "dataset_digest": version_tags.get(ATTESTED_DATA_TAG, ""),
+        "training_sha256": version_tags.get(ATTESTED_TRAINING_TAG, ""),
     }
 
 

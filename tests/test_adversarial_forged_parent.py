@@ -211,7 +211,7 @@ def test_main_reuses_a_train_run_under_a_key_only_when_it_registered_an_attested
     assert not accept(own_run)  # not attested yet
     _attest(model, fp32, monkeypatch)
     assert accept(own_run)
-    assert not attested_fp32(model, KEY.encode(), {"max_epochs": 5})(own_run)  # logged params are immutable
+    assert not attested_fp32(model, KEY.encode(), {"max_epochs": 5})(own_run)  # other params, not signed by main
     assert not accept(client.get_run(forged.info.run_id))  # attested, but registered by another run
     assert not accept(client.get_run(empty.info.run_id))  # names no version: no traceback
 
