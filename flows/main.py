@@ -287,18 +287,24 @@ def receipt_problem(receipt: dict, run: Run, mv: ModelVersion) -> str | None:
     return None
 
 
-def attest_own(model_name: str, run: Run, receipt_path: Path, key: bytes, params: dict | None = None) -> str:
-    """The FP32 version main's train step registered, attested: a reused one already is (see
-    :func:`attested_fp32`); a fresh one only when the step's receipt names it, with its files."""
+def attest_own(
+    model_name: str, run: Run, receipt_path: Path, key: bytes, params: dict | None = None, data: str | None = None
+) -> str:
+    """The FP32 version main's train step registered, attested. A fresh step writes its receipt,
+    and only the version the receipt names, with its files, is attested. A reused run wrote none:
+    its version must still pass :func:`attested_fp32` (main attested it with these ``params`` and
+    ``data``). A version's ``run_id`` is a column a sqlite writer can rewrite, so "registered by
+    this run and attested" is no proof for a fresh run: the thirty-second adversarial run pointed
+    an old smoke test's version at the fresh run, and main staged the smoke test's int8."""
     version = output_version(run, "fp32")
     client = MlflowClient()
     mv = client.get_model_version(model_name, version)
-    if mv.run_id == run.info.run_id and attestation_problem(key, model_name, version, mv.tags) is None:
-        return version
     try:
         receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         receipt = {}
+    if not receipt and attested_fp32(model_name, key, params, data)(run):
+        return version
     problem = receipt_problem(receipt, run, mv) if receipt else f"train run {run.info.run_id} left no receipt"
     if problem:
         raise ModelIntegrityError(
@@ -339,7 +345,7 @@ def train_and_quantise(
                 **common,
             )
         if key is not None:
-            fp32 = attest_own(common["model_name"], train_run, receipt, key, params)
+            fp32 = attest_own(common["model_name"], train_run, receipt, key, params, data)
         else:
             fp32 = output_version(train_run, "fp32")
     with key_withheld():
