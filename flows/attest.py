@@ -21,14 +21,13 @@ outside the store) names it, with the data digest the step computed.
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import click
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from flows.evaluate import TRUSTED_DATA_ENV, dataset_tags, fingerprint_if_missing
+from flows.evaluate import fingerprint_if_missing, pinned_tags
 from quantgate.contract import (
     ATTESTED_DATA_TAG,
     ATTESTED_TRAINING_TAG,
@@ -36,12 +35,12 @@ from quantgate.contract import (
     FP32_ATTESTATION_TAG,
     MANIFEST_TAG,
     MODEL_DIGEST_TAG,
-    NO_DATA_DIGEST,
+    NONE_RECORDED,
     PARENT_VERSION_TAG,
     VARIANT_TAG,
     version_run_tag,
 )
-from quantgate.data import SPLITS, dataset_digest, load_dataset, pin_tagged_data
+from quantgate.data import SPLITS, dataset_digest, load_dataset
 from quantgate.errors import UserError
 from quantgate.evidence_signing import (
     FP32_ATTESTATION,
@@ -71,11 +70,11 @@ def trained_data_digest(client: MlflowClient, mv: ModelVersion) -> str:
     """The ``dataset_digest`` param of the run that registered ``mv`` (``none``: no run, or it
     logged none, as a notebook's run does)."""
     if not mv.run_id:
-        return NO_DATA_DIGEST
+        return NONE_RECORDED
     try:
-        return client.get_run(mv.run_id).data.params.get(DATA_DIGEST_PARAM) or NO_DATA_DIGEST
+        return client.get_run(mv.run_id).data.params.get(DATA_DIGEST_PARAM) or NONE_RECORDED
     except MlflowException:
-        return NO_DATA_DIGEST
+        return NONE_RECORDED
 
 
 def checked_data_digest(client: MlflowClient, mv: ModelVersion) -> tuple[str, str | None]:
@@ -86,18 +85,17 @@ def checked_data_digest(client: MlflowClient, mv: ModelVersion) -> tuple[str, st
     parent's attestation broken so that its owner attests it again (the twenty-ninth adversarial
     run had a re-attest sign a training file's digest)."""
     recorded = trained_data_digest(client, mv)
-    if recorded == NO_DATA_DIGEST:
-        return NO_DATA_DIGEST, f"its run logged no {DATA_DIGEST_PARAM}"
+    if recorded == NONE_RECORDED:
+        return NONE_RECORDED, f"its run logged no {DATA_DIGEST_PARAM}"
     try:
-        dataset, options = dataset_tags(mv)
-        pinned = pin_tagged_data(dataset, options.labels, os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep))
+        dataset, _, pinned, kwargs = pinned_tags(mv)
         if pinned.untrusted:
-            return NO_DATA_DIGEST, f"the data its tags name is neither bundled nor trusted ({pinned.untrusted})"
-        found = dataset_digest(load_dataset(pinned.dataset, SPLITS, **{**options.kwargs(), "labels": pinned.labels}))
+            return NONE_RECORDED, f"the data its tags name is neither bundled nor trusted ({pinned.untrusted})"
+        found = dataset_digest(load_dataset(pinned.dataset, SPLITS, **kwargs))
     except (UserError, OSError, ValueError) as exc:
-        return NO_DATA_DIGEST, f"the data its tags name cannot be read ({exc})"
+        return NONE_RECORDED, f"the data its tags name cannot be read ({exc})"
     if found != recorded:
-        return NO_DATA_DIGEST, (
+        return NONE_RECORDED, (
             f"its run logged {DATA_DIGEST_PARAM} {recorded[:12]}, but the data its tags name ({dataset}) has "
             f"{found[:12]}: the run or the data changed after training"
         )
@@ -197,7 +195,7 @@ def attest(
     unchecked = None
     if not data_digest:
         data_digest, unchecked = checked_data_digest(client, mv)
-    training = training or NO_DATA_DIGEST
+    training = training or NONE_RECORDED
     client.set_model_version_tag(mv.name, mv.version, ATTESTED_DATA_TAG, data_digest)
     client.set_model_version_tag(mv.name, mv.version, ATTESTED_TRAINING_TAG, training)
     # signed as written here, not as read back: a tag swapped in between breaks the attestation
@@ -237,7 +235,7 @@ def cli(version_ref, model_name):
         f"attested v{mv.version}: files {tags[MODEL_DIGEST_TAG][:16]}…; variants evaluated against it from now on "
         "can pass the gate"
     )
-    if tags[ATTESTED_DATA_TAG] != NO_DATA_DIGEST:
+    if tags[ATTESTED_DATA_TAG] != NONE_RECORDED:
         click.echo(
             f"its training data: {tags.get('dataset', 'news9')} ({DATA_DIGEST_PARAM} {tags[ATTESTED_DATA_TAG][:16]}…, "
             "checked against its run; signed: `--dataset auto` accepts only this)"

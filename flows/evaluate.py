@@ -43,11 +43,11 @@ from quantgate.contract import (
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
     EVIDENCE_SIGNATURE_TAG,
-    NO_DATA_DIGEST,
+    NONE_RECORDED,
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.data import SPLITS, DataError, Dataset, dataset_digest, load_dataset, pin_tagged_data
+from quantgate.data import SPLITS, DataError, Dataset, TaggedData, dataset_digest, load_dataset, pin_tagged_data
 from quantgate.description import put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
@@ -122,6 +122,16 @@ def dataset_tags(source: ModelVersion) -> tuple[str, DataOptions]:
     return source.tags.get("dataset", "news9"), options
 
 
+def pinned_tags(source: ModelVersion) -> tuple[str, DataOptions, TaggedData, dict]:
+    """The data ``source``'s ``dataset`` tags name, pinned where its trust check looks (bundled, or
+    inside ``$QUANTGATE_TRUSTED_DATA``): the tagged dataset, its options, the pin (``untrusted``
+    says why it is not trusted) and the loader's keyword arguments for what was checked, so the
+    loader reads that, not the tag's names looked up again (a link repointed meanwhile)."""
+    dataset, options = dataset_tags(source)
+    pinned = pin_tagged_data(dataset, options.labels, os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep))
+    return dataset, options, pinned, {**options.kwargs(), "labels": pinned.labels}
+
+
 def model_labels(mv: ModelVersion) -> list[str]:
     """The version's label map, read from its artifact (logit order)."""
     from quantgate.labels import load_label_map
@@ -153,17 +163,13 @@ def load_test_data(
             )
         keyed = load_key() is not None
         source = data_source(mv, parent_first=keyed)
-        dataset, options = dataset_tags(source)
-        trusted = os.environ.get(TRUSTED_DATA_ENV, "").split(os.pathsep)
-        pinned = pin_tagged_data(dataset, options.labels, trusted)
+        dataset, options, pinned, kwargs = pinned_tags(source)
         if pinned.untrusted and keyed:
             raise DataError(
                 f"--dataset auto follows version {source.version}'s tags to {dataset!r}, and with an evidence key "
                 f"set a tag (which any store writer can set) does not choose the data a verdict rests on: "
                 f"{pinned.untrusted}; pass --dataset <your test data>, or list its folder in ${TRUSTED_DATA_ENV}"
             )
-        # load what was checked, not the tag's names looked up again (a link repointed meanwhile)
-        kwargs = {**options.kwargs(), "labels": pinned.labels}
         if keyed:
             data = trained_data(source, dataset, pinned.dataset, kwargs)
         else:
@@ -188,11 +194,12 @@ def trained_data(source: ModelVersion, named: str, pinned: str, kwargs: dict) ->
     named a trusted folder's ``train.csv``, split it 70/10/20, and judged a variant on training
     texts; the twenty-eighth did the same after adding the param a notebook's run lacked, or
     rewriting it in the sqlite file: a run param is not signed.)"""
+    # checked again on this copy, whose tag is read next: checked_parent read the parent earlier
     problem = attestation_problem(load_key(), source.name, source.version, source.tags)
     if problem:
         raise ModelIntegrityError(f"--dataset auto: v{source.version}'s attestation does not hold: {problem}")
     recorded = source.tags.get(ATTESTED_DATA_TAG, "")
-    if recorded in ("", NO_DATA_DIGEST):
+    if recorded in ("", NONE_RECORDED):
         raise DataError(
             f"--dataset auto: v{source.version} was attested without a {DATA_DIGEST_PARAM} (its run logged none), so "
             "with an evidence key nothing says which data it was trained on: pass --dataset <your test data>"

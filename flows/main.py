@@ -190,40 +190,65 @@ def check_thresholds(path: str) -> None:
     load_thresholds(path)
 
 
+def params_differ(run: Run, params: dict) -> list[str]:
+    """The names of ``params`` that ``run`` logged other values for (``mlflow run`` may log a
+    value shell-quoted)."""
+    return sorted(k for k, v in params.items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v))))
+
+
+def version_named(model_name: str, run: Run, variant: str) -> ModelVersion | None:
+    """The version of ``model_name`` the run's ``quantgate.version.<variant>`` tag names (``None``:
+    no tag, or no such version)."""
+    version = run.data.tags.get(version_run_tag(variant), "")
+    try:
+        return MlflowClient().get_model_version(model_name, version) if version else None
+    except MlflowException:
+        return None
+
+
+def train_problem(model_name: str, key: bytes, params: dict | None, data: str | None, run: Run) -> str | None:
+    """Why the finished train ``run`` may not be reused under the evidence ``key`` (``None``: it
+    may): it ran with other ``params``, or the FP32 version its tag names was not registered by it,
+    or is not attested, or main did not attest it with ``data``'s digest and these ``params``.
+    Logged params prove nothing alone: a sqlite writer can rewrite them (the thirty-first run), so
+    the signed digests decide."""
+    differs = params_differ(run, params or {})
+    if differs:
+        return f"it ran with other {', '.join(differs)}"
+    mv = version_named(model_name, run, "fp32")
+    if mv is None:
+        return f"its {version_run_tag('fp32')} tag names no version of {model_name}"
+    if mv.run_id != run.info.run_id:
+        return f"v{mv.version} was registered by run {mv.run_id}, not by it"
+    unattested = attestation_problem(key, model_name, mv.version, mv.tags)
+    if unattested:
+        return f"v{mv.version} is not attested ({unattested})"
+    if data and mv.tags.get(ATTESTED_DATA_TAG) != data:
+        return f"v{mv.version} was attested with other training data than {data[:12]}"
+    if params and mv.tags.get(ATTESTED_TRAINING_TAG) != training_digest(params):
+        return f"v{mv.version} was not attested by main as trained with these parameters"
+    return None
+
+
 def attested_fp32(
     model_name: str, key: bytes, params: dict | None = None, data: str | None = None
 ) -> Callable[[Run], bool]:
-    """Whether a finished train run may be reused under the evidence ``key``: only when it ran
-    with ``params`` (MLflow never lets a logged param change) and the FP32 version its tag names
-    was registered by that run and carries a valid attestation (with ``data``, of training data
-    with that digest: the data at the same path may have changed since). A run's inputs digest and version
-    tag are store tags: a writer can put them on any run, pointing at any version, and main
-    attests only what its own train step registers."""
+    """Whether a finished train run may be reused under the evidence ``key``
+    (:func:`train_problem`). A run's inputs digest and version tag are store tags: a writer can
+    put them on any run, pointing at any version, and main attests only what its own train step
+    registers."""
+    return reusable_when("train", lambda run: train_problem(model_name, key, params, data, run))
+
+
+def reusable_when(step: str, problem: Callable[[Run], str | None]) -> Callable[[Run], bool]:
+    """An ``accept`` for :func:`get_or_run`: a run is reused when ``problem`` finds none, and
+    otherwise main says why it is not."""
 
     def accept(run: Run) -> bool:
-        differs = [k for k, v in (params or {}).items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v)))]
-        if differs:
-            click.echo(f"[train] not reusing run {run.info.run_id}: it ran with other {', '.join(sorted(differs))}")
-            return False
-        version = run.data.tags.get(version_run_tag("fp32"), "")
-        try:
-            mv = MlflowClient().get_model_version(model_name, version) if version else None
-        except MlflowException:
-            mv = None
-        if mv is None:
-            problem = f"its {version_run_tag('fp32')} tag names no version of {model_name}"
-        elif mv.run_id != run.info.run_id:
-            problem = f"v{version} was registered by run {mv.run_id}, not by it"
-        else:
-            problem = attestation_problem(key, model_name, version, mv.tags)
-            problem = f"v{version} is not attested ({problem})" if problem else None
-            if problem is None and data and mv.tags.get(ATTESTED_DATA_TAG) != data:
-                problem = f"v{version} was attested with other training data than {data[:12]}"
-            if problem is None and params and mv.tags.get(ATTESTED_TRAINING_TAG) != training_digest(params):
-                problem = f"v{version} was not attested by main as trained with these parameters"
-        if problem:
-            click.echo(f"[train] not reusing run {run.info.run_id}: {problem}")
-        return problem is None
+        why = problem(run)
+        if why:
+            click.echo(f"[{step}] not reusing run {run.info.run_id}: {why}")
+        return why is None
 
     return accept
 
@@ -231,18 +256,14 @@ def attested_fp32(
 def variant_problem(model_name: str, fp32: str, variant: str, params: dict, run: Run) -> str | None:
     """Why the quantise ``run`` is not main's ``variant`` of ``fp32`` (``None``: it is): it ran with
     ``params``, and the version its tag names is that variant with ``parent_version`` ``fp32``."""
-    differs = [k for k, v in params.items() if run.data.params.get(k) not in (str(v), shlex.quote(str(v)))]
-    version = run.data.tags.get(version_run_tag(variant), "")
-    try:
-        mv = MlflowClient().get_model_version(model_name, version) if version else None
-    except MlflowException:
-        mv = None
+    differs = params_differ(run, params)
     if differs:
-        return f"it ran with other {', '.join(sorted(differs))}"
+        return f"it ran with other {', '.join(differs)}"
+    mv = version_named(model_name, run, variant)
     if mv is None:
         return f"its {version_run_tag(variant)} tag names no version of {model_name}"
     if (mv.tags.get(PARENT_VERSION_TAG), mv.tags.get(VARIANT_TAG)) != (str(fp32), variant):
-        return f"v{version} is not a {variant} of v{fp32}"
+        return f"v{mv.version} is not a {variant} of v{fp32}"
     return None
 
 
@@ -251,14 +272,7 @@ def variant_of(model_name: str, fp32: str, variant: str, params: dict) -> Callab
     digest is a store tag made of public inputs (the next version number included), so a writer
     can plant a run whose tag names a variant of another model: the thirtieth adversarial run had
     main gate and stage an older model's build as the int8 of the one it had just trained."""
-
-    def accept(run: Run) -> bool:
-        problem = variant_problem(model_name, fp32, variant, params, run)
-        if problem:
-            click.echo(f"[quantise_onnx] not reusing run {run.info.run_id}: {problem}")
-        return problem is None
-
-    return accept
+    return reusable_when("quantise_onnx", lambda run: variant_problem(model_name, fp32, variant, params, run))
 
 
 def training_digest(params: dict) -> str:
@@ -391,19 +405,15 @@ def signed_evaluation(model_name: str, version: str, key: bytes) -> Callable[[Ru
     The key's id in the reuse digest is public, so a writer could put that digest on a run of
     their own; reusing it would leave the version unevaluated for the gate."""
 
-    def accept(run: Run) -> bool:
+    def problem(run: Run) -> str | None:
         client = MlflowClient()
         mv = client.get_model_version(model_name, version)
         if mv.tags.get(EVAL_RUN_TAG) != run.info.run_id:
-            problem = f"v{version}'s recorded evaluation is {mv.tags.get(EVAL_RUN_TAG)!r}, not this run"
-        else:
-            problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
-            problem = problems[0] if problems else None
-        if problem:
-            click.echo(f"[evaluate] not reusing run {run.info.run_id}: {problem}")
-        return problem is None
+            return f"v{version}'s recorded evaluation is {mv.tags.get(EVAL_RUN_TAG)!r}, not this run"
+        problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
+        return problems[0] if problems else None
 
-    return accept
+    return reusable_when("evaluate", problem)
 
 
 def evaluate_versions(

@@ -33,10 +33,10 @@ DESCRIPTION_BLOCK_TAG = "description_block_sha256"  # the description block quan
 FP32_ATTESTATION_TAG = "fp32_attestation"  # HMAC: a key holder vouched for these FP32 files (`quantgate attest`)
 # the data digest its training run logged (``dataset_digest``) when it was attested, signed with it
 ATTESTED_DATA_TAG = "fp32_dataset_digest"
-NO_DATA_DIGEST = "none"  # ATTESTED_DATA_TAG of a version whose run logged no dataset_digest
 # SHA-256 of the train step's inputs (main's parameters) when `main` attested it, signed with it;
 # "none" when a person ran `quantgate attest` (main then reuses no train run of it)
 ATTESTED_TRAINING_TAG = "fp32_training_sha256"
+NONE_RECORDED = "none"  # either of the two tags above when the attestation vouches for no such digest
 DATA_DIGEST_PARAM = "dataset_digest"  # the train run's param: every split's texts and labels
 
 # ---------------------------------------------------------------- run tags and tables

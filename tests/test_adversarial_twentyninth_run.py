@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sqlite3
 
-import mlflow
 from mlflow import MlflowClient
 from test_adversarial import _one_error_line, _quantgate  # noqa: F401
 from test_adversarial_signed import COPY, KEY, signed  # noqa: F401
+from test_adversarial_twentyeighth_run import _param_rewritten_in_sqlite, _split_digest, _trusted_train_file
 
-from quantgate.data import BUNDLED_DIR, NEWS9_DIR, dataset_digest, load_dataset
+from quantgate.data import BUNDLED_DIR, dataset_digest, load_dataset
 
 
 def _write(folder, splits: dict[str, list[dict]]) -> None:
@@ -75,36 +74,26 @@ def test_attesting_again_does_not_sign_a_rewritten_training_digest(signed, monke
     `dataset` tag names the train.csv. Before: the re-attest signed the writer's digest and
     `--dataset auto` measured training texts (exit 0). Now the re-attest signs no training data
     (the run's digest is not that of the data its tags name) and `--dataset auto` is refused."""
-    trusted = tmp_path / "trusted"
-    shutil.copytree(NEWS9_DIR, trusted / "news9")
-    train_file = trusted / "news9" / "train.csv"
-    monkeypatch.setenv("QUANTGATE_TRUSTED_DATA", str(trusted))
+    train_file = _trusted_train_file(tmp_path, monkeypatch)
     client = MlflowClient()
     fp32 = client.get_model_version(COPY, signed["fp32"])
     before = dict(fp32.tags)
-    db = mlflow.get_tracking_uri().removeprefix("sqlite:///")
-    chosen = dataset_digest(load_dataset(str(train_file)))
-    with sqlite3.connect(db) as con:
-        (logged,) = con.execute(
-            "SELECT value FROM params WHERE run_uuid=? AND key='dataset_digest'", (fp32.run_id,)
-        ).fetchone()
-        con.execute("UPDATE params SET value=? WHERE run_uuid=? AND key='dataset_digest'", (chosen, fp32.run_id))
+    chosen = _split_digest(train_file)
     try:
-        client.set_model_version_tag(COPY, fp32.version, "fp32_dataset_digest", chosen)  # attestation broken
-        monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
-        again = _quantgate("attest", "--version", signed["fp32"], "--model-name", COPY)
-        assert again.exit_code == 0, again.output
-        assert "attested with no training data" in again.output, again.output
-        assert client.get_model_version(COPY, fp32.version).tags["fp32_dataset_digest"] == "none"
+        with _param_rewritten_in_sqlite(fp32.run_id, "dataset_digest", chosen):
+            client.set_model_version_tag(COPY, fp32.version, "fp32_dataset_digest", chosen)  # attestation broken
+            monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+            again = _quantgate("attest", "--version", signed["fp32"], "--model-name", COPY)
+            assert again.exit_code == 0, again.output
+            assert "attested with no training data" in again.output, again.output
+            assert client.get_model_version(COPY, fp32.version).tags["fp32_dataset_digest"] == "none"
 
-        client.set_model_version_tag(COPY, fp32.version, "dataset", str(train_file))
-        line = _one_error_line(
-            _quantgate("evaluate", "--version", signed["int8"], "--model-name", COPY, "--latency-runs", "5")
-        )
-        assert "was attested without a dataset_digest" in line, line
+            client.set_model_version_tag(COPY, fp32.version, "dataset", str(train_file))
+            line = _one_error_line(
+                _quantgate("evaluate", "--version", signed["int8"], "--model-name", COPY, "--latency-runs", "5")
+            )
+            assert "was attested without a dataset_digest" in line, line
     finally:
-        with sqlite3.connect(db) as con:
-            con.execute("UPDATE params SET value=? WHERE run_uuid=? AND key='dataset_digest'", (logged, fp32.run_id))
         for tag, value in before.items():  # the fixture's attested parent, as it was
             client.set_model_version_tag(COPY, fp32.version, tag, value)
 
