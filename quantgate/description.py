@@ -38,6 +38,10 @@ class Parts:
     notes: list[str] = field(default_factory=list)
     below: str = ""  # a person's text after the block
     written: str = "0"  # the highest write number of the owner's block-shaped pairs in the text (the next is one more)
+    # the exact whitespace between the person's text and the block, as found by split(); None
+    # (a new block) means SEP where there is text on that side
+    above_sep: str | None = None
+    below_sep: str | None = None
 
 
 NO_BLOCK = "none: no room for quantgate's block"  # the tag's value when the person's text left no room
@@ -133,9 +137,14 @@ def split(description: str | None, own: str | None, seal: Seal = block_sha256, o
     above, below = text[: span[0]], text[span[1] :]
     block = WRITE_LINE.sub("\n", text[span[0] + len(BEGIN) : span[1] - len(END)])
     block = block.removeprefix("\n").removesuffix("\n")
-    above, below = above.removesuffix(SEP), below.removeprefix(SEP)  # the separators join() puts
+    # the separators compose() puts, taken off so that the person's text is theirs alone; what
+    # stands there instead (a person's single newline, or blank lines alone) is kept as it is,
+    # so that writing the block again changes no character outside it
+    above_sep = SEP if above.endswith(SEP) else ""
+    below_sep = SEP if below.startswith(SEP) else ""
+    above, below = above.removesuffix(above_sep), below.removeprefix(below_sep)
     card, *notes = block.split(NOTE_MARK)
-    return Parts(above, card, [NOTE_MARK + n for n in notes], below, written)
+    return Parts(above, card, [NOTE_MARK + n for n in notes], below, written, above_sep, below_sep)
 
 
 def join(parts: Parts, limit: int = DESCRIPTION_LIMIT) -> str:
@@ -149,8 +158,8 @@ def compose(
     """:func:`join`, and what the version's ``description_block_sha256`` tag is to hold: the
     seal of the block it wrote (its SHA-256 unless ``seal`` says otherwise), or :data:`NO_BLOCK`
     when none fitted (so that a person's copy of an earlier block never matches a tag left behind)."""
-    above = parts.above + SEP if parts.above else ""
-    below = SEP + parts.below if parts.below else ""
+    above = parts.above + (parts.above_sep if parts.above_sep is not None else SEP if parts.above else "")
+    below = (parts.below_sep if parts.below_sep is not None else SEP if parts.below else "") + parts.below
     number = WRITE.format(_successor(parts.written), owner)  # newer than every pair of the owner's, quotes included
     room = limit - len(above) - len(below) - len(BEGIN) - len(number) - len(END) - 3
     card, notes = parts.card, list(parts.notes)

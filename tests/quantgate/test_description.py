@@ -237,3 +237,28 @@ def test_a_forged_huge_write_number_does_not_switch_the_stale_tag_check_off():
     assert third.endswith(quote)
     replayed, _ = put_card(third, CARD.replace("card text", "card C"), own=older, seal=seal)  # the older seal back
     assert quote in replayed and replayed.count("<!-- quantgate:write") == 5  # one line per block, none piled up
+
+
+@pytest.mark.parametrize(
+    ("above", "below"),
+    [
+        ("\n\n", ""),  # a person's blank lines alone above the block
+        ("", "\n\n"),  # and below it
+        ("\n\n\n", "\n"),
+        ("Alice\n", "\nBob"),  # text touching the block with a single newline
+        ("Alice\n\n\n", "\n\n\nBob"),  # with more blank lines than quantgate puts
+    ],
+)
+def test_whitespace_next_to_the_block_is_kept_byte_for_byte(above, below):
+    """The thirty-first run's case C: where a person's only text around the block was blank
+    lines, a new card dropped them, and text touching the block with one newline got two more.
+    Writing the block again now changes no character outside it, whitespace included."""
+
+    block, own = put_card("", CARD, own=None)
+    shared = above + block + below
+    for turn in range(3):  # each write keeps the person's bytes: nothing drifts over writes
+        shared, own = put_card(shared, CARD.replace("card text", f"card {turn}"), own=own)
+        shared, own = put_note(shared, f"\n\n### Gate passed: note {turn}", own=own)
+        start, end = shared.index(BEGIN), shared.index(END) + len(END)
+        assert (shared[:start], shared[end:]) == (above, below), repr(shared)
+    assert "card 2" in shared and "note 2" in shared
