@@ -42,12 +42,22 @@ from quantgate.contract import (
     DATA_DIGEST_PARAM,
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
+    EVALUATED_DATA_TAG,
     EVIDENCE_SIGNATURE_TAG,
     NONE_RECORDED,
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.data import SPLITS, DataError, Dataset, TaggedData, dataset_digest, load_dataset, pin_tagged_data
+from quantgate.data import (
+    SPLITS,
+    DataError,
+    Dataset,
+    TaggedData,
+    dataset_digest,
+    evaluated_digest,
+    load_dataset,
+    pin_tagged_data,
+)
 from quantgate.description import put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
@@ -254,14 +264,15 @@ def evaluate(
     options = options or DataOptions()
     metrics = run_evaluator(mv, data, latency_runs, threads, parent, trusted_only=key is not None)
     host = {**host_fingerprint(), "threads": str(threads)}
-    log_run_context(mv, host, dataset=dataset, options=options, data=data, latency_runs=latency_runs)
+    measured = evaluated_digest(data)
+    log_run_context(mv, host, dataset=dataset, options=options, data=data, measured=measured, latency_runs=latency_runs)
     run_id = mlflow.active_run().info.run_id
     # the figures and the predictions table as they stand now: the gate refuses them if anything
     # is re-logged or rewritten later
     logged = metrics_digest(client.get_run(run_id).data.metrics)
     predictions = artifact_sha256(run_id, PREDICTIONS_TABLE)
     mlflow.set_tags({METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions})
-    signature = sign_evidence(client, mv, run_id, key, parent) if key else None
+    signature = sign_evidence(client, mv, run_id, key, parent, measured) if key else None
     copy_to_source_run(client, mv, metrics, run_id)
     record_on_version(
         client,
@@ -279,12 +290,16 @@ def evaluate(
     return metrics
 
 
-def sign_evidence(client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None) -> str:
+def sign_evidence(
+    client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None, measured: str
+) -> str:
     """Sign what this evaluation recorded (quantgate.evidence_signing), the parent's files and
     attestation as checked before measuring included, and tag the run with it; the version gets
-    the same signature from :func:`record_on_version`."""
+    the same signature from :func:`record_on_version`. ``measured``: the digest of the test split
+    it measured, signed as computed here (not read back from the run's tag, which a store writer
+    could have changed in between: the signature then no longer matches the tag)."""
     parent_tags = dict(parent.tags) if parent is not None else None
-    run_tags = client.get_run(run_id).data.tags
+    run_tags = {**client.get_run(run_id).data.tags, EVALUATED_DATA_TAG: measured}
     payload = evaluation_payload(
         mv.name, mv.version, run_id, mv.tags, run_tags, parent_tags, identity=version_identity(mv)
     )
@@ -393,12 +408,21 @@ def run_evaluator(
 
 
 def log_run_context(
-    mv: ModelVersion, host: dict, *, dataset: str, options: DataOptions, data: Dataset, latency_runs: int
+    mv: ModelVersion,
+    host: dict,
+    *,
+    dataset: str,
+    options: DataOptions,
+    data: Dataset,
+    measured: str,
+    latency_runs: int,
 ) -> None:
-    """Tag the evaluation run with what was measured and where, and log its params."""
+    """Tag the evaluation run with what was measured and where (``measured``: the test split's
+    :func:`~quantgate.data.evaluated_digest`), and log its params."""
     mlflow.set_tags(
         {
             "quantgate.step": "evaluate",
+            EVALUATED_DATA_TAG: measured,  # signed with the figures (sign_evidence)
             "quantgate.evaluated_version": str(mv.version),
             "quantgate.variant": mv.tags.get("variant", ""),
             "manifest_sha256": mv.tags.get("manifest_sha256", ""),

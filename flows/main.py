@@ -35,6 +35,7 @@ from quantgate.contract import (
     ATTESTED_TRAINING_TAG,
     DATA_DIGEST_PARAM,
     EVAL_RUN_TAG,
+    EVALUATED_DATA_TAG,
     MANIFEST_TAG,
     MODEL_DIGEST_TAG,
     PARENT_VERSION_TAG,
@@ -42,7 +43,7 @@ from quantgate.contract import (
     VARIANT_TAG,
     version_run_tag,
 )
-from quantgate.data import dataset_digest, load_dataset
+from quantgate.data import dataset_digest, evaluated_digest, load_dataset
 from quantgate.errors import UserError
 from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
 from quantgate.model_files import ModelIntegrityError
@@ -399,11 +400,13 @@ def receipt_requested(path: Path) -> Iterator[None]:
         os.environ.pop(TRAIN_RECEIPT_ENV, None)
 
 
-def signed_evaluation(model_name: str, version: str, key: bytes) -> Callable[[Run], bool]:
+def signed_evaluation(model_name: str, version: str, key: bytes, tested: str) -> Callable[[Run], bool]:
     """Whether a finished evaluate run may be reused under the evidence ``key``: only when it is
-    the version's recorded evaluation and its signature vouches for it, as the gate will check.
-    The key's id in the reuse digest is public, so a writer could put that digest on a run of
-    their own; reusing it would leave the version unevaluated for the gate."""
+    the version's recorded evaluation, its signature vouches for it (as the gate will check), and
+    the test split it signed it measured is main's (``tested``: its :func:`evaluated_digest`). The
+    key's id in the reuse digest is public, so a writer could put that digest on a run of their
+    own (reusing it would leave the version unevaluated for the gate), or on a key holder's
+    evaluation of other data."""
 
     def problem(run: Run) -> str | None:
         client = MlflowClient()
@@ -411,13 +414,18 @@ def signed_evaluation(model_name: str, version: str, key: bytes) -> Callable[[Ru
         if mv.tags.get(EVAL_RUN_TAG) != run.info.run_id:
             return f"v{version}'s recorded evaluation is {mv.tags.get(EVAL_RUN_TAG)!r}, not this run"
         problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
-        return problems[0] if problems else None
+        if problems:
+            return problems[0]
+        measured = run.data.tags.get(EVALUATED_DATA_TAG, "")
+        if measured != tested:
+            return f"it measured another test split (digest {measured[:12]!r}, not {tested[:12]}…)"
+        return None
 
     return reusable_when("evaluate", problem)
 
 
 def evaluate_versions(
-    versions: tuple[str, ...], *, dataset: str, latency_runs: int, opts: dict, data: str, common: dict
+    versions: tuple[str, ...], *, dataset: str, latency_runs: int, opts: dict, data: str, tested: str, common: dict
 ) -> None:
     """Evaluate each version on the test split (reused when its inputs did not change). With an
     evidence key, the key's id is an input, and only the version's own signed evaluation is
@@ -436,7 +444,7 @@ def evaluate_versions(
             },
             code=code_digest("flows.evaluate"),
             data=data + signed,
-            accept=signed_evaluation(common["model_name"], version, key) if key else None,
+            accept=signed_evaluation(common["model_name"], version, key, tested) if key else None,
             **common,
         )
 
@@ -492,7 +500,8 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id
         # Fails here, in one line, before any step runs, when the data cannot be used.
-        data = dataset_digest(load_dataset(dataset, **data_opts.kwargs()))
+        loaded = load_dataset(dataset, **data_opts.kwargs())
+        data, tested = dataset_digest(loaded), evaluated_digest(loaded)
         # Only options that differ from the defaults are passed on: a run with default data
         # options keeps the same parameters (and reuse digest) as before they existed.
         opts = data_opts.mlproject_params()
@@ -506,7 +515,9 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
             data=data,
             common=common,
         )
-        evaluate_versions((fp32, int8), dataset=dataset, latency_runs=latency_runs, opts=opts, data=data, common=common)
+        evaluate_versions(
+            (fp32, int8), dataset=dataset, latency_runs=latency_runs, opts=opts, data=data, tested=tested, common=common
+        )
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
         passed = run_gate(int8, model_name=model_name, thresholds_path=thresholds_path, experiment_id=exp)
     print_summary(model_name, fp32, int8, passed, tracking_uri)

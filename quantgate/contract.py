@@ -42,6 +42,7 @@ DATA_DIGEST_PARAM = "dataset_digest"  # the train run's param: every split's tex
 # ---------------------------------------------------------------- run tags and tables
 METRICS_DIGEST_TAG = "quantgate.metrics_sha256"  # on the evaluation run
 PREDICTIONS_DIGEST_TAG = "quantgate.predictions_sha256"  # on the evaluation run
+EVALUATED_DATA_TAG = "quantgate.test_data_digest"  # on the evaluation run: the test split it measured (signed)
 EVIDENCE_SIGNATURE_TAG = "quantgate.evidence_signature"  # on the evaluation run, equal to the version's
 VERSION_RUN_TAG = "quantgate.version."  # + variant: the version a step registered or reused
 # A file `main` names for its train step: the step writes there which version it registered and

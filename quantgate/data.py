@@ -399,6 +399,11 @@ def _with_label_ids(loaded: dict[str, Split], label_list: list[str]) -> dict[str
     }
 
 
+def evaluated_digest(dataset: Dataset) -> str:
+    """:func:`dataset_digest` of the test split alone (and the labels): what an evaluation measured."""
+    return dataset_digest(Dataset(dataset.source, {"test": dataset["test"]}, dataset.labels))
+
+
 def dataset_digest(dataset: Dataset) -> str:
     """SHA-256 over every split's texts and labels: identifies the data a step consumed. Each
     row is one JSON line, so a text holding tabs or newlines cannot pass for a row boundary (the

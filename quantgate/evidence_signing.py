@@ -33,6 +33,7 @@ from quantgate.contract import (
     ATTESTED_DATA_TAG,
     ATTESTED_TRAINING_TAG,
     DEVICE_TAG,
+    EVALUATED_DATA_TAG,
     FP32_ATTESTATION_TAG,
     HOST_KEYS,
     MANIFEST_TAG,
@@ -158,8 +159,9 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
 
 # ------------------------------------------------------------------ the statements signed
 # v2: binds the parent's attestation; v3: the version's identity; v4: a variant's graph was rebuilt
-# from its parent and recipe before it ran (flows/rebuild.py), so no earlier signature counts
-EVALUATION = "quantgate.evaluation.v4"
+# from its parent and recipe before it ran (flows/rebuild.py), so no earlier signature counts;
+# v5: the digest of the test split it measured
+EVALUATION = "quantgate.evaluation.v5"
 GATE_PASS = "quantgate.gate-pass.v1"
 FP32_ATTESTATION = "quantgate.fp32-attestation.v2"  # v2: binds the training data's digest
 
@@ -211,7 +213,8 @@ def evaluation_payload(
 ) -> dict[str, str]:
     """What an evaluation vouches for, read from the version's and the evaluation run's tags:
     which files of which version it measured (and against which parent's files, as attested),
-    the digests of the figures and the predictions table it logged, and the host it measured on.
+    the digests of the figures and the predictions table it logged and of the test split it measured,
+    and the host it measured on.
     ``evaluate`` signs it once those tags are written; the gate rebuilds it from the same tags
     (``parent_tags``: the parent version's tags, none for a version without a parent;
     ``identity``: quantgate.tracking.version_identity, which a version registered again under
@@ -230,6 +233,7 @@ def evaluation_payload(
         "parent_attestation": parent_tags.get(FP32_ATTESTATION_TAG, ""),
         "metrics_sha256": run_tags.get(METRICS_DIGEST_TAG, ""),
         "predictions_sha256": run_tags.get(PREDICTIONS_DIGEST_TAG, ""),
+        "test_data_digest": run_tags.get(EVALUATED_DATA_TAG, ""),
         **{f"host:{tag}": run_tags.get(tag, "") for tag in sorted(HOST_KEYS.values())},
     }
 

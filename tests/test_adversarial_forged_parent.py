@@ -25,7 +25,7 @@ from mlflow.entities import RunTag
 from test_adversarial import RELATIVE, _holder, _one_error_line, _quantgate, _yaml
 from test_adversarial_signed import COPY, KEY, _promote, _stored_copy_root, signed  # noqa: F401
 
-from quantgate.data import dataset_digest, load_dataset
+from quantgate.data import dataset_digest, evaluated_digest, load_dataset
 
 from conftest import TEST_MODEL
 
@@ -302,9 +302,40 @@ def test_main_reuses_under_a_key_only_the_versions_own_signed_evaluation(signed)
     from flows.main import signed_evaluation
 
     client = MlflowClient()
-    accept = signed_evaluation(COPY, signed["int8"], KEY.encode())
+    news9 = evaluated_digest(load_dataset("news9"))  # the test split the pipeline trained with, and main's
+    accept = signed_evaluation(COPY, signed["int8"], KEY.encode(), news9)
     evaluation = client.get_run(client.get_model_version(COPY, signed["int8"]).tags["eval_run_id"])
     assert accept(evaluation)
     forged = client.create_run(evaluation.info.experiment_id)
     assert not accept(client.get_run(forged.info.run_id))
-    assert not signed_evaluation(COPY, signed["int8"], KEY[::-1].encode())(evaluation)  # another key
+    assert not signed_evaluation(COPY, signed["int8"], KEY[::-1].encode(), news9)(evaluation)  # another key
+
+
+def test_main_reuses_under_a_key_only_an_evaluation_of_its_own_data(signed, capsys):  # noqa: F811
+    """The thirty-second run's untried idea: the evaluation's signature did not name the data it
+    measured, so a key holder's signed evaluation of other (trusted) data, given main's public
+    reuse tags by a store writer, would be reused by main as the evaluation of main's data. The
+    signature now binds the digest of the test split measured (tag ``quantgate.test_data_digest``), and
+    main reuses an evaluation only of its own data; a writer who rewrites that tag breaks the
+    signature, so the gate refuses the evaluation."""
+    from flows.main import signed_evaluation
+    from quantgate.contract import EVALUATED_DATA_TAG
+    from registry_hooks.gate.provenance import parent_tags, signature_problems
+
+    client = MlflowClient()
+    mv = client.get_model_version(COPY, signed["int8"])
+    evaluation = client.get_run(mv.tags["eval_run_id"])
+    measured = evaluation.data.tags[EVALUATED_DATA_TAG]
+    assert measured == evaluated_digest(load_dataset("news9"))
+    other = evaluated_digest(load_dataset("support3"))  # main given other data than was measured
+    assert not signed_evaluation(COPY, signed["int8"], KEY.encode(), other)(evaluation)
+    assert "it measured another test split" in capsys.readouterr().out
+    client.set_tag(evaluation.info.run_id, EVALUATED_DATA_TAG, other)  # the writer makes it "match"
+    try:
+        rewritten = client.get_run(evaluation.info.run_id)
+        assert not signed_evaluation(COPY, signed["int8"], KEY.encode(), other)(rewritten)
+        tags = rewritten.data.tags
+        problems = signature_problems(KEY.encode(), mv, rewritten.info.run_id, tags, parent_tags(client, mv))
+        assert problems and "does not match" in problems[0]
+    finally:
+        client.set_tag(evaluation.info.run_id, EVALUATED_DATA_TAG, measured)

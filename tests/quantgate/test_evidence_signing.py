@@ -21,7 +21,12 @@ from quantgate.evidence_signing import (
 
 KEY = b"0123456789abcdef0123456789abcdef"
 VERSION_TAGS = {"manifest_sha256": "m" * 64, "model_sha256": "d" * 64, "device": "cpu", "parent_version": "1"}
-RUN_TAGS = {"quantgate.metrics_sha256": "a" * 64, "quantgate.predictions_sha256": "p" * 64, "host.cpu": "EPYC"}
+RUN_TAGS = {
+    "quantgate.metrics_sha256": "a" * 64,
+    "quantgate.predictions_sha256": "p" * 64,
+    "quantgate.test_data_digest": "t" * 64,
+    "host.cpu": "EPYC",
+}
 PARENT = {"model_sha256": "f" * 64, "manifest_sha256": "g" * 64, "fp32_attestation": "hmac-sha256:x:y"}
 
 
@@ -82,6 +87,7 @@ def test_a_signature_verifies_only_for_its_payload_kind_and_key():
         ("version", "parent_version"),
         ("run", "quantgate.metrics_sha256"),
         ("run", "quantgate.predictions_sha256"),
+        ("run", "quantgate.test_data_digest"),  # the data it measured (the thirty-second run's idea)
         ("run", "host.cpu"),
         ("run", "threads"),
     ],
