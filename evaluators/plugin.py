@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.evaluation.artifacts import ImageEvaluationArtifact, JsonEvaluationArtifact
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS as LOGGED_ARTIFACTS_TAG
 
 from evaluators.measure import (
     accuracy_metrics,
@@ -268,8 +269,8 @@ class QuantgateEvaluator(ModelEvaluator):
         client.log_dict(
             run_id, {"config": asdict(cfg), "runtime": settings, "metrics": metrics}, "quantgate/evaluation.json"
         )
-        client.log_table(run_id, per_example, PREDICTIONS_TABLE)
         with tempfile.TemporaryDirectory(prefix="quantgate-eval-") as tmp:
+            table = log_predictions_table(client, run_id, per_example, Path(tmp))
             files = write_artifacts(Path(tmp), inner, per_example, probs, parent_probs, cfg)
             # file by file: MLflow writes a single file to a local store through a temporary name
             # and a rename, but copies a folder into place following any link already there (the
@@ -282,4 +283,30 @@ class QuantgateEvaluator(ModelEvaluator):
             name: (ImageEvaluationArtifact if p.suffix == ".png" else JsonEvaluationArtifact)(uri=base + p.name)
             for name, p in files.items()
         }
+        # the table as this process wrote it: a caller checks the stored copy against it
+        artifacts[PREDICTIONS_ARTIFACT] = JsonEvaluationArtifact(
+            uri=client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + PREDICTIONS_TABLE, content=table
+        )
         return EvaluationResult(metrics=metrics, artifacts=artifacts, run_id=run_id)
+
+
+PREDICTIONS_ARTIFACT = "predictions_table"  # the EvaluationResult artifact that holds the table as written
+
+
+def log_predictions_table(client: MlflowClient, run_id: str, table: pd.DataFrame, tmp: Path) -> dict:
+    """Log the per-example table as MLflow's ``log_table`` writes a .json table (split orient,
+    and listed for the UI's artifact view), from a file written here; returns its content as
+    written. ``log_table`` itself appends to a table already at that path (one a store writer
+    put there first), and its caller could only read the result back from the store."""
+    path = tmp / PREDICTIONS_TABLE
+    table.to_json(path, orient="split", index=False, date_format="iso")
+    client.log_artifact(run_id, str(path))
+    try:  # only the UI's list of tables: one a writer garbled is started afresh
+        listed = json.loads(client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+    except ValueError:
+        listed = []
+    listed = listed if isinstance(listed, list) else []
+    entry = {"path": PREDICTIONS_TABLE, "type": "table"}
+    if entry not in listed:
+        client.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))
+    return json.loads(path.read_text(encoding="utf-8"))

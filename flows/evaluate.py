@@ -33,6 +33,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from evaluators.measure import host_fingerprint
+from evaluators.plugin import PREDICTIONS_ARTIFACT
 from evaluators.report import headline_tags, model_card
 from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.errors import debugging, one_line
@@ -78,12 +79,12 @@ from quantgate.model_files import (
     MODEL_DIGEST_TAG,
     PREDICTIONS_DIGEST_TAG,
     ModelIntegrityError,
-    artifact_sha256,
     digest,
     digest_problem,
     download,
     metrics_digest,
     model_manifest,
+    sha256_file,
     untrusted_code,
 )
 from quantgate.tracking import (
@@ -262,17 +263,21 @@ def evaluate(
         dataset, options, data = load_test_data(mv, dataset, options)
     click.echo(f"test data: {data['test'].origin} ({len(data['test'])} texts)")
     options = options or DataOptions()
-    metrics = run_evaluator(mv, data, latency_runs, threads, parent, trusted_only=key is not None)
+    metrics, table = run_evaluator(mv, data, latency_runs, threads, parent, trusted_only=key is not None)
     host = {**host_fingerprint(), "threads": str(threads)}
     measured = evaluated_digest(data)
     log_run_context(mv, host, dataset=dataset, options=options, data=data, measured=measured, latency_runs=latency_runs)
     run_id = mlflow.active_run().info.run_id
-    # the figures and the predictions table as they stand now: the gate refuses them if anything
-    # is re-logged or rewritten later
-    logged = metrics_digest(client.get_run(run_id).data.metrics)
-    predictions = artifact_sha256(run_id, PREDICTIONS_TABLE)
+    # the figures and the predictions table this process logged, checked against the store's
+    # copies (the gate reads those): the gate refuses them if anything is re-logged or rewritten
+    # later, and a change made meanwhile fails this evaluation (the thirty-third adversarial run
+    # re-logged a latency figure, and swapped the table, while evaluate ran: the key signed the
+    # digests of what it read back)
+    logged = stored_metrics_digest(client, run_id, metrics)
+    predictions = stored_table_sha256(run_id, table)
     mlflow.set_tags({METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions})
-    signature = sign_evidence(client, mv, run_id, key, parent, measured) if key else None
+    written = {**host, METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions, EVALUATED_DATA_TAG: measured}
+    signature = sign_evidence(client, mv, run_id, key, parent, written) if key else None
     copy_to_source_run(client, mv, metrics, run_id)
     record_on_version(
         client,
@@ -290,16 +295,47 @@ def evaluate(
     return metrics
 
 
+def stored_metrics_digest(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> str:
+    """The digest of the figures this evaluation logged (``metrics``), once the run's metrics in
+    the store are exactly those; refused (``ModelIntegrityError``) when anything else is there."""
+    stored = client.get_run(run_id).data.metrics
+    if metrics_digest(stored) != metrics_digest(metrics):
+        changed = sorted(k for k in set(stored) | set(metrics) if repr(stored.get(k)) != repr(metrics.get(k)))
+        raise ModelIntegrityError(
+            f"evaluation run {run_id}'s metrics in the store are not the figures it logged "
+            f"(differs: {', '.join(changed[:5]) or 'values'}): someone logged into the run while it measured"
+        )
+    return metrics_digest(metrics)
+
+
+def stored_table_sha256(run_id: str, table: dict) -> str:
+    """SHA-256 of the predictions table as the artifact store holds it, once its content is
+    ``table`` (what the evaluator wrote); refused (``ModelIntegrityError``) when it is not."""
+    with tempfile.TemporaryDirectory(prefix="quantgate-artifact-") as tmp:
+        path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp))
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        if stored != table:
+            raise ModelIntegrityError(
+                f"evaluation run {run_id}'s {PREDICTIONS_TABLE} in the store is not the table it wrote: "
+                "someone replaced it while the evaluation ran"
+            )
+        return sha256_file(path)
+
+
 def sign_evidence(
-    client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None, measured: str
+    client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None, written: dict
 ) -> str:
     """Sign what this evaluation recorded (quantgate.evidence_signing), the parent's files and
     attestation as checked before measuring included, and tag the run with it; the version gets
-    the same signature from :func:`record_on_version`. ``measured``: the digest of the test split
-    it measured, signed as computed here (not read back from the run's tag, which a store writer
-    could have changed in between: the signature then no longer matches the tag)."""
+    the same signature from :func:`record_on_version`. ``written``: the run tags it wrote (host,
+    digests of its figures, table and test split), signed as this process computed them, not
+    read back from the store, where a writer (a sqlite trigger, say) could have changed them:
+    the signature then no longer matches the tags."""
     parent_tags = dict(parent.tags) if parent is not None else None
-    run_tags = {**client.get_run(run_id).data.tags, EVALUATED_DATA_TAG: measured}
+    run_tags = {**client.get_run(run_id).data.tags, **written}
     payload = evaluation_payload(
         mv.name, mv.version, run_id, mv.tags, run_tags, parent_tags, identity=version_identity(mv)
     )
@@ -368,8 +404,9 @@ def run_evaluator(
     threads: int,
     parent: ModelVersion | None = None,
     trusted_only: bool = False,
-) -> dict[str, float]:
-    """Run the ``quantgate`` evaluator on the test split (against ``parent``, if any); its metrics.
+) -> tuple[dict[str, float], dict]:
+    """Run the ``quantgate`` evaluator on the test split (against ``parent``, if any); its metrics,
+    and its predictions table as it wrote it.
     Both the version and its parent are verified copies (``trusted_only``: see :func:`verified_copy`)."""
     client = MlflowClient()
     config = {"latency_runs": latency_runs, "threads": threads}
@@ -404,7 +441,7 @@ def run_evaluator(
             evaluator_config={"quantgate": config},
             model_id=logged_model_id(mv),  # MLflow then attaches the metrics to the logged model too
         )
-    return dict(result.metrics)
+    return dict(result.metrics), result.artifacts[PREDICTIONS_ARTIFACT].content
 
 
 def log_run_context(

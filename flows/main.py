@@ -39,6 +39,7 @@ from quantgate.contract import (
     MANIFEST_TAG,
     MODEL_DIGEST_TAG,
     PARENT_VERSION_TAG,
+    RECIPE_TAG,
     TRAIN_RECEIPT_ENV,
     VARIANT_TAG,
     version_run_tag,
@@ -47,12 +48,14 @@ from quantgate.data import dataset_digest, evaluated_digest, load_dataset
 from quantgate.errors import UserError
 from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key
 from quantgate.model_files import ModelIntegrityError
+from quantgate.recipes import build_recipe
 from quantgate.recipes.base import detect_preset
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.provenance import parent_tags, signature_problems
-from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
+from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, check_unreplaceable, load_thresholds
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+MAIN_VARIANT = "onnx-int8-dynamic"  # the one variant main builds, gates and serves
 # Reuse across code versions whose step behaves the same: the code identity of a step as it
 # stands now -> the identities (or, before the move to quantgate/, the file-bytes digests) that
 # earlier versions gave it. Runs a store holds from those versions are reused only while the
@@ -263,8 +266,30 @@ def variant_problem(model_name: str, fp32: str, variant: str, params: dict, run:
     mv = version_named(model_name, run, variant)
     if mv is None:
         return f"its {version_run_tag(variant)} tag names no version of {model_name}"
+    return version_problem(mv, fp32, variant, params)
+
+
+def version_problem(mv: ModelVersion, fp32: str, variant: str, params: dict) -> str | None:
+    """Why ``mv`` is not main's ``variant`` of ``fp32``, built with the recipe ``params`` name."""
     if (mv.tags.get(PARENT_VERSION_TAG), mv.tags.get(VARIANT_TAG)) != (str(fp32), variant):
         return f"v{mv.version} is not a {variant} of v{fp32}"
+    return recipe_problem(mv, params)
+
+
+def recipe_problem(mv: ModelVersion, params: dict) -> str | None:
+    """Why ``mv`` was not built with the recipe main asked its quantise step for (``params``:
+    recipe and preset, no overrides). A version's ``variant`` tag is any writer's to set: the
+    thirty-third adversarial run tagged an FP16 build, and a static build with degraded
+    settings, ``onnx-int8-dynamic``, and main staged them."""
+    asked = json.loads(json.dumps(build_recipe(params["recipe"], params["preset"]).resolved(), sort_keys=True))
+    try:
+        recorded = json.loads(mv.tags.get(RECIPE_TAG) or "null")
+    except ValueError:
+        recorded = None
+    if recorded != asked:
+        return (
+            f"v{mv.version} was not built with the {params['recipe']} recipe (preset {params['preset']}) main asks for"
+        )
     return None
 
 
@@ -363,31 +388,55 @@ def train_and_quantise(
             fp32 = attest_own(common["model_name"], train_run, receipt, key, params, data)
         else:
             fp32 = output_version(train_run, "fp32")
+    asked = quant_params(fp32, common["model_name"])
     with key_withheld():
-        # main gates the one variant it serves by default; `-e quantise_onnx` builds the others.
-        # The preset is named, not "auto": a build found for another CPU family is not this host's.
-        quant_params = {
-            "source": fp32,
-            "model_name": common["model_name"],
-            "recipe": "onnx-int8-dynamic",
-            "preset": detect_preset(),
-        }
         quant_run = get_or_run(
             "quantise_onnx",
-            quant_params,
+            asked,
             code=code_digest("flows.quantise_onnx"),
-            accept=variant_of(common["model_name"], fp32, "onnx-int8-dynamic", quant_params),
+            accept=variant_of(common["model_name"], fp32, MAIN_VARIANT, asked),
             **common,
         )
     # a fresh run too: its version tag is a store tag a writer can re-point before main reads it
     # (the thirty-first adversarial run pointed it at an older model's build within 2.5 s)
-    problem = variant_problem(common["model_name"], fp32, "onnx-int8-dynamic", quant_params, quant_run)
+    problem = variant_problem(common["model_name"], fp32, MAIN_VARIANT, asked, quant_run)
     if problem:
         raise ModelIntegrityError(
             f"not evaluating the quantise step's output: run {quant_run.info.run_id}: {problem}; the store changed "
             "while main ran, so nothing was evaluated or gated (check the versions, then run main again)"
         )
-    return fp32, output_version(quant_run, "onnx-int8-dynamic")
+    return fp32, output_version(quant_run, MAIN_VARIANT)
+
+
+def quant_params(fp32: str, model_name: str) -> dict:
+    """What main asks its quantise step for: the one variant it serves by default (`-e
+    quantise_onnx` builds the others), with the preset named, not "auto": a build found for
+    another CPU family is not this host's."""
+    return {"source": fp32, "model_name": model_name, "recipe": MAIN_VARIANT, "preset": detect_preset()}
+
+
+def evaluated_as_asked(model_name: str, fp32: str, int8: str, key: bytes) -> None:
+    """With the key, after evaluation and before the gate: the int8 version is still main's
+    variant of ``fp32`` with main's recipe, and its recorded evaluation's signature binds those
+    tags (as the gate will check), so the gate judges the build main asked for. Checked before
+    evaluation only, the tags could be switched in between to the recipe of another build that a
+    keyed evaluate then rebuilds and signs."""
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, int8)
+    problem = version_problem(mv, fp32, MAIN_VARIANT, quant_params(fp32, model_name))
+    if problem is None:
+        run_id = mv.tags.get(EVAL_RUN_TAG, "")
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            problem = f"v{int8} has no recorded evaluation"
+        else:
+            problem = next(iter(signature_problems(key, mv, run_id, run.data.tags, parent_tags(client, mv))), None)
+    if problem:
+        raise ModelIntegrityError(
+            f"not gating v{int8}: {problem}; the store changed while main ran, so nothing was gated "
+            "(check the versions, then run main again)"
+        )
 
 
 @contextmanager
@@ -495,8 +544,10 @@ def print_summary(model_name: str, fp32: str, int8: str, passed: bool, tracking_
 def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_path, latency_runs, reuse, **options):
     data_opts = pop_data_options(options)
     check_thresholds(thresholds_path)
-    load_key()  # a bad evidence key fails here, in one line, before any step runs
+    key = load_key()  # a bad evidence key fails here, in one line, before any step runs
     tracking_uri = configure_tracking(model_name=model_name)
+    if key is not None:
+        check_unreplaceable(thresholds_path, tracking_uri)
     with mlflow.start_run(run_name="main") as parent:
         exp = parent.info.experiment_id
         # Fails here, in one line, before any step runs, when the data cannot be used.
@@ -519,6 +570,8 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
             (fp32, int8), dataset=dataset, latency_runs=latency_runs, opts=opts, data=data, tested=tested, common=common
         )
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
+        if key is not None:
+            evaluated_as_asked(model_name, fp32, int8, key)
         passed = run_gate(int8, model_name=model_name, thresholds_path=thresholds_path, experiment_id=exp)
     print_summary(model_name, fp32, int8, passed, tracking_uri)
     sys.exit(0 if passed else 1)

@@ -36,7 +36,13 @@ from registry_hooks.gate.apply import alias_holder, move_alias, plan
 from registry_hooks.gate.decision import rank_candidates
 from registry_hooks.gate.lock import promotion_lock, resolve_lock
 from registry_hooks.gate.provenance import variant_problem
-from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, TARGETS, Thresholds, load_thresholds
+from registry_hooks.gate.thresholds import (
+    DEFAULT_THRESHOLDS,
+    TARGETS,
+    Thresholds,
+    check_unreplaceable,
+    load_thresholds,
+)
 from registry_hooks.gate.verdict import (
     Verdict,
     append_description,
@@ -241,6 +247,8 @@ def run_gate(
         raise click.UsageError("give exactly one of --version N or --candidates")
     alias = alias or default_alias(target)
     configure_tracking(None)  # the experiment only once a promote run will be logged (not for a dry run)
+    if key is not None:
+        check_unreplaceable(thresholds_path, mlflow.get_tracking_uri())
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)

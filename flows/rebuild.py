@@ -24,7 +24,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.backends import backend_for
-from quantgate.contract import RECIPE_TAG
+from quantgate.contract import PRECISION_TAG, RECIPE_TAG, VARIANT_TAG
 from quantgate.data import pin_tagged_data
 from quantgate.errors import UserError
 from quantgate.model_files import artifact_path, model_manifest
@@ -114,6 +114,10 @@ def rebuild_problem(
             f"its meta.json says {meta.get('variant')!r} on {meta.get('runtime')!r}, "
             f"its recipe {recipe.variant!r} on {recipe.runtime!r}"
         )
+    said = (mv.tags.get(VARIANT_TAG), mv.tags.get(PRECISION_TAG))
+    if said != (recipe.variant, recipe.precision):  # the thirty-third run passed an fp16 build off as int8
+        built = f"{recipe.variant!r} ({recipe.precision!r})"
+        return f"its tags call it {said[0]!r} ({said[1]!r}), but its recipe builds {built}"
     recipe, untrusted = pinned_calibration(recipe, trusted_data)  # built below from what was checked
     if untrusted:
         return f"its recipe calibrates on data a tag names ({untrusted}); list it in $QUANTGATE_TRUSTED_DATA"

@@ -40,7 +40,10 @@ from quantgate.contract import (
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
     PARENT_VERSION_TAG,
+    PRECISION_TAG,
     PREDICTIONS_DIGEST_TAG,
+    RECIPE_TAG,
+    VARIANT_TAG,
 )
 from quantgate.description import block_sha256
 from quantgate.errors import UserError
@@ -160,7 +163,8 @@ def signature_problem(key: bytes, kind: str, payload: Mapping[str, str], signatu
 # ------------------------------------------------------------------ the statements signed
 # v2: binds the parent's attestation; v3: the version's identity; v4: a variant's graph was rebuilt
 # from its parent and recipe before it ran (flows/rebuild.py), so no earlier signature counts;
-# v5: the digest of the test split it measured
+# v5: the digest of the test split it measured, and the version's variant, precision and recipe
+# tags (a keyed evaluate rebuilt the files from that recipe)
 EVALUATION = "quantgate.evaluation.v5"
 GATE_PASS = "quantgate.gate-pass.v1"
 FP32_ATTESTATION = "quantgate.fp32-attestation.v2"  # v2: binds the training data's digest
@@ -213,6 +217,8 @@ def evaluation_payload(
 ) -> dict[str, str]:
     """What an evaluation vouches for, read from the version's and the evaluation run's tags:
     which files of which version it measured (and against which parent's files, as attested),
+    what the version says they are (variant, precision, and the recipe a keyed evaluate rebuilt
+    them from),
     the digests of the figures and the predictions table it logged and of the test split it measured,
     and the host it measured on.
     ``evaluate`` signs it once those tags are written; the gate rebuilds it from the same tags
@@ -229,6 +235,9 @@ def evaluation_payload(
         "model_sha256": version_tags.get(MODEL_DIGEST_TAG, ""),
         "device": version_tags.get(DEVICE_TAG, ""),
         "parent_version": version_tags.get(PARENT_VERSION_TAG, ""),
+        "variant": version_tags.get(VARIANT_TAG, ""),
+        "precision": version_tags.get(PRECISION_TAG, ""),
+        "recipe": version_tags.get(RECIPE_TAG, ""),
         "parent_model_sha256": parent_tags.get(MODEL_DIGEST_TAG, ""),
         "parent_attestation": parent_tags.get(FP32_ATTESTATION_TAG, ""),
         "metrics_sha256": run_tags.get(METRICS_DIGEST_TAG, ""),

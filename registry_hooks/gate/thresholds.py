@@ -22,6 +22,7 @@ import yaml
 from quantgate import contract as c
 from quantgate.contract import HOST_KEYS  # noqa: F401  (re-exported for the gate)
 from quantgate.errors import UserError
+from quantgate.file_trust import replace_problem, store_folders
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent.parent / "thresholds.yaml"  # registry_hooks/thresholds.yaml
 TARGETS = ("cpu", "gpu")  # per-target sections; `promote --target cpu` sets alias staging-cpu
@@ -301,3 +302,18 @@ def load_thresholds(path: str | Path = DEFAULT_THRESHOLDS) -> GatePolicy:
     except yaml.YAMLError as exc:
         raise ThresholdError(f"{path}: not valid YAML: {exc}") from exc
     return parse_thresholds(raw, str(path))
+
+
+def check_unreplaceable(path: str | Path, tracking_uri: str) -> None:
+    """With an evidence key: refuse (``ThresholdError``) a thresholds file a store writer could
+    replace (:func:`quantgate.file_trust.replace_problem`); quantgate's bundled default is
+    installed code, which the key's threat model leaves to its owner."""
+    path = Path(path)
+    if path.resolve() == DEFAULT_THRESHOLDS:
+        return
+    problem = replace_problem(path, store_folders(tracking_uri))
+    if problem:
+        raise ThresholdError(
+            f"{path}: with an evidence key set, the limits must come from a file no store writer can replace, "
+            f"and {problem}: keep it in a folder only you can write (e.g. ~/.config/quantgate/)"
+        )
