@@ -25,6 +25,8 @@ from flows.errors import DEBUG_ENV, GuardedGroup
 from flows.hooks import hooks
 from quantgate.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 
+SAFE_PATH_ENV = "PYTHONSAFEPATH"  # Python 3.11+: no script folder or working folder first on sys.path
+
 EXAMPLES = {
     "train": "quantgate train --max-epochs 5",
     "quantise": "quantgate quantise --runtime onnxruntime --source 1 --recipe onnx-int8-dynamic --check-size 0",
@@ -62,6 +64,12 @@ EXAMPLES = {
     ),
 )
 def cli(debug, experiment):
+    # Every Python this command starts (uvicorn's and Spark's workers, the webhook receiver's
+    # steps, `mlflow run`'s) imports only installed code, never from its working folder: with
+    # the default store that is the store's folder, which every store writer can write (the
+    # thirty-fourth adversarial run planted flows/, multiprocessing/ and pyspark/ packages there,
+    # and the key holder's receiver, server and scorer ran them and read the key).
+    os.environ[SAFE_PATH_ENV] = "1"
     if debug:
         os.environ[DEBUG_ENV] = "1"  # read by the error guard, and inherited by the steps it starts
     if experiment:

@@ -107,6 +107,9 @@ def spark_session(master: str | None, *, batch_size: int, threads: int, partitio
         "OMP_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
+        # workers import installed code only, never a package a store writer planted in the
+        # working folder (the thirty-fourth adversarial run's pyspark/ there ran in every worker)
+        "PYTHONSAFEPATH": "1",
     }
     os.environ.update(worker_env)  # local mode: workers inherit the driver's environment
     from pyspark import SparkConf

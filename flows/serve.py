@@ -167,6 +167,10 @@ def run(model_uri: str, host: str, port: int, workers: int, max_body_mb: float, 
             print(banner, flush=True)
         os.environ[ENV_MODEL_URI] = str(local) if local else model_uri
         os.environ[ENV_MAX_BODY] = str(int(max_body_mb * 1_000_000))
+        # the workers (spawned: `python -c`) import installed code only, never from the working
+        # folder, which with the default store is the store's (the thirty-fourth adversarial
+        # run's multiprocessing/ there answered for the model in both workers)
+        os.environ["PYTHONSAFEPATH"] = "1"
         uvicorn.run(
             "flows.serve:app_from_env",
             factory=True,

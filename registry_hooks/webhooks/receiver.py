@@ -112,9 +112,12 @@ class Receiver:
             time.sleep(1)
 
     def _step(self, module: str, *args: str) -> tuple[int, str]:
-        env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no tqdm text in the status
+        # no tqdm text in the status; -P and PYTHONSAFEPATH: the step imports installed code only,
+        # never a module a store writer planted in the receiver's working folder (the thirty-fourth
+        # adversarial run's flows/evaluate.py there ran with the key and wrote it out)
+        env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONSAFEPATH": "1"}
         proc = subprocess.run(
-            [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=STEP_TIMEOUT_S, env=env
+            [sys.executable, "-P", "-m", module, *args], capture_output=True, text=True, timeout=STEP_TIMEOUT_S, env=env
         )
         tail = (proc.stdout + proc.stderr).strip().splitlines()
         return proc.returncode, " | ".join(tail[-3:])
