@@ -28,10 +28,14 @@ import sys
 import time
 from pathlib import Path
 
-from stack_common import DEFAULT_DIR, Config, StackError, load_config, save_config
-from stack_mlflow import MlflowServer
-from stack_pg import find_pg_bindir, postgres_of
-from stack_s3 import Seaweed, default_weed_ports
+# its sibling modules, found also under PYTHONSAFEPATH=1 (which the quantgate command sets for
+# every Python it starts), where Python no longer puts a script's folder on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stack_common import DEFAULT_DIR, Config, StackError, load_config, save_config  # noqa: E402
+from stack_mlflow import MlflowServer  # noqa: E402
+from stack_pg import find_pg_bindir, postgres_of  # noqa: E402
+from stack_s3 import Seaweed, default_weed_ports  # noqa: E402
 
 
 def env_lines(cfg: Config, directory: Path) -> list[str]:

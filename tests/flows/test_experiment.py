@@ -64,9 +64,11 @@ def _provider_registered(env: dict, tmp_path: Path) -> dict:
 
 def test_a_fresh_main_leaves_all_its_runs_in_one_experiment_named_after_the_model(tmp_path):
     """`mlflow run . -e main` as the README says, with no experiment given, on an empty store."""
-    thresholds = tmp_path / "lenient.yaml"
+    thresholds = tmp_path / "keyholder" / "lenient.yaml"  # with a key: outside the store's folder
+    thresholds.parent.mkdir()
     thresholds.write_text(yaml.safe_dump(LENIENT))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env = _provider_registered({**env, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}, tmp_path)
     env["QUANTGATE_EVIDENCE_KEY"] = "e" * 40  # with a key, main attests its own FP32 version and signs all
