@@ -36,10 +36,12 @@ from quantgate.backends import Backend, Built, backend_for, runtimes
 from quantgate.code_identity import code_identity
 from quantgate.contract import PARENT_VERSION_TAG, RECIPE_SHA_TAG, RECIPE_TAG, VARIANT_TAG, version_run_tag
 from quantgate.errors import UserError
+from quantgate.evidence_signing import attestation_problem, key_in_reach, load_key
+from quantgate.model_files import ModelIntegrityError, load_checked
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
 from quantgate.recipes.base import CALIBRATE_ON_PARENT
-from quantgate.tracking import configure_tracking, name_filter, resolve_version, version_uri
+from quantgate.tracking import configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.parity import describe, parity
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
 
@@ -50,9 +52,20 @@ LIBRARIES = ("torch", "onnx", "onnxruntime", "transformers")
 
 # --------------------------------------------------------------------------- the parent
 def latest_fp32_version(model_name: str) -> ModelVersion:
+    """The newest version tagged variant=fp32; with an evidence key, the newest one attested (a
+    tag is any writer's: the thirty-fifth adversarial run registered its own "fp32" version, and
+    the key holder's `quantise` picked it)."""
     found = MlflowClient().search_model_versions(f"{name_filter(model_name)} and tags.variant='fp32'")
     if not found:
         raise UserError(f"no version of {model_name!r} is tagged variant=fp32: run `quantgate train` first")
+    key = load_key()
+    if key is not None:
+        found = [mv for mv in found if attestation_problem(key, mv.name, mv.version, mv.tags) is None]
+        if not found:
+            raise UserError(
+                f"no FP32 version of {model_name!r} is attested under this key, and with an evidence key "
+                "latest-fp32 means the newest attested one: `quantgate attest --version N`, or --source N"
+            )
     return max(found, key=lambda mv: int(mv.version))
 
 
@@ -72,9 +85,11 @@ def resolve_source(source: str, model_name: str) -> ModelVersion:
 
 
 def load_parent(source: ModelVersion):
-    """The FP32 parent's pyfunc (manifest-verified on load); quantising needs its torch model.
-    ``parent.registered`` says which registry version it is (a backend may record it)."""
-    parent = mlflow.pyfunc.load_model(version_uri(source)).unwrap_python_model()
+    """The FP32 parent's pyfunc (manifest-verified on load), from files checked against its
+    ``model_sha256`` (and, with a key in reach, running only the installed serving code);
+    quantising needs its torch model. ``parent.registered`` says which registry version it is
+    (a backend may record it)."""
+    parent = load_checked(source, Path(tempfile.mkdtemp(prefix="quantgate-parent-")), key_in_reach())
     if parent.meta["runtime"] != "torch":
         raise UserError(
             f"version {source.version} is a {parent.meta['runtime']} model; quantising needs the FP32 torch parent"
@@ -243,7 +258,14 @@ class ParityCheck:
         texts, y_true = self.split(parent.labels)
         if not texts:
             return None
-        model = mlflow.pyfunc.load_model(version_uri(mv)).unwrap_python_model()
+        mv = MlflowClient().get_model_version(mv.name, mv.version)  # with its digest tag
+        try:  # the registered files, as a store writer may have left them: checked before loading
+            model = load_checked(mv, Path(tempfile.mkdtemp(prefix="quantgate-check-")), key_in_reach())
+        except ModelIntegrityError as exc:
+            if not key_in_reach():
+                raise
+            click.echo(f"{recipe.variant}: parity not checked here: {exc}")  # evaluate refuses it the same way
+            return None
         ref = np.concatenate([parent.infer(parent.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
         got = np.concatenate([model.infer(model.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
         result = parity(ref, got, y_true, self.thresholds)

@@ -170,8 +170,9 @@ def compose(
     if notes and sum(map(len, notes)) > room:
         notes = [notes[-1][: max(room, 0)]]
     block = card + "".join(notes)
-    if not block or room <= 0:
-        return parts.above + (SEP if parts.above and parts.below else "") + parts.below, NO_BLOCK  # their text alone
+    if not block or room <= 0:  # their text alone: a separator only where their texts would touch
+        touch = parts.above and parts.below and not parts.above.endswith("\n") and not parts.below.startswith("\n")
+        return parts.above + (SEP if touch else "") + parts.below, NO_BLOCK
     written = f"{BEGIN}\n{block}\n{number}\n{END}"
     return f"{above}{written}{below}", seal(written)
 

@@ -115,13 +115,29 @@ def forget_key(environ: dict | None = None) -> None:
 @contextmanager
 def key_withheld() -> Iterator[None]:
     """Within: the key's variables are out of the environment (so a step started here, which
-    needs no key, does not inherit it); restored after."""
-    saved = {name: os.environ[name] for name in (KEY_ENV, KEY_FILE_ENV) if name in os.environ}
+    needs no key, does not inherit it), and :data:`WITHHELD_ENV` says a key holder started it;
+    restored after."""
+    saved = {name: os.environ[name] for name in (KEY_ENV, KEY_FILE_ENV, WITHHELD_ENV) if name in os.environ}
+    withheld = any(name in saved for name in (KEY_ENV, KEY_FILE_ENV))
     forget_key()
+    if withheld:
+        os.environ[WITHHELD_ENV] = "1"
     try:
         yield
     finally:
+        os.environ.pop(WITHHELD_ENV, None)
         os.environ.update(saved)
+
+
+# Set in a step a key holder's process started without the key: the key is still in reach (a
+# parent's /proc/<pid>/environ names its file, and the step runs as the key holder), so the step
+# must run no code a store writer chose either.
+WITHHELD_ENV = "QUANTGATE_KEY_WITHHELD"
+
+
+def key_in_reach() -> bool:
+    """Whether this process holds the evidence key, or was started by one that does."""
+    return load_key() is not None or os.environ.get(WITHHELD_ENV) == "1"
 
 
 def key_id(key: bytes) -> str:

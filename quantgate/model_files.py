@@ -315,3 +315,23 @@ def untrusted_code(local: Path) -> str | None:
             "edited); quantise it again with this one"
         )
     return None
+
+
+def load_checked(mv, dst: Path, trusted_only: bool):
+    """The version's pyfunc, loaded from a copy downloaded to ``dst`` and checked against its
+    ``model_sha256`` tag first; ``trusted_only`` (a key in reach): refused unless its only code is
+    the installed serving code (:func:`untrusted_code`). ``ModelIntegrityError`` otherwise.
+    Loading a registered model runs its code, and the thirty-fifth adversarial run had
+    ``quantise`` run an attested parent's stored ``serving_model.py``, edited after attestation,
+    which read the key."""
+    import mlflow
+
+    local = download(f"models:/{mv.name}/{mv.version}", dst)
+    # without a key, a version registered outside quantgate (no digest tag yet) loads as before
+    checked = trusted_only or MODEL_DIGEST_TAG in mv.tags
+    problem = digest_problem(local, dict(mv.tags), what=f"version {mv.version}") if checked else None
+    if problem is None and trusted_only:
+        problem = untrusted_code(local)
+    if problem:
+        raise ModelIntegrityError(f"refusing to load {mv.name} v{mv.version}: {problem}")
+    return mlflow.pyfunc.load_model(str(local)).unwrap_python_model()

@@ -262,3 +262,12 @@ def test_whitespace_next_to_the_block_is_kept_byte_for_byte(above, below):
         start, end = shared.index(BEGIN), shared.index(END) + len(END)
         assert (shared[:start], shared[end:]) == (above, below), repr(shared)
     assert "card 2" in shared and "note 2" in shared
+
+
+def test_with_no_room_the_persons_own_newlines_next_to_the_block_are_all_that_joins_their_text():
+    """The thirty-fifth run's case 6: long text just above and below the block, one newline each
+    side; with no room for the block, the gate joined the two with two newlines more."""
+    block, own = put_card("", CARD, own=None)
+    above, below = "A" * 2480 + "\n", "\n" + "B" * 2480
+    squeezed, own = put_note(above + block + below, "\n\n### Gate passed: " + "n" * 300, own=own)
+    assert (squeezed, own) == (above + below, NO_BLOCK)
