@@ -293,11 +293,13 @@ class QuantgateEvaluator(ModelEvaluator):
 PREDICTIONS_ARTIFACT = "predictions_table"  # the EvaluationResult artifact that holds the table as written
 
 
-def log_predictions_table(client: MlflowClient, run_id: str, table: pd.DataFrame, tmp: Path) -> dict:
+def log_predictions_table(client: MlflowClient, run_id: str, table: pd.DataFrame, tmp: Path) -> str:
     """Log the per-example table as MLflow's ``log_table`` writes a .json table (split orient,
     and listed for the UI's artifact view), from a file written here; returns its content as
-    written. ``log_table`` itself appends to a table already at that path (one a store writer
-    put there first), and its caller could only read the result back from the store."""
+    written, byte for byte (two JSON parsers may read one text differently: the thirty-sixth
+    adversarial run wrote an id as 0.99999999999999999, 1 to ``json`` and 0 to pandas).
+    ``log_table`` itself appends to a table already at that path (one a store writer put there
+    first), and its caller could only read the result back from the store."""
     path = tmp / PREDICTIONS_TABLE
     table.to_json(path, orient="split", index=False, date_format="iso")
     client.log_artifact(run_id, str(path))
@@ -309,4 +311,4 @@ def log_predictions_table(client: MlflowClient, run_id: str, table: pd.DataFrame
     entry = {"path": PREDICTIONS_TABLE, "type": "table"}
     if entry not in listed:
         client.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))
-    return json.loads(path.read_text(encoding="utf-8"))
+    return path.read_text(encoding="utf-8")

@@ -308,16 +308,12 @@ def stored_metrics_digest(client: MlflowClient, run_id: str, metrics: dict[str, 
     return metrics_digest(metrics)
 
 
-def stored_table_sha256(run_id: str, table: dict) -> str:
-    """SHA-256 of the predictions table as the artifact store holds it, once its content is
-    ``table`` (what the evaluator wrote); refused (``ModelIntegrityError``) when it is not."""
+def stored_table_sha256(run_id: str, table: str) -> str:
+    """SHA-256 of the predictions table as the artifact store holds it, once its bytes are
+    ``table`` (the text the evaluator wrote); refused (``ModelIntegrityError``) when they are not."""
     with tempfile.TemporaryDirectory(prefix="quantgate-artifact-") as tmp:
         path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp))
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stored = None
-        if stored != table:
+        if path.read_bytes() != table.encode("utf-8"):
             raise ModelIntegrityError(
                 f"evaluation run {run_id}'s {PREDICTIONS_TABLE} in the store is not the table it wrote: "
                 "someone replaced it while the evaluation ran"
@@ -404,9 +400,9 @@ def run_evaluator(
     threads: int,
     parent: ModelVersion | None = None,
     trusted_only: bool = False,
-) -> tuple[dict[str, float], dict]:
+) -> tuple[dict[str, float], str]:
     """Run the ``quantgate`` evaluator on the test split (against ``parent``, if any); its metrics,
-    and its predictions table as it wrote it.
+    and its predictions table as it wrote it (the file's text).
     Both the version and its parent are verified copies (``trusted_only``: see :func:`verified_copy`)."""
     client = MlflowClient()
     config = {"latency_runs": latency_runs, "threads": threads}

@@ -31,10 +31,20 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from flows.data_options import DataOptions
 from flows.quantise_options import LATEST, common_options
 from quantgate.backends import Backend, Built, backend_for, runtimes
 from quantgate.code_identity import code_identity
-from quantgate.contract import PARENT_VERSION_TAG, RECIPE_SHA_TAG, RECIPE_TAG, VARIANT_TAG, version_run_tag
+from quantgate.contract import (
+    ATTESTED_DATA_TAG,
+    NONE_RECORDED,
+    PARENT_VERSION_TAG,
+    RECIPE_SHA_TAG,
+    RECIPE_TAG,
+    VARIANT_TAG,
+    version_run_tag,
+)
+from quantgate.data import SPLITS, dataset_digest, load_dataset
 from quantgate.errors import UserError
 from quantgate.evidence_signing import attestation_problem, key_in_reach, load_key
 from quantgate.model_files import ModelIntegrityError, load_checked
@@ -299,9 +309,36 @@ def calibrate_on_parent_data(recipe: Recipe, source: ModelVersion) -> Recipe:
     if getattr(recipe, "calibration_dataset", None) != CALIBRATE_ON_PARENT:
         return recipe
     dataset, options = trained_on(source)
+    problem = attested_data_problem(source, dataset, options)
+    if problem:
+        raise UserError(
+            f"calibrating {recipe.variant} on v{source.version}'s training data: {problem}; with an evidence key a "
+            f"tag (any store writer's) does not choose calibration data: pass --set "
+            f"{recipe.variant}.calibration_dataset=<bundled or trusted data>"
+        )
     return dataclasses.replace(
         recipe, calibration_dataset=dataset, calibration_options=json.dumps(options, sort_keys=True) if options else ""
     )
+
+
+def attested_data_problem(source: ModelVersion, dataset: str, options: dict) -> str | None:
+    """With an evidence key: why ``dataset`` (with ``options``), which ``source``'s tags name, is
+    not the data its attestation signed (``None``: it is, or there is no key). The thirty-sixth
+    adversarial run re-pointed an attested parent's ``dataset`` tag at news9 for a moment, and the
+    key holder's static build calibrated on it."""
+    key = load_key()
+    if key is None:
+        return None
+    problem = attestation_problem(key, source.name, source.version, source.tags)
+    if problem:
+        return f"its attestation does not hold ({problem})"
+    recorded = source.tags.get(ATTESTED_DATA_TAG, "")
+    if recorded in ("", NONE_RECORDED):
+        return "it was attested without a training data digest, so nothing says which data it was trained on"
+    found = dataset_digest(load_dataset(dataset, SPLITS, **DataOptions(**options).kwargs()))
+    if found != recorded:
+        return f"{dataset!r}, which its tags name, is not the data it was attested with"
+    return None
 
 
 def trained_on(source: ModelVersion) -> tuple[str, dict]:

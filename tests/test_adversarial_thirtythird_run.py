@@ -94,7 +94,7 @@ def test_the_predictions_table_is_the_one_the_evaluator_wrote(store, tmp_path):
         table.iloc[:1].to_json(planted, orient="split", index=False)
         client.log_artifact(run_id, str(planted))  # the writer's rows, there first
         written = log_predictions_table(client, run_id, table, tmp_path)
-    assert len(written["data"]) == 3
+    assert len(json.loads(written)["data"]) == 3
     stored = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="eval_predictions.json"))
     assert stored_table_sha256(run_id, written) == sha256_file(stored)
     artifact = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "eval_predictions.json"
