@@ -121,15 +121,16 @@ def test_nineteenth_f3_evaluate_writes_no_artifact_through_a_link_planted_in_its
     fp32, int8 = copy_pair(pipeline, "adv19-links")
     secret = tmp_path / "evidence.key"
     secret.write_text("s" * 64)
-    real = MlflowClient.log_table
+    real = MlflowClient.log_artifact
 
-    def plant_then_log(self, run_id, data, artifact_file):
+    def plant_then_log(self, run_id, local_path, artifact_path=None):  # as the evaluator logs its first file
         folder = Path(unquote(urlparse(self.get_run(run_id).info.artifact_uri).path)) / "quantgate"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "label_flips.json").symlink_to(secret)
-        return real(self, run_id, data, artifact_file)
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            (folder / "label_flips.json").symlink_to(secret)
+        return real(self, run_id, local_path, artifact_path)
 
-    monkeypatch.setattr(MlflowClient, "log_table", plant_then_log)
+    monkeypatch.setattr(MlflowClient, "log_artifact", plant_then_log)
     result = _quantgate("evaluate", "--version", int8, "--model-name", "adv19-links", "--latency-runs", "5")
     assert secret.read_text() == "s" * 64
     # MLflow refuses the file whose place resolves outside the run's folder: the evaluation fails,
