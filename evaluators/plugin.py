@@ -27,7 +27,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models.evaluation.artifacts import ImageEvaluationArtifact, JsonEvaluationArtifact
-from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
+from mlflow.models.evaluation.base import EvaluationArtifact, EvaluationResult, ModelEvaluator
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS as LOGGED_ARTIFACTS_TAG
 
@@ -284,13 +284,27 @@ class QuantgateEvaluator(ModelEvaluator):
             for name, p in files.items()
         }
         # the table as this process wrote it: a caller checks the stored copy against it
-        artifacts[PREDICTIONS_ARTIFACT] = JsonEvaluationArtifact(
-            uri=client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + PREDICTIONS_TABLE, content=table
+        artifacts[PREDICTIONS_ARTIFACT] = WrittenText(
+            client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + PREDICTIONS_TABLE, table
         )
         return EvaluationResult(metrics=metrics, artifacts=artifacts, run_id=run_id)
 
 
 PREDICTIONS_ARTIFACT = "predictions_table"  # the EvaluationResult artifact that holds the table as written
+
+
+class WrittenText(EvaluationArtifact):
+    """A text artifact whose ``content`` is the text this process wrote, byte for byte (never
+    parsed, and never read back from the store, which a writer may have changed since)."""
+
+    def __init__(self, uri: str, text: str):
+        super().__init__(uri, text)
+
+    def _load_content_from_file(self, local_artifact_path):
+        return Path(local_artifact_path).read_text(encoding="utf-8")
+
+    def _save(self, output_artifact_path):
+        Path(output_artifact_path).write_text(self._content, encoding="utf-8")
 
 
 def log_predictions_table(client: MlflowClient, run_id: str, table: pd.DataFrame, tmp: Path) -> str:

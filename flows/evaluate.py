@@ -39,13 +39,10 @@ from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.errors import debugging, one_line
 from flows.rebuild import rebuild_problem
 from quantgate.contract import (
-    ATTESTED_DATA_TAG,
-    DATA_DIGEST_PARAM,
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
     EVALUATED_DATA_TAG,
     EVIDENCE_SIGNATURE_TAG,
-    NONE_RECORDED,
     PARENT_VERSION_TAG,
     PREDICTIONS_TABLE,
 )
@@ -65,6 +62,7 @@ from quantgate.errors import UserError
 from quantgate.evidence_signing import (
     EVALUATION,
     attestation_problem,
+    attested_data_problem,
     block_seal,
     evaluation_payload,
     load_key,
@@ -206,22 +204,12 @@ def trained_data(source: ModelVersion, named: str, pinned: str, kwargs: dict) ->
     texts; the twenty-eighth did the same after adding the param a notebook's run lacked, or
     rewriting it in the sqlite file: a run param is not signed.)"""
     # checked again on this copy, whose tag is read next: checked_parent read the parent earlier
-    problem = attestation_problem(load_key(), source.name, source.version, source.tags)
-    if problem:
-        raise ModelIntegrityError(f"--dataset auto: v{source.version}'s attestation does not hold: {problem}")
-    recorded = source.tags.get(ATTESTED_DATA_TAG, "")
-    if recorded in ("", NONE_RECORDED):
-        raise DataError(
-            f"--dataset auto: v{source.version} was attested without a {DATA_DIGEST_PARAM} (its run logged none), so "
-            "with an evidence key nothing says which data it was trained on: pass --dataset <your test data>"
-        )
     full = load_dataset(pinned, SPLITS, **kwargs)
-    found = dataset_digest(full)
-    if recorded != found:
+    problem = attested_data_problem(load_key(), source.name, source.version, source.tags, dataset_digest(full))
+    if problem:
         raise DataError(
-            f"--dataset auto: {named!r}, which version {source.version}'s tags name, is not the data it was attested "
-            f"with ({DATA_DIGEST_PARAM} {recorded[:12]}, found {found[:12]}); with an evidence key set a verdict "
-            "rests only on the data the model was trained and split with: pass --dataset <your test data>"
+            f"--dataset auto: {named!r} (version {source.version}'s tags): {problem}; with an evidence key set a "
+            "verdict rests only on the data the model was trained and split with: pass --dataset <your test data>"
         )
     return Dataset(full.source, {n: full[n] for n in ("train", "test")}, full.labels, full.dropped)
 

@@ -359,11 +359,18 @@ def attest_own(
 
 
 def train_and_quantise(
-    *, dataset: str, base_model: str, max_epochs: int, train_limit: int, opts: dict, data: str, common: dict
+    *,
+    dataset: str,
+    base_model: str,
+    max_epochs: int,
+    train_limit: int,
+    opts: dict,
+    data: str,
+    key: bytes | None,
+    common: dict,
 ) -> tuple[str, str]:
     """Train the FP32 version and quantise it to dynamic INT8 (each reused when its inputs did
-    not change); with an evidence key, attest the FP32 version. Returns the two version numbers."""
-    key = load_key()
+    not change); with an evidence ``key``, attest the FP32 version. Returns the two version numbers."""
     with tempfile.TemporaryDirectory(prefix="quantgate-main-") as tmp:
         receipt = Path(tmp) / "train-receipt.json"
         params = {
@@ -423,15 +430,9 @@ def evaluated_as_asked(model_name: str, fp32: str, int8: str, key: bytes) -> Non
     keyed evaluate then rebuilds and signs."""
     client = MlflowClient()
     mv = client.get_model_version(model_name, int8)
-    problem = version_problem(mv, fp32, MAIN_VARIANT, quant_params(fp32, model_name))
-    if problem is None:
-        run_id = mv.tags.get(EVAL_RUN_TAG, "")
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:
-            problem = f"v{int8} has no recorded evaluation"
-        else:
-            problem = next(iter(signature_problems(key, mv, run_id, run.data.tags, parent_tags(client, mv))), None)
+    problem = version_problem(mv, fp32, MAIN_VARIANT, quant_params(fp32, model_name)) or evaluation_problem(
+        client, mv, key
+    )
     if problem:
         raise ModelIntegrityError(
             f"not gating v{int8}: {problem}; the store changed while main ran, so nothing was gated "
@@ -449,6 +450,20 @@ def receipt_requested(path: Path) -> Iterator[None]:
         os.environ.pop(TRAIN_RECEIPT_ENV, None)
 
 
+def evaluation_problem(client: MlflowClient, mv: ModelVersion, key: bytes, run: Run | None = None) -> str | None:
+    """Why ``mv``'s recorded evaluation (``run``, when given, must be it) does not vouch for it
+    under ``key``, as the gate will check (``None``: it does)."""
+    run_id = mv.tags.get(EVAL_RUN_TAG, "")
+    if run is not None and run.info.run_id != run_id:
+        return f"v{mv.version}'s recorded evaluation is {run_id!r}, not this run"
+    if run is None:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            return f"v{mv.version} has no recorded evaluation"
+    return next(iter(signature_problems(key, mv, run_id, run.data.tags, parent_tags(client, mv))), None)
+
+
 def signed_evaluation(model_name: str, version: str, key: bytes, tested: str) -> Callable[[Run], bool]:
     """Whether a finished evaluate run may be reused under the evidence ``key``: only when it is
     the version's recorded evaluation, its signature vouches for it (as the gate will check), and
@@ -459,12 +474,9 @@ def signed_evaluation(model_name: str, version: str, key: bytes, tested: str) ->
 
     def problem(run: Run) -> str | None:
         client = MlflowClient()
-        mv = client.get_model_version(model_name, version)
-        if mv.tags.get(EVAL_RUN_TAG) != run.info.run_id:
-            return f"v{version}'s recorded evaluation is {mv.tags.get(EVAL_RUN_TAG)!r}, not this run"
-        problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
-        if problems:
-            return problems[0]
+        problem = evaluation_problem(client, client.get_model_version(model_name, version), key, run)
+        if problem:
+            return problem
         measured = run.data.tags.get(EVALUATED_DATA_TAG, "")
         if measured != tested:
             return f"it measured another test split (digest {measured[:12]!r}, not {tested[:12]}…)"
@@ -474,12 +486,19 @@ def signed_evaluation(model_name: str, version: str, key: bytes, tested: str) ->
 
 
 def evaluate_versions(
-    versions: tuple[str, ...], *, dataset: str, latency_runs: int, opts: dict, data: str, tested: str, common: dict
+    versions: tuple[str, ...],
+    *,
+    dataset: str,
+    latency_runs: int,
+    opts: dict,
+    data: str,
+    tested: str,
+    key: bytes | None,
+    common: dict,
 ) -> None:
     """Evaluate each version on the test split (reused when its inputs did not change). With an
-    evidence key, the key's id is an input, and only the version's own signed evaluation is
+    evidence ``key``, the key's id is an input, and only the version's own signed evaluation is
     reused (:func:`signed_evaluation`), since the gate would refuse any other."""
-    key = load_key()
     signed = f"signed:{key_id(key)}" if key else ""
     for version in versions:
         get_or_run(
@@ -564,10 +583,18 @@ def cli(dataset, base_model, model_name, max_epochs, train_limit, thresholds_pat
             train_limit=train_limit,
             opts=opts,
             data=data,
+            key=key,
             common=common,
         )
         evaluate_versions(
-            (fp32, int8), dataset=dataset, latency_runs=latency_runs, opts=opts, data=data, tested=tested, common=common
+            (fp32, int8),
+            dataset=dataset,
+            latency_runs=latency_runs,
+            opts=opts,
+            data=data,
+            tested=tested,
+            key=key,
+            common=common,
         )
         mlflow.set_tags({"quantgate.fp32_version": fp32, "quantgate.int8_version": int8})
         if key is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from quantgate.contract import (
     ATTESTED_DATA_TAG,
     ATTESTED_TRAINING_TAG,
+    DATA_DIGEST_PARAM,
     DEVICE_TAG,
     EVALUATED_DATA_TAG,
     FP32_ATTESTATION_TAG,
@@ -39,6 +40,7 @@ from quantgate.contract import (
     MANIFEST_TAG,
     METRICS_DIGEST_TAG,
     MODEL_DIGEST_TAG,
+    NONE_RECORDED,
     PARENT_VERSION_TAG,
     PRECISION_TAG,
     PREDICTIONS_DIGEST_TAG,
@@ -219,6 +221,30 @@ def attestation_problem(key: bytes, name: str, version: str, version_tags: Mappi
     payload = attestation_payload(name, version, version_tags)
     problem = signature_problem(key, FP32_ATTESTATION, payload, version_tags.get(FP32_ATTESTATION_TAG))
     return None if problem is None else problem.replace("it is not signed", "it was never attested")
+
+
+def attested_data_problem(
+    key: bytes, name: str, version: str, version_tags: Mapping[str, str], found: str
+) -> str | None:
+    """Why data of digest ``found`` is not the data version ``version``'s attestation signed
+    (``None``: it is). With a key, tags only say where the data lies; the attestation says which
+    data it is, and both ``evaluate --dataset auto`` and a static build's ``auto`` calibration
+    accept only that data."""
+    problem = attestation_problem(key, name, version, version_tags)
+    if problem:
+        return f"its attestation does not hold ({problem})"
+    recorded = version_tags.get(ATTESTED_DATA_TAG, "")
+    if recorded in ("", NONE_RECORDED):
+        return (
+            f"it was attested without a {DATA_DIGEST_PARAM} (its run logged none), so nothing says which data "
+            "it was trained on"
+        )
+    if found != recorded:
+        return (
+            f"the data its tags name is not the data it was attested with ({DATA_DIGEST_PARAM} {recorded[:12]}, "
+            f"found {found[:12]})"
+        )
+    return None
 
 
 def evaluation_payload(
