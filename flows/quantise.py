@@ -23,6 +23,8 @@ import hashlib
 import importlib.metadata as md
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -36,8 +38,6 @@ from flows.quantise_options import LATEST, common_options
 from quantgate.backends import Backend, Built, backend_for, runtimes
 from quantgate.code_identity import code_identity
 from quantgate.contract import (
-    ATTESTED_DATA_TAG,
-    NONE_RECORDED,
     PARENT_VERSION_TAG,
     RECIPE_SHA_TAG,
     RECIPE_TAG,
@@ -46,7 +46,7 @@ from quantgate.contract import (
 )
 from quantgate.data import SPLITS, dataset_digest, load_dataset
 from quantgate.errors import UserError
-from quantgate.evidence_signing import attestation_problem, key_in_reach, load_key
+from quantgate.evidence_signing import attestation_problem, attested_data_problem, key_in_reach, load_key
 from quantgate.model_files import ModelIntegrityError, load_checked
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
@@ -94,18 +94,20 @@ def resolve_source(source: str, model_name: str) -> ModelVersion:
     return mv
 
 
-def load_parent(source: ModelVersion):
-    """The FP32 parent's pyfunc (manifest-verified on load), from files checked against its
-    ``model_sha256`` (and, with a key in reach, running only the installed serving code);
-    quantising needs its torch model. ``parent.registered`` says which registry version it is
-    (a backend may record it)."""
-    parent = load_checked(source, Path(tempfile.mkdtemp(prefix="quantgate-parent-")), key_in_reach())
-    if parent.meta["runtime"] != "torch":
-        raise UserError(
-            f"version {source.version} is a {parent.meta['runtime']} model; quantising needs the FP32 torch parent"
-        )
-    parent.registered = {"name": source.name, "version": str(source.version)}
-    return parent
+@contextmanager
+def load_parent(source: ModelVersion) -> Iterator:
+    """Within: the FP32 parent's pyfunc (manifest-verified on load), from files checked against
+    its ``model_sha256`` (and, with a key in reach, running only the installed serving code);
+    quantising needs its torch model, and a build its tokenizer files. ``parent.registered``
+    says which registry version it is (a backend may record it). Its files are removed on leaving."""
+    with tempfile.TemporaryDirectory(prefix="quantgate-parent-") as tmp:
+        parent = load_checked(source, Path(tmp), key_in_reach())
+        if parent.meta["runtime"] != "torch":
+            raise UserError(
+                f"version {source.version} is a {parent.meta['runtime']} model; quantising needs the FP32 torch parent"
+            )
+        parent.registered = {"name": source.name, "version": str(source.version)}
+        yield parent
 
 
 # --------------------------------------------------------------------------- reuse
@@ -184,8 +186,7 @@ def quantise(
     todo, done = split_reusable(source, recipes)
     if not todo:
         return done
-    parent = load_parent(source)
-    with tempfile.TemporaryDirectory(prefix=f"quantgate-{step}-") as tmp:
+    with load_parent(source) as parent, tempfile.TemporaryDirectory(prefix=f"quantgate-{step}-") as tmp:
         for recipe, sha in todo:
             built = backend_for(recipe.runtime).build(recipe, parent, Path(tmp))
             for note in built.notes:
@@ -269,15 +270,16 @@ class ParityCheck:
         if not texts:
             return None
         mv = MlflowClient().get_model_version(mv.name, mv.version)  # with its digest tag
-        try:  # the registered files, as a store writer may have left them: checked before loading
-            model = load_checked(mv, Path(tempfile.mkdtemp(prefix="quantgate-check-")), key_in_reach())
-        except ModelIntegrityError as exc:
-            if not key_in_reach():
-                raise
-            click.echo(f"{recipe.variant}: parity not checked here: {exc}")  # evaluate refuses it the same way
-            return None
-        ref = np.concatenate([parent.infer(parent.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
-        got = np.concatenate([model.infer(model.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
+        with tempfile.TemporaryDirectory(prefix="quantgate-check-") as tmp:
+            try:  # the registered files, as a store writer may have left them: checked before loading
+                model = load_checked(mv, Path(tmp), key_in_reach())
+            except ModelIntegrityError as exc:
+                if not key_in_reach():
+                    raise
+                click.echo(f"{recipe.variant}: parity not checked here: {exc}")  # evaluate refuses it the same way
+                return None
+            ref = np.concatenate([parent.infer(parent.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
+            got = np.concatenate([model.infer(model.encode(texts[i : i + 32])) for i in range(0, len(texts), 32)])
         result = parity(ref, got, y_true, self.thresholds)
         mlflow.log_metrics({f"{recipe.variant}.{self.prefix}_{k}": v for k, v in result.items()})
         click.echo(describe(recipe.variant, f"{recipe.runtime}, {len(texts)} test texts", result, self.thresholds))
@@ -305,40 +307,31 @@ def check_split(
 
 def calibrate_on_parent_data(recipe: Recipe, source: ModelVersion) -> Recipe:
     """A recipe calibrating on ``auto`` calibrates on what the FP32 parent was trained on (its
-    dataset, columns and labels), so a user's classifier is never calibrated on news9."""
+    dataset, columns and labels), so a user's classifier is never calibrated on news9. With a key,
+    only on data of the digest the parent's attestation signed: the thirty-sixth adversarial run
+    re-pointed an attested parent's ``dataset`` tag at news9 for a moment, and the key holder's
+    static build calibrated on it."""
     if getattr(recipe, "calibration_dataset", None) != CALIBRATE_ON_PARENT:
         return recipe
     dataset, options = trained_on(source)
-    problem = attested_data_problem(source, dataset, options)
+    key = load_key()
+    problem = key and attested_data_problem(
+        key,
+        source.name,
+        source.version,
+        source.tags,
+        dataset_digest(load_dataset(dataset, SPLITS, **DataOptions(**options).kwargs())),
+    )
     if problem:
         raise UserError(
-            f"calibrating {recipe.variant} on v{source.version}'s training data: {problem}; with an evidence key a "
+            f"calibrating {recipe.variant} on v{source.version}'s training data ({dataset!r}, which its tags name): "
+            f"{problem}; with an evidence key a "
             f"tag (any store writer's) does not choose calibration data: pass --set "
             f"{recipe.variant}.calibration_dataset=<bundled or trusted data>"
         )
     return dataclasses.replace(
         recipe, calibration_dataset=dataset, calibration_options=json.dumps(options, sort_keys=True) if options else ""
     )
-
-
-def attested_data_problem(source: ModelVersion, dataset: str, options: dict) -> str | None:
-    """With an evidence key: why ``dataset`` (with ``options``), which ``source``'s tags name, is
-    not the data its attestation signed (``None``: it is, or there is no key). The thirty-sixth
-    adversarial run re-pointed an attested parent's ``dataset`` tag at news9 for a moment, and the
-    key holder's static build calibrated on it."""
-    key = load_key()
-    if key is None:
-        return None
-    problem = attestation_problem(key, source.name, source.version, source.tags)
-    if problem:
-        return f"its attestation does not hold ({problem})"
-    recorded = source.tags.get(ATTESTED_DATA_TAG, "")
-    if recorded in ("", NONE_RECORDED):
-        return "it was attested without a training data digest, so nothing says which data it was trained on"
-    found = dataset_digest(load_dataset(dataset, SPLITS, **DataOptions(**options).kwargs()))
-    if found != recorded:
-        return f"{dataset!r}, which its tags name, is not the data it was attested with"
-    return None
 
 
 def trained_on(source: ModelVersion) -> tuple[str, dict]:

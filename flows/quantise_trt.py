@@ -98,10 +98,9 @@ def log_precision_graphs(source: ModelVersion, recipes: list[TrtRecipe], check_s
     )
     mlflow.log_params({"source_version": source.version, "check_size": check_size})
     recipes = [calibrate_on_parent_data(r, source) for r in recipes]
-    parent = load_parent(source)
-    texts, y_true = check_split(check_size, parent.labels, *trained_on(source))
     logged = {}
-    with tempfile.TemporaryDirectory(prefix="quantgate-trt-") as tmp:
+    with load_parent(source) as parent, tempfile.TemporaryDirectory(prefix="quantgate-trt-") as tmp:
+        texts, y_true = check_split(check_size, parent.labels, *trained_on(source))
         for recipe in recipes:
             mlflow.log_params(recipe.params())
             path = precision_graph(recipe, parent, Path(tmp))

@@ -51,7 +51,8 @@ def test_quantise_does_not_run_a_parents_stored_code_edited_after_attestation(at
         assert "serving_model.py" in refused.output
         with key_withheld():  # as a step of a keyed main: the key out of its environment
             with pytest.raises(ModelIntegrityError, match="serving_model.py"):
-                load_parent(MlflowClient().get_model_version(MODEL, attested["fp32"]))
+                with load_parent(MlflowClient().get_model_version(MODEL, attested["fp32"])):
+                    pass
     finally:
         code.write_bytes(original)
         MlflowClient().set_model_version_tag(MODEL, attested["fp32"], "model_sha256", tag)

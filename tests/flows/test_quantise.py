@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -114,6 +115,21 @@ def test_a_second_run_with_the_same_inputs_reuses_the_versions(variants):
         again.update(quantise(variants["fp32"], [build_recipe("torch-int8-dynamic", "auto")], step="quantise_torch"))
     assert {v: mv.version for v, mv in again.items()} == {v: mv.version for v, mv in variants["versions"].items()}
     assert len(client.search_model_versions(f"name='{TEST_MODEL}'")) == before
+
+
+def test_a_build_and_its_parity_check_leave_no_files_behind(variants, tmp_path, monkeypatch):
+    """The parent's checked copy and the copy a parity check loads are removed once used (they
+    were never removed: the thirty-seventh adversarial run counted 61 parent copies, about 88 MB
+    each, on its host)."""
+    from flows.quantise import ParityCheck
+    from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    check = ParityCheck(variants["fp32"], 8, load_thresholds(DEFAULT_THRESHOLDS).base)
+    with mlflow.start_run(run_name="test-quantise-leaves-nothing"):
+        built = quantise(variants["fp32"], [build_recipe("onnx-fp32", "auto", fuse_graph=False)], check=check)
+    assert built["onnx-fp32"].version != variants["versions"]["onnx-fp32"].version  # built, not reused
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_the_cli_reuses_and_refuses_a_bad_override(variants):

@@ -95,22 +95,22 @@ def real_graphs(pipeline, tmp_path_factory):
     from quantgate.data import load_dataset
 
     workdir = tmp_path_factory.mktemp("trt-graphs")
-    parent = load_parent(pipeline["fp32"])
-    fp16, int8 = quantise_trt.recipes_for("all", calibration_size=16, calibration_dataset="news9")
-    paths = {
-        "trt-fp16": tensorrt.precision_graph(fp16, parent, workdir),
-        "trt-int8": tensorrt.precision_graph(int8, parent, workdir),
-    }
-    texts = load_dataset("news9", ("test",))["test"].texts[:40]
-    texts = [*texts, "Rates"]  # 41 rows: two engine calls (batch max 32)
-    return {
-        "parent": parent,
-        "paths": paths,
-        "profile": fp16.profile(),
-        "texts": texts,
-        "models": {v: onnx.load(str(p)) for v, p in paths.items()},
-        "workdir": workdir,
-    }
+    with load_parent(pipeline["fp32"]) as parent:
+        fp16, int8 = quantise_trt.recipes_for("all", calibration_size=16, calibration_dataset="news9")
+        paths = {
+            "trt-fp16": tensorrt.precision_graph(fp16, parent, workdir),
+            "trt-int8": tensorrt.precision_graph(int8, parent, workdir),
+        }
+        texts = load_dataset("news9", ("test",))["test"].texts[:40]
+        texts = [*texts, "Rates"]  # 41 rows: two engine calls (batch max 32)
+        yield {
+            "parent": parent,
+            "paths": paths,
+            "profile": fp16.profile(),
+            "texts": texts,
+            "models": {v: onnx.load(str(p)) for v, p in paths.items()},
+            "workdir": workdir,
+        }
 
 
 def test_specs_are_read_from_the_real_fp16_and_int8_graphs(real_graphs):
