@@ -6,6 +6,9 @@ from pathlib import Path
 
 import matplotlib
 
+# Matplotlib's own defaults, whatever a matplotlibrc in the working folder (with the default
+# store, the store's: any writer's) says (text.usetex would run LaTeX on a host that has it).
+matplotlib.rcdefaults()
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
