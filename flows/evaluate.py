@@ -496,15 +496,13 @@ def record_on_version(
     tags = client.get_model_version(mv.name, mv.version).tags
     card = model_card(mv.name, str(mv.version), tags, metrics, host)
     # quantgate's block is the one it wrote last (by its seal): a block quoted in a person's text stays theirs
-    own, seal, owner = tags.get(DESCRIPTION_BLOCK_TAG), block_seal(key, mv.name, mv.version), f"{mv.name} v{mv.version}"
+    seal, owner = block_seal(key, mv.name, mv.version), f"{mv.name} v{mv.version}"
     written = update_description(
         client,
         mv.name,
         str(mv.version),
-        lambda text: put_card(text, card, own=own, seal=seal, owner=owner),
-        # the tag first: a step stopped in between leaves a tag naming no pair (so the next write adds
-        # a block), never an older tag beside the newer block (which a person's quote of it could match)
-        lambda block: client.set_model_version_tag(mv.name, mv.version, DESCRIPTION_BLOCK_TAG, block),
+        lambda text, own: put_card(text, card, own=own, seal=seal, owner=owner),
+        DESCRIPTION_BLOCK_TAG,  # names the block it writes: see quantgate.description_write
     )
     if not written:
         click.echo(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mlflow import MlflowClient
-from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.time import get_current_time_millis
 from sqlalchemy import or_
@@ -23,11 +23,15 @@ from sqlalchemy import or_
 ATTEMPTS = 5
 
 
-def write_if_unchanged(client: MlflowClient, name: str, version: str, expected: str | None, new: str) -> bool:
-    """Set the description to ``new`` only if it is still ``expected``; True when written."""
+def write_if_unchanged(
+    client: MlflowClient, name: str, version: str, expected: str | None, new: str, tag: tuple[str, str] | None = None
+) -> bool:
+    """Set the description to ``new`` only if it is still ``expected``, and with it the version
+    tag ``tag`` (key, value); True when written. On a SQL store both change in one transaction,
+    or neither does. Over HTTP the tag is written first (see :func:`update_description`)."""
     store = client._get_registry_client().store  # the client's own store: same URI, same workspace
     if isinstance(store, SqlAlchemyStore):
-        with store.ManagedSessionMaker() as session:
+        with store.ManagedSessionMaker(read_only=False) as session:  # a write: never to a read replica
             query = store._get_query(session, SqlModelVersion).filter(
                 SqlModelVersion.name == name,
                 SqlModelVersion.version == int(version),
@@ -39,7 +43,15 @@ def write_if_unchanged(client: MlflowClient, name: str, version: str, expected: 
                 {SqlModelVersion.description: new, SqlModelVersion.last_updated_time: get_current_time_millis()},
                 synchronize_session=False,
             )
+            if changed == 1 and tag is not None:
+                row = store._get_sql_model_version(session, name, version)
+                key, value = tag
+                session.merge(
+                    SqlModelVersionTag(workspace=row.workspace, name=name, version=int(version), key=key, value=value)
+                )
         return changed == 1
+    if tag is not None:
+        client.set_model_version_tag(name, version, *tag)
     if (client.get_model_version(name, version).description or "") != (expected or ""):
         return False
     client.update_model_version(name, version, description=new)
@@ -47,17 +59,24 @@ def write_if_unchanged(client: MlflowClient, name: str, version: str, expected: 
 
 
 def update_description(
-    client: MlflowClient, name: str, version: str, build: Callable[[str | None], tuple[str, str]], write_tag
+    client: MlflowClient, name: str, version: str, build: Callable[[str | None, str | None], tuple[str, str]], tag: str
 ) -> bool:
-    """Read the description, ``build`` the new one from it (returns description and block tag),
-    write the tag (``write_tag``, before the description: see flows.evaluate.record_on_version),
-    then the description if nobody changed it meanwhile; else read again and rebuild. False when
+    """Read the description and the version tag ``tag`` naming the block quantgate wrote last,
+    ``build`` the new description from both (returns description and block tag), and write the
+    two if nobody changed the description meanwhile; else read both again and rebuild. False when
     it kept changing for :data:`ATTEMPTS` tries (nothing of anyone's is lost: quantgate's block
-    is simply not written this time)."""
+    is simply not written this time).
+
+    On a SQL store the description and its tag are written in one transaction: another quantgate
+    command's write in between (an evaluation's card while the gate writes its note) is found on
+    the next try by its own tag. Written one after the other, as over HTTP, the tag comes first:
+    a write stopped in between leaves a tag naming no block (so the next write adds one), never
+    an older tag beside a newer block (which a person's quote of the older one could match); and
+    there a quantgate write landing in between leaves its block as text (the thirty-seventh
+    adversarial run found the tag read once and kept across tries, which did that on every store)."""
     for _ in range(ATTEMPTS):
-        current = client.get_model_version(name, version).description
-        description, block = build(current)
-        write_tag(block)
-        if write_if_unchanged(client, name, str(version), current, description):
+        mv = client.get_model_version(name, version)
+        description, block = build(mv.description, mv.tags.get(tag))
+        if write_if_unchanged(client, name, str(version), mv.description, description, (tag, block)):
             return True
     return False

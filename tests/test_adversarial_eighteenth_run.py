@@ -71,28 +71,33 @@ def test_f2_a_lock_file_that_is_a_link_is_refused_and_nothing_is_written(trivial
 def test_f3_a_person_saving_as_the_gate_writes_its_note_loses_nothing(trivial, tmp_path, monkeypatch):  # noqa: F811
     """Before: the gate read the description, wrote its block tag, then wrote the description it
     had built from what it read; a person's save timed on that tag write was overwritten (5 of 56
-    saves lost). Now the description is written only if unchanged since read, else rebuilt."""
+    saves lost). Now the description is written only if unchanged since read, else rebuilt. The
+    saves here land just after the gate's read of the description it builds on (the tag is now
+    written with the description, in one transaction)."""
+    import sys
+
     model, client = "adv18-desc", MlflowClient()
     version = _fresh(model, trivial)
     client.update_model_version(model, version, description="Alice: reviewed the data card.")
-    real, saves = MlflowClient.set_model_version_tag, []
+    real, saves = MlflowClient.get_model_version, []
 
-    def person_saves_as_the_tag_changes(self, name, v, key, value):
-        real(self, name, v, key, value)
-        if name == model and key == "description_block_sha256" and len(saves) < 2:
+    def person_saves_after_the_read(self, name, v):
+        read = real(self, name, v)
+        if name == model and sys._getframe(1).f_code.co_name == "update_description" and len(saves) < 2:
             line = f"Bob: note {len(saves)} saved while the gate wrote."
             saves.append(line)
-            now = MlflowClient().get_model_version(model, version).description or ""
+            now = real(MlflowClient(), model, version).description or ""
             MlflowClient().update_model_version(model, version, description=now + "\n" + line)
+        return read
 
-    monkeypatch.setattr(MlflowClient, "set_model_version_tag", person_saves_as_the_tag_changes)
+    monkeypatch.setattr(MlflowClient, "get_model_version", person_saves_after_the_read)
     result = _quantgate(
         "promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT)
     )
     monkeypatch.undo()
     assert result.exit_code == 0, result.output
     final = client.get_model_version(model, version).description
-    assert saves and all(line in final for line in saves), final
+    assert len(saves) == 2 and all(line in final for line in saves), final
     assert "Alice: reviewed the data card." in final and "<!-- quantgate:begin" in final and "PASSED" in final.upper()
 
 

@@ -206,14 +206,14 @@ def append_description(
         run_id=run_id,
     )
     name, version = verdict.mv.name, verdict.version
-    own = client.get_model_version(name, version).tags.get(DESCRIPTION_BLOCK_TAG)  # the block quantgate wrote last
+    seal, owner = block_seal(key, name, version), f"{name} v{version}"
     return update_description(
         client,
         name,
         version,
-        lambda text: put_note(text, note, own=own, seal=block_seal(key, name, version), owner=f"{name} v{version}"),
-        # the tag first, as in flows.evaluate.record_on_version: stopped in between, no old tag is left
-        lambda block: client.set_model_version_tag(name, version, DESCRIPTION_BLOCK_TAG, block),
+        # own: the block quantgate wrote last, by its tag, read with the description on each try
+        lambda text, own: put_note(text, note, own=own, seal=seal, owner=owner),
+        DESCRIPTION_BLOCK_TAG,
     )
 
 
