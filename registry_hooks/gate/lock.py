@@ -6,12 +6,15 @@ atomic across processes either. Measured on a sqlite store with ten gates starte
 no lock, 6 rounds in 10 ended with several versions in stage Staging, or with the alias on a
 version that was not in Staging at all.
 
-What: an exclusive ``flock`` on a file, held while the alias and stage move and are read back
-(and, briefly, while a note is appended to a version description). For a ``sqlite:///``
-registry the default lock file is ``<database>.promote.lock`` beside the database: every process
-that can write that registry opens the database file itself
-(SQLite has no server), so it can open this file too, and the lock covers every gate. The
-kernel drops a ``flock`` when its process exits, so a crashed gate leaves no stale lock.
+What: an exclusive ``flock`` on the lock file's folder, held while the alias and stage move and
+are read back (and, briefly, while a note is appended to a version description); the file names
+the holder. For a ``sqlite:///`` registry the default lock file is ``<database>.promote.lock``
+beside the database: every process that can write that registry opens the database file itself
+(SQLite has no server), so it can open that folder too, and the lock covers every gate. The
+folder, not the file: a file can be renamed over by anyone who can write its folder (two gates
+then hold locks on two files), the folder only by whoever can write the one above. Lock files
+in one folder share one lock. The kernel drops a ``flock`` when its process exits, so a crashed
+gate leaves no stale lock.
 
 Across machines (a tracking server, ``http://``): a file lock only protects one host, so there
 the lock is a PostgreSQL **session advisory lock** (``pg_try_advisory_lock``) taken through a
@@ -192,11 +195,16 @@ def promotion_lock(path: LockTarget, *, timeout_s: float = 300.0, poll_s: float 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _open_lock_file(path)
+    # The lock is on the file's folder; the file only names the holder. A file can be renamed
+    # over by anyone who can write its folder, which with the default lock is the store's: the
+    # thirty-eighth adversarial run renamed a fresh file over a held lock file, and up to three
+    # gates were inside at once. Renaming the folder itself needs write access to the one above.
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -210,7 +218,8 @@ def promotion_lock(path: LockTarget, *, timeout_s: float = 300.0, poll_s: float 
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         yield path
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)  # no-op when we never acquired it
+        fcntl.flock(folder, fcntl.LOCK_UN)  # no-op when we never acquired it
+        os.close(folder)
         os.close(fd)
 
 

@@ -3,6 +3,7 @@ itself: one holder at a time."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,22 @@ def test_the_lock_excludes_a_second_holder_until_released(tmp_path):
     path = tmp_path / "x.lock"
     with promotion_lock(path):
         with pytest.raises(LockTimeout, match="still held after 0.1s by pid"):
+            with promotion_lock(path, timeout_s=0.1):
+                pass
+    with promotion_lock(path, timeout_s=0.1):  # free again
+        pass
+
+
+def test_a_file_renamed_over_a_held_lock_file_does_not_let_a_second_gate_in(tmp_path):
+    """The thirty-eighth adversarial run renamed a fresh file over the lock file whenever it was
+    held (a rename needs only write access to the folder, the store's), and up to three gates
+    held "the" lock at once: each locked a different file."""
+    path = tmp_path / "mlflow.db.promote.lock"
+    with promotion_lock(path):
+        fresh = tmp_path / "fresh"
+        fresh.write_text("", encoding="utf-8")
+        os.replace(fresh, path)
+        with pytest.raises(LockTimeout, match="still held after 0.1s"):
             with promotion_lock(path, timeout_s=0.1):
                 pass
     with promotion_lock(path, timeout_s=0.1):  # free again
