@@ -257,6 +257,50 @@ def _runtime(local: Path, pyfunc: dict) -> str | None:
         return None
 
 
+def environment_problem(local: Path) -> str | None:
+    """Why the model's environment files are not what ``log_model`` writes for quantgate's pinned
+    requirements (``None``: they are): each line of ``requirements.txt`` a plain ``name==version``
+    of a distribution installed here, ``python_env.yaml`` naming that file, ``conda.yaml``'s pip
+    list those lines. ``mlflow.pyfunc.load_model`` reads ``requirements.txt`` in the loading
+    process: it follows ``-r <any file>`` and logs the lines it finds, and imports a name that is
+    no installed distribution. The thirty-eighth adversarial run's ``-r`` named the evidence key
+    file, and a keyed ``evaluate`` printed the key."""
+    import importlib.metadata as md
+
+    import yaml
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    path = local / "requirements.txt"
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    for line in lines:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            return f"its requirements.txt has a line that is not a pinned requirement: {line[:60]!r}"
+        pinned = [spec.operator for spec in req.specifier] == ["=="]
+        if req.url or req.marker or req.extras or not pinned:
+            return f"its requirements.txt line {line[:60]!r} is not a plain name==version"
+        try:
+            md.distribution(req.name)
+        except md.PackageNotFoundError:
+            return f"its requirements.txt names {req.name!r}, which is not installed here"
+    try:
+        env = yaml.safe_load((local / "python_env.yaml").read_text(encoding="utf-8")) or {}
+        conda = yaml.safe_load((local / "conda.yaml").read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return None
+    except (OSError, yaml.YAMLError) as exc:
+        return f"its environment files cannot be read: {exc}"
+    if not isinstance(env, dict) or env.get("dependencies") != ["-r requirements.txt"]:
+        return "its python_env.yaml does not install requirements.txt alone"
+    deps = conda.get("dependencies") if isinstance(conda, dict) else None
+    pips = [d["pip"] for d in deps or [] if isinstance(d, dict) and set(d) == {"pip"}]
+    if pips != [lines]:
+        return "its conda.yaml's pip requirements are not its requirements.txt"
+    return None
+
+
 def untrusted_code(local: Path) -> str | None:
     """Why loading the downloaded model at ``local`` would run code other than the serving code
     this quantgate installs (``None`` when it would not).
@@ -283,7 +327,7 @@ def untrusted_code(local: Path) -> str | None:
     unknown = sorted(set(pyfunc) - PYFUNC_KEYS)
     if unknown:
         return f"its MLmodel's python_function has fields {unknown} quantgate never writes"
-    escape = outside_files(local)
+    escape = outside_files(local) or environment_problem(local)
     if escape:
         return escape
     loader = plugin_loader(local, pyfunc)

@@ -44,6 +44,18 @@ MAX_BODY = 1_000_000
 STEP_TIMEOUT_S = 1800
 
 
+def step_outcome(module: str, code: int, output: str) -> str:
+    """What of a step's output goes into the ``hooks.status`` tag: quantgate's own one-line error
+    (``error: …``, already stripped of the key), never other lines. A library's log line can carry
+    any file's content (the thirty-eighth adversarial run's requirements.txt included the evidence
+    key file, and MLflow logged its lines as unmet requirements). The whole output stays in the
+    receiver's own log."""
+    if code != 0:
+        log.warning("%s exited %s:\n%s", module, code, redact_own_key(output.strip()))
+    errors = [line.strip() for line in output.splitlines() if line.lower().startswith("error:")]
+    return errors[-1] if errors else "no error line; see the receiver's log"
+
+
 class Receiver:
     def __init__(
         self,
@@ -119,8 +131,7 @@ class Receiver:
         proc = subprocess.run(
             [sys.executable, "-P", "-m", module, *args], capture_output=True, text=True, timeout=STEP_TIMEOUT_S, env=env
         )
-        tail = (proc.stdout + proc.stderr).strip().splitlines()
-        return proc.returncode, " | ".join(tail[-3:])
+        return proc.returncode, step_outcome(module, proc.returncode, proc.stdout + proc.stderr)
 
     def run_job(self, job: Job) -> str:
         tags = self._tags_when_ready(job)
