@@ -249,6 +249,9 @@ def run_gate(
     configure_tracking(None)  # the experiment only once a promote run will be logged (not for a dry run)
     if key is not None:
         check_unreplaceable(thresholds_path, mlflow.get_tracking_uri())
+        # read again, after the check: the thirty-eighth adversarial run flipped a link between
+        # the first read and the check, and the limits came from a file the check never saw
+        thresholds = load_thresholds(thresholds_path).for_target(target)
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)

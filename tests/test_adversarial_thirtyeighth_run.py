@@ -64,3 +64,41 @@ def test_the_receivers_status_holds_quantgates_error_line_only():
         == "Error: evaluation of m v6 failed: refusing to load: its files changed"
     )
     assert step_outcome("flows.promote", 1, f"{SECRET}\n") == "no error line; see the receiver's log"
+
+
+def _private_limits(tmp_path):
+    private = tmp_path / "keyholder"
+    private.mkdir(mode=0o700)
+    limits = private / "strict.yaml"
+    limits.write_text("max_size_mb: 50.0\n", encoding="utf-8")
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    return limits, store
+
+
+def test_a_link_in_the_store_folder_to_the_key_holders_file_is_refused(tmp_path):
+    """Case 1b: a convenience link in the working folder (the store's) named the key holder's
+    own file; the writer re-pointed it at lenient limits before the real gate."""
+    from registry_hooks.gate.thresholds import ThresholdError, check_unreplaceable
+
+    limits, store = _private_limits(tmp_path)
+    link = store / "kh_gate.yaml"
+    link.symlink_to(limits)
+    with pytest.raises(ThresholdError, match="the tracking store's folder"):
+        check_unreplaceable(link, f"sqlite:///{store}/mlflow.db")
+    check_unreplaceable(limits, f"sqlite:///{store}/mlflow.db")  # the file itself, named directly
+
+
+def test_a_database_moved_behind_a_link_still_makes_its_named_folder_the_stores(tmp_path):
+    """Case 1a: the writer moved mlflow.db into a subfolder and left a link in its place; the
+    store's folder was taken to be the subfolder, and a thresholds file beside the link passed."""
+    from registry_hooks.gate.thresholds import ThresholdError, check_unreplaceable
+
+    _, store = _private_limits(tmp_path)
+    (store / "inner").mkdir()
+    (store / "inner" / "mlflow.db").write_bytes(b"")
+    (store / "mlflow.db").symlink_to(store / "inner" / "mlflow.db")
+    beside = store / "kh_strict.yaml"
+    beside.write_text("max_size_mb: 50.0\n", encoding="utf-8")
+    with pytest.raises(ThresholdError, match="the tracking store's folder"):
+        check_unreplaceable(beside, f"sqlite:///{store}/mlflow.db")

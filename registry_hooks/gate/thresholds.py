@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -309,7 +310,7 @@ def check_unreplaceable(path: str | Path, tracking_uri: str) -> None:
     replace (:func:`quantgate.file_trust.replace_problem`); quantgate's bundled default is
     installed code, which the key's threat model leaves to its owner."""
     path = Path(path)
-    if path.resolve() == DEFAULT_THRESHOLDS:
+    if Path(os.path.abspath(path)) == DEFAULT_THRESHOLDS:  # as named: a link to it can be re-pointed
         return
     problem = replace_problem(path, store_folders(tracking_uri))
     if problem:
