@@ -174,4 +174,15 @@ def host_fingerprint() -> dict[str, str]:
         HOST_KEYS["isa"]: ",".join(isa) or "none-detected",
         HOST_KEYS["cores"]: str(os.cpu_count()),
         HOST_KEYS["machine"]: platform.machine(),
+        HOST_KEYS["gpu"]: gpu_name(),
     }
+
+
+def gpu_name() -> str:
+    """The first CUDA device's name as torch sees it, or "none": an engine's latency is the GPU's."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except Exception:  # a broken CUDA set-up measures on the CPU like none
+        return "none"

@@ -317,9 +317,11 @@ def sign_evidence(
     the same signature from :func:`record_on_version`. ``written``: the run tags it wrote (host,
     digests of its figures, table and test split), signed as this process computed them, not
     read back from the store, where a writer (a sqlite trigger, say) could have changed them:
-    the signature then no longer matches the tags."""
+    the signature then no longer matches the tags. A tag it did not write is signed empty, never
+    as the store holds it (the thirty-ninth adversarial run set ``host.gpu``, which the host
+    fingerprint lacked, on the running evaluation, and the key signed an H100)."""
     parent_tags = dict(parent.tags) if parent is not None else None
-    run_tags = {**client.get_run(run_id).data.tags, **written}
+    run_tags = dict(written)
     payload = evaluation_payload(
         mv.name, mv.version, run_id, mv.tags, run_tags, parent_tags, identity=version_identity(mv)
     )

@@ -24,7 +24,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.backends import backend_for
-from quantgate.contract import PRECISION_TAG, RECIPE_TAG, VARIANT_TAG
+from quantgate.contract import DEVICE_TAG, PRECISION_TAG, RECIPE_TAG, VARIANT_TAG
 from quantgate.data import pin_tagged_data
 from quantgate.errors import UserError
 from quantgate.model_files import artifact_path, model_manifest
@@ -125,6 +125,8 @@ def rebuild_problem(
         backend = backend_for(recipe.runtime)
     except UserError as exc:
         return f"its runtime {recipe.runtime!r} has no builder here ({exc})"
+    if mv.tags.get(DEVICE_TAG, "") != backend.device:  # the thirty-ninth run signed a cpu build tagged gpu
+        return f"its {DEVICE_TAG!r} tag says {mv.tags.get(DEVICE_TAG)!r}, but its recipe builds for {backend.device!r}"
     stored = artifact_path(local, "model")
     if stored is None or not stored.exists():
         return "it has no model artifact"

@@ -301,6 +301,24 @@ def environment_problem(local: Path) -> str | None:
     return None
 
 
+def serving_signature_problem(local: Path) -> str | None:
+    """Why the model's MLmodel signature is not the one quantgate writes (``None``: it is). MLflow
+    applies it when serving (a param's default among others), and the evaluator calls the model
+    directly: the thirty-ninth adversarial run set ``top_k``'s default to 1 in a genuine build's
+    copy, and the staged version answered with one label where the README promises three."""
+    from mlflow.models import Model
+
+    from quantgate.packaging import SIGNATURE
+
+    try:
+        found = Model.load(str(local / "MLmodel")).signature
+    except Exception as exc:  # MLflow raises many kinds on a malformed file
+        return f"its MLmodel's signature cannot be read: {type(exc).__name__}"
+    if found != SIGNATURE:
+        return "its MLmodel's signature (inputs, outputs, or a param's default such as top_k's) is not quantgate's"
+    return None
+
+
 def untrusted_code(local: Path) -> str | None:
     """Why loading the downloaded model at ``local`` would run code other than the serving code
     this quantgate installs (``None`` when it would not).
@@ -327,7 +345,7 @@ def untrusted_code(local: Path) -> str | None:
     unknown = sorted(set(pyfunc) - PYFUNC_KEYS)
     if unknown:
         return f"its MLmodel's python_function has fields {unknown} quantgate never writes"
-    escape = outside_files(local) or environment_problem(local)
+    escape = outside_files(local) or environment_problem(local) or serving_signature_problem(local)
     if escape:
         return escape
     loader = plugin_loader(local, pyfunc)

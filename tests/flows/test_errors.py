@@ -76,3 +76,27 @@ def test_main_with_a_step_that_fails_or_a_bad_thresholds_file_is_one_line_exit_2
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_bugs_traceback_blanks_the_evidence_key_out(monkeypatch):
+    """A bug keeps its traceback (exit 1), with the key blanked out: a message can quote a file's
+    content (the thirty-ninth adversarial run had a lock timeout quote the key file)."""
+    import click
+
+    from flows.errors import GuardedGroup
+
+    key = "0123456789abcdef" * 4
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", key)
+
+    @click.group(cls=GuardedGroup)
+    def group():
+        pass
+
+    @group.command()
+    def boom():
+        raise RuntimeError(f"a message quoting {key}")
+
+    result = CliRunner().invoke(group, ["boom"])
+    assert result.exit_code == 1, result.output
+    assert "RuntimeError" in result.output and "Traceback" in result.output
+    assert key not in result.output
