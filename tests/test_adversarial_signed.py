@@ -69,6 +69,15 @@ def copy_pair(pipeline, name: str) -> tuple[str, str]:
     return fp32, int8
 
 
+def attested_pair(pipeline, name: str) -> dict[str, str]:
+    """:func:`copy_pair` into ``name``, its FP32 copy attested under the key: {"fp32", "int8"}."""
+    fp32, int8 = copy_pair(pipeline, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+        assert _quantgate("attest", "--version", fp32, "--model-name", name).exit_code == 0
+    return {"fp32": fp32, "int8": int8}
+
+
 def _promote(version: str, thresholds: str, alias: str):
     return _quantgate(
         "promote", "--version", version, "--model-name", COPY, "--thresholds", thresholds, "--alias", alias

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 from test_adversarial import _quantgate
-from test_adversarial_signed import KEY, _stored_copy_root, copy_pair
+from test_adversarial_signed import KEY, _stored_copy_root, attested_pair
 
 from quantgate.model_files import digest, download, model_manifest
 from registry_hooks.webhooks.receiver import step_outcome
@@ -24,11 +24,7 @@ SECRET = "CanarySecret0123456789abcdefABCDEF0123456789zz"
 @pytest.fixture(scope="module")
 def attested(pipeline):
     """The pipeline's FP32 and INT8 copied into ``adv38``, the FP32 copy attested under the key."""
-    fp32, int8 = copy_pair(pipeline, MODEL)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
-        assert _quantgate("attest", "--version", fp32, "--model-name", MODEL).exit_code == 0
-    return {"fp32": fp32, "int8": int8}
+    return attested_pair(pipeline, MODEL)
 
 
 @pytest.mark.parametrize("line", ["-r {canary}", "this==1.0"])

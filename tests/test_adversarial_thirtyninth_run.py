@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from test_adversarial import _quantgate
-from test_adversarial_signed import KEY, _stored_copy_root, copy_pair
+from test_adversarial_signed import KEY, _stored_copy_root, attested_pair
 
 from quantgate.model_files import digest, download, model_manifest
 from registry_hooks.gate.lock import LockTimeout, promotion_lock
@@ -57,11 +57,7 @@ def test_c2_a_lock_timeout_never_reads_the_lock_file_by_name(tmp_path):
 @pytest.fixture(scope="module")
 def attested(pipeline):
     """The pipeline's FP32 and INT8 copied into ``adv39``, the FP32 copy attested under the key."""
-    fp32, int8 = copy_pair(pipeline, MODEL)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
-        assert _quantgate("attest", "--version", fp32, "--model-name", MODEL).exit_code == 0
-    return {"fp32": fp32, "int8": int8}
+    return attested_pair(pipeline, MODEL)
 
 
 def _evaluate(version: str):
