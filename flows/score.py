@@ -112,8 +112,14 @@ def spark_session(master: str | None, *, batch_size: int, threads: int, partitio
         "PYTHONSAFEPATH": "1",
     }
     os.environ.update(worker_env)  # local mode: workers inherit the driver's environment
+    import pyspark
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
+
+    # the installed Spark, unless the user names one: pyspark looks in the working folder's parent
+    # first, and runs the bin/spark-submit it finds there (the thirty-ninth adversarial run noted
+    # that a key holder scoring from a folder inside the store would run a store writer's)
+    os.environ.setdefault("SPARK_HOME", str(Path(pyspark.__file__).resolve().parent))
 
     builder = SparkSession.builder.appName("quantgate-score")
     if master or not SparkConf().contains("spark.master"):  # spark-submit sets spark.master

@@ -115,3 +115,35 @@ def test_c3_a_host_tag_a_writer_sets_on_the_running_evaluation_is_not_signed(att
     monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
     gate = _quantgate("promote", "--version", attested["int8"], "--model-name", MODEL, "--dry-run")
     assert gate.exit_code != 0 and "signature" in gate.output, gate.output
+
+
+def test_score_runs_the_installed_spark_not_one_above_its_working_folder(tmp_path):
+    """pyspark looks for its home in the working folder's parent first and runs the
+    ``bin/spark-submit`` it finds there: a key holder scoring from a folder inside the store
+    would run a store writer's (noted by the thirty-ninth run)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = tmp_path / "store"
+    (store / "jars").mkdir(parents=True)
+    (store / "bin").mkdir()
+    marker = tmp_path / "ran-planted-spark-submit"
+    submit = store / "bin" / "spark-submit"
+    submit.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n", encoding="utf-8")
+    submit.chmod(0o755)
+    (store / "work").mkdir()
+    probe = (
+        "from flows.score import spark_session\n"
+        "spark = spark_session(None, batch_size=8, threads=1, partitions=1)\n"
+        "print(spark.range(3).count())\n"
+        "spark.stop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_HOME"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=store / "work", env=env, capture_output=True, text=True, timeout=300
+    )
+    assert not marker.exists(), "the planted spark-submit ran"
+    assert done.returncode == 0 and done.stdout.strip().endswith("3"), done.stderr[-2000:]
