@@ -27,7 +27,7 @@ from evaluators.plots import pareto_png
 from evaluators.report import compare_table
 from quantgate.errors import UserError
 from quantgate.evidence_signing import load_key
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter
+from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter
 from registry_hooks.gate.provenance import parent_tags, signature_problems
 from registry_hooks.gate.verdict import recorded_pass
 
@@ -39,7 +39,7 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
     vouch for are marked (and kept out of the plot), and so is an alias on a version without a
     pass the gate signed: any store writer can point ``eval_run_id`` or an alias anywhere."""
     client = MlflowClient()
-    versions = client.search_model_versions(name_filter(name))
+    versions = all_versions(client, name_filter(name))
     if not versions:
         raise UserError(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
     aliases: dict[str, list[str]] = {}

@@ -31,7 +31,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from flows.errors import UserError, UserErrorExit, debugging, one_line
 from quantgate.evidence_signing import load_key
-from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter, resolve_version
+from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
 from registry_hooks.gate.decision import rank_candidates
 from registry_hooks.gate.lock import promotion_lock, resolve_lock
@@ -57,7 +57,7 @@ from registry_hooks.gate.verdict import (
 
 def candidate_versions(client: MlflowClient, name: str, target: str | None) -> list[ModelVersion]:
     """Every variant other than FP32 (for a target: built for its device), oldest first."""
-    versions = client.search_model_versions(name_filter(name))
+    versions = all_versions(client, name_filter(name))
     keep = [
         mv
         for mv in versions

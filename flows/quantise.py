@@ -51,7 +51,7 @@ from quantgate.model_files import ModelIntegrityError, load_checked
 from quantgate.packaging import log_variant
 from quantgate.recipes import Recipe, RecipeError, build_recipe, variants_for
 from quantgate.recipes.base import CALIBRATE_ON_PARENT
-from quantgate.tracking import configure_tracking, name_filter, resolve_version
+from quantgate.tracking import all_versions, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.parity import describe, parity
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, load_thresholds
 
@@ -65,7 +65,7 @@ def latest_fp32_version(model_name: str) -> ModelVersion:
     """The newest version tagged variant=fp32; with an evidence key, the newest one attested (a
     tag is any writer's: the thirty-fifth adversarial run registered its own "fp32" version, and
     the key holder's `quantise` picked it)."""
-    found = MlflowClient().search_model_versions(f"{name_filter(model_name)} and tags.variant='fp32'")
+    found = all_versions(MlflowClient(), f"{name_filter(model_name)} and tags.variant='fp32'")
     if not found:
         raise UserError(f"no version of {model_name!r} is tagged variant=fp32: run `quantgate train` first")
     key = load_key()
@@ -138,11 +138,10 @@ def find_existing(source: ModelVersion, recipe_sha256: str, variant: str) -> Mod
     any writer can copy onto a version of their own, so only a version whose ``parent_version`` is
     ``source`` counts (the thirtieth adversarial run had main stage a variant of an older model as
     the new one's); with a key, evaluate then rebuilds it from that parent."""
+    built = f"{name_filter(source.name)} and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'"
     found = [
         mv
-        for mv in MlflowClient().search_model_versions(
-            f"{name_filter(source.name)} and tags.{RECIPE_SHA_TAG}='{recipe_sha256}'"
-        )
+        for mv in all_versions(MlflowClient(), built)
         if mv.tags.get(PARENT_VERSION_TAG) == str(source.version) and mv.tags.get(VARIANT_TAG) == variant
     ]
     return max(found, key=lambda mv: int(mv.version)) if found else None

@@ -58,6 +58,19 @@ def name_filter(name: str) -> str:
     return f"name={filter_string(name)}"
 
 
+def all_versions(client, filter_text: str, page_size: int = 10_000) -> list:
+    """Every model version matching ``filter_text``, page by page: one call returns at most
+    10,000, and a writer who registers more would hide the rest from whoever reads one page
+    (``--candidates``, the Staging read-back, ``latest-fp32``)."""
+    found, token = [], None
+    while True:
+        page = client.search_model_versions(filter_text, max_results=page_size, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
+
+
 def parse_model_ref(ref: str, default_name: str = DEFAULT_MODEL_NAME) -> str:
     """Accept ``models:/name/3``, ``models:/name@staging``, ``name/3``, ``@staging`` or just
     ``3`` (the last two in ``default_name``); return a ``models:/`` URI."""

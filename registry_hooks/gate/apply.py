@@ -16,7 +16,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from quantgate.tracking import name_filter, version_identity
+from quantgate.tracking import all_versions, name_filter, version_identity
 from registry_hooks.gate.decision import Decision, Reason, explain_ranking, rank_candidates
 from registry_hooks.gate.evidence import SNAPSHOT_TAGS, tag_problems
 from registry_hooks.gate.lock import promotion_lock
@@ -63,7 +63,7 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> str | None:
 def staged_versions(client: MlflowClient, name: str) -> list[str]:
     """The versions in stage Staging, in version order."""
     return sorted(
-        (str(mv.version) for mv in client.search_model_versions(name_filter(name)) if mv.current_stage == STAGE),
+        (str(mv.version) for mv in all_versions(client, name_filter(name)) if mv.current_stage == STAGE),
         key=int,
     )
 
