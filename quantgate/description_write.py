@@ -18,9 +18,13 @@ from mlflow import MlflowClient
 from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.time import get_current_time_millis
-from sqlalchemy import or_
+from sqlalchemy import collate, or_
 
 ATTEMPTS = 5
+# Byte-for-byte comparison per database, whatever collation the column has: a store writer who
+# gave the sqlite column NOCASE (the fortieth adversarial run, by editing the schema) had a person's
+# case-only save compare equal to what quantgate read, and quantgate's write replaced it.
+BYTEWISE = {"sqlite": "BINARY", "postgresql": "C"}
 
 
 def write_if_unchanged(
@@ -32,12 +36,14 @@ def write_if_unchanged(
     store = client._get_registry_client().store  # the client's own store: same URI, same workspace
     if isinstance(store, SqlAlchemyStore):
         with store.ManagedSessionMaker(read_only=False) as session:  # a write: never to a read replica
+            exact = BYTEWISE.get(store.db_type)  # whatever collation the column was given
+            stored = collate(SqlModelVersion.description, exact) if exact else SqlModelVersion.description
             query = store._get_query(session, SqlModelVersion).filter(
                 SqlModelVersion.name == name,
                 SqlModelVersion.version == int(version),
-                or_(SqlModelVersion.description.is_(None), SqlModelVersion.description == "")
+                or_(SqlModelVersion.description.is_(None), stored == "")
                 if not expected  # MLflow shows a NULL description as None or ""
-                else SqlModelVersion.description == expected,
+                else stored == expected,
             )
             changed = query.update(
                 {SqlModelVersion.description: new, SqlModelVersion.last_updated_time: get_current_time_millis()},

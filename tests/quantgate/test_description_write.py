@@ -48,3 +48,34 @@ def test_a_block_written_meanwhile_is_replaced_not_joined_by_a_second(tmp_path):
     assert text.count(BEGIN) == 1 and text.count(END) == 1, text
     assert "card 2" in text and "card 1" not in text and "gate: passed" in text, text
     assert f"{PERSON_ABOVE}\n\n{PERSON_BELOW}" in text, text  # the person's text, byte for byte
+
+
+def test_a_case_only_save_is_kept_whatever_collation_the_column_was_given(tmp_path):
+    """The fortieth adversarial run gave ``model_versions.description`` the NOCASE collation by
+    editing the sqlite schema: a person's case-only save then compared equal to what quantgate had
+    read, and quantgate's write replaced it (3 of 3 runs)."""
+    import sqlite3
+
+    from quantgate.description_write import write_if_unchanged
+
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+    client.create_registered_model("m")
+    client.create_model_version("m", str(tmp_path), description="alice: deploy on monday")
+    con = sqlite3.connect(db, isolation_level=None)
+    version = con.execute("PRAGMA schema_version").fetchone()[0]
+    con.execute("PRAGMA writable_schema=ON")
+    con.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'description VARCHAR(5000),', "
+        "'description VARCHAR(5000) COLLATE NOCASE,') WHERE type='table' AND name='model_versions'"
+    )
+    con.execute(f"PRAGMA schema_version={version + 1}")
+    con.execute("PRAGMA writable_schema=OFF")
+    con.close()
+    assert (
+        "COLLATE NOCASE"
+        in sqlite3.connect(db).execute("select sql from sqlite_master where name='model_versions'").fetchone()[0]
+    )
+    client.update_model_version("m", "1", description="Alice: Deploy on MONDAY")  # the person's save
+    assert not write_if_unchanged(client, "m", "1", "alice: deploy on monday", "quantgate's rebuild of the old text")
+    assert client.get_model_version("m", "1").description == "Alice: Deploy on MONDAY"
