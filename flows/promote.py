@@ -33,7 +33,7 @@ from flows.errors import UserError, UserErrorExit, debugging, one_line
 from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
-from registry_hooks.gate.decision import rank_candidates
+from registry_hooks.gate.decision import rank_candidates, shown
 from registry_hooks.gate.lock import promotion_lock, resolve_lock
 from registry_hooks.gate.provenance import variant_problem
 from registry_hooks.gate.thresholds import (
@@ -152,15 +152,15 @@ def settle(
 
 def echo_verdict(v: Verdict, alias: str) -> None:
     click.echo(
-        f"gate {v.mv.name} v{v.version} ({v.mv.tags.get('variant')}) for @{alias}: "
+        f"gate {shown(v.mv.name)} v{v.version} ({shown(v.mv.tags.get('variant'))}) for @{alias}: "
         f"{'PASSED' if v.decision.passed else 'REJECTED'}"
     )
     for r in v.decision.reasons:
         click.echo(f"  {r}")
     for n in v.evidence.notes:
-        click.echo(f"  note: {n}")
+        click.echo(f"  note: {shown(n)}")
     if v.action:
-        click.echo(f"  -> {v.action}")
+        click.echo(f"  -> {shown(v.action)}")
 
 
 def choose_lock(registry_uri: str, lock_file: str | None, no_lock: bool, lock_uri: str | None = None):

@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from registry_hooks.gate.thresholds import HOST_KEYS, Rule, Thresholds, parse_order
 
 
+def shown(text: object) -> str:
+    """Text quoted from the store (a tag any writer sets) as one printable line: line breaks and
+    control characters written as escapes. The fortieth adversarial run put a line break and a
+    fake "Gate passed" note into an ``eval_run_id`` tag, which the gate quoted into its note,
+    and terminal escapes that erased ``REJECTED`` from the key holder's screen."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 @dataclass(frozen=True)
 class Reason:
     """One verdict line. For a limit: the metric, the value compared, the limit and its kind.
@@ -42,11 +50,11 @@ class Reason:
     def __str__(self) -> str:
         verdict = "ok" if self.passed else "FAIL"
         if self.kind == "check":
-            return f"{verdict}: {self.message}"
+            return f"{verdict}: {shown(self.message)}"
         op = ">=" if self.kind == "min" else "<="
         needs = f"needs {op} {self.limit:g}"
         if self.message:  # a limit that could not be judged, with why
-            return f"{verdict}: {self.metric}: {self.message} ({needs})"
+            return f"{verdict}: {self.metric}: {shown(self.message)} ({needs})"
         if self.value is None:
             return f"{verdict}: {self.metric} is missing ({needs})"
         if self.ci is None:

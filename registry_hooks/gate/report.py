@@ -10,12 +10,18 @@ import json
 from collections.abc import Sequence
 
 from quantgate.description import NOTE_MARK
-from registry_hooks.gate.decision import Decision
+from registry_hooks.gate.decision import Decision, shown
 
 
 def reasons_digest(decision: Decision) -> str:
     """SHA-256 of the verdict lines: equal digests mean the same reasons, to the digit."""
     return hashlib.sha256(json.dumps([str(r) for r in decision.reasons]).encode()).hexdigest()
+
+
+def markdown_inline(text: object) -> str:
+    """:func:`shown`, and no HTML comment can open or close in it: a quoted ``<!--`` hid the rest
+    of the note (and a marker could pose as quantgate's block's own)."""
+    return shown(text).replace("<!--", "<\\!--").replace("-->", "--\\>")
 
 
 def gate_note(
@@ -32,9 +38,9 @@ def gate_note(
 ) -> str:
     """The markdown note appended to the version description (what the UI shows)."""
     title = f"{NOTE_MARK}{'passed' if passed else 'rejected'} for `@{alias}` ({time})\n"
-    lines = [f"- {r}" for r in decision.reasons]
-    lines += [f"- note: {n}" for n in notes]
-    lines.append(f"\n**Result:** {action}  ")
+    lines = [f"- {markdown_inline(r)}" for r in decision.reasons]
+    lines += [f"- note: {markdown_inline(n)}" for n in notes]
+    lines.append(f"\n**Result:** {markdown_inline(action)}  ")
     where = f" · promote run `{run_id}` (decision.json)" if run_id else ""
     lines.append(f"thresholds sha256 `{thresholds_sha256[:12]}` · {confidence_level * 100:g}% intervals{where}")
     return title + "\n".join(lines) + "\n"
