@@ -28,3 +28,31 @@ def test_a_tag_quoted_by_the_gate_cannot_write_lines_comments_or_escapes(trivial
     assert "\n### quantgate: gate passed" not in block and "\x1b" not in block, block
     assert block.count("<!--") == block.count("-->") == 2, block  # its begin marker and its write number
     assert "Bob: reviewed." in text
+
+
+def test_c5_files_swapped_between_the_gates_check_and_the_alias_move_are_rolled_back(trivial, tmp_path, monkeypatch):  # noqa: F811
+    """C5: the writer swapped the version's stored files for a build the gate rejects after the
+    gate had checked them and before it moved the alias; the gate staged it (exit 0)."""
+    from test_adversarial import _stored_root
+
+    model, client = "adv40-swap", MlflowClient()
+    version = _fresh(model, trivial)
+    meta = next(_stored_root(model, version).rglob("MLmodel"))
+    original = meta.read_bytes()
+    real = MlflowClient.set_registered_model_alias
+
+    def writer_swaps_first(self, name, alias, v):
+        if name == model:
+            meta.write_bytes(original + b" ")
+        return real(self, name, alias, v)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", writer_swaps_first)
+    try:
+        result = _quantgate(
+            "promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT)
+        )
+    finally:
+        monkeypatch.undo()
+        meta.write_bytes(original)
+    assert result.exit_code == 1 and "ROLLED BACK" in result.output and "files changed" in result.output, result.output
+    assert "staging" not in client.get_registered_model(model).aliases

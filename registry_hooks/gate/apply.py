@@ -210,9 +210,29 @@ def not_as_judged(
         wrong = recheck(client, verdict, target)
         if read_back_failed and not wrong and alias_holder(client, name, alias) == version:
             wrong = holder_anomaly(client, name, alias, version, target, key)
+        if not wrong:
+            wrong = files_changed(client.get_model_version(name, version))
     except MlflowException as exc:  # deleted meanwhile
         wrong = [f"v{version} cannot be read back: {exc.message}"]
     return wrong
+
+
+def files_changed(mv) -> list[str]:
+    """Why the version's stored files, read again after the move, are not the registered ones
+    (empty: they are). The fortieth adversarial run swapped a version's stored folder for a build
+    the gate rejects, between the gate's check of its files and the alias move; a swap after this
+    check is one after the gate, which ``quantgate serve`` and ``score`` refuse."""
+    import tempfile
+
+    from quantgate.model_files import ModelIntegrityError, digest_problem, download
+
+    with tempfile.TemporaryDirectory(prefix="quantgate-recheck-") as tmp:
+        try:
+            local = download(f"models:/{mv.name}/{mv.version}", Path(tmp))
+        except ModelIntegrityError as exc:
+            return [f"v{mv.version}'s files cannot be read again: {exc}"]
+        problem = digest_problem(local, dict(mv.tags), what=f"version {mv.version}")
+    return [f"v{mv.version}'s files changed while it was being gated: {problem}"] if problem else []
 
 
 def roll_back(client: MlflowClient, name: str, alias: str, set_stage: bool, champion: str) -> str:
