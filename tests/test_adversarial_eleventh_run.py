@@ -110,6 +110,26 @@ def test_compare_marks_figures_and_aliases_the_key_does_not_vouch_for(evaluated,
     assert f"v{fp32}" in note and f"v{evaluated['int8']}," not in note and not note.endswith(f"v{evaluated['int8']}")
 
 
+def test_fortieth_c1_compare_does_not_vouch_for_a_figure_relogged_on_a_signed_run(evaluated, monkeypatch, tmp_path):
+    """The fortieth adversarial run re-logged p95 0.42 ms on the int8's signed evaluation run;
+    the keyed `compare` showed and plotted it as vouched for (the gate refused the same run)."""
+    client = MlflowClient()
+    run_id = client.get_model_version(MODEL, evaluated["int8"]).tags["eval_run_id"]
+    original = client.get_run(run_id).data.metrics["latency_p95_ms"]
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    before = _quantgate("compare", "--name", MODEL, "--out", str(tmp_path / "before.png"))
+    client.log_metric(run_id, "latency_p95_ms", 0.42)
+    try:
+        after = _quantgate("compare", "--name", MODEL, "--out", str(tmp_path / "after.png"))
+    finally:
+        client.log_metric(run_id, "latency_p95_ms", original)
+    row = next(line for line in after.output.splitlines() if line.lstrip().startswith(f"{evaluated['int8']} "))
+    assert "not vouched" not in next(
+        line for line in before.output.splitlines() if line.lstrip().startswith(f"{evaluated['int8']} ")
+    )
+    assert "figures not vouched for by the key" in row, after.output
+
+
 @pytest.mark.parametrize(
     "command",
     [
