@@ -33,8 +33,10 @@ def test_the_receivers_steps_do_not_import_a_planted_module(tmp_path, monkeypatc
     (tmp_path / "cwd" / "flows" / "evaluate.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     monkeypatch.chdir(tmp_path / "cwd")
     receiver = Receiver(secret="s" * 32, model_name="m", thresholds=None, tag_wait_s=0)
-    code, tail = receiver._step("flows.evaluate", "--help")
-    assert code == 0 and "Show this message and exit" in tail, tail  # quantgate's own evaluate answered
+    # the status holds only the step's own error line: quantgate's evaluate answers a bad option
+    # with click's (the planted module would have exited 0, silently)
+    code, outcome = receiver._step("flows.evaluate", "--no-such-option")
+    assert code == 2 and "No such option" in outcome, outcome
     assert not marker.exists()
 
 
