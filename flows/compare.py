@@ -29,7 +29,7 @@ from quantgate.errors import UserError
 from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter
 from registry_hooks.gate.evidence import run_problems
-from registry_hooks.gate.provenance import parent_tags, signature_problems, superseded
+from registry_hooks.gate.provenance import run_superseded
 from registry_hooks.gate.verdict import recorded_pass
 
 UNVERIFIED = "unverified"  # a row whose figures the evidence key does not vouch for
@@ -86,11 +86,9 @@ def not_vouched(client: MlflowClient, mv, run, key: bytes) -> list[str]:
     """Why the key does not vouch for the figures ``run`` holds now, as the gate would judge them:
     its signature, figures re-logged since (the fortieth adversarial run re-logged a p95 of 0.42 ms
     on a signed run, and compare plotted it as vouched for), or a newer evaluation."""
-    problems = signature_problems(key, mv, run.info.run_id, run.data.tags, parent_tags(client, mv))
-    problems += run_problems(
+    return run_problems(
         str(mv.version), mv.tags, run.info.status, run.data.tags, run.info.lifecycle_stage, run.data.metrics
-    )
-    return problems or superseded(client, mv, key)
+    ) or run_superseded(client, mv, run, key)
 
 
 def ui_base_url(tracking_uri: str, ui_url: str | None) -> str:

@@ -265,7 +265,7 @@ def evaluate(
     predictions = stored_table_sha256(run_id, table)
     mlflow.set_tags({METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions})
     written = {**host, METRICS_DIGEST_TAG: logged, PREDICTIONS_DIGEST_TAG: predictions, EVALUATED_DATA_TAG: measured}
-    signature = sign_evidence(client, mv, run_id, key, parent, written) if key else None
+    signature = sign_evidence(mv, run_id, key, parent, written) if key else None
     copy_to_source_run(client, mv, metrics, run_id)
     record_on_version(
         client,
@@ -309,9 +309,7 @@ def stored_table_sha256(run_id: str, table: str) -> str:
         return sha256_file(path)
 
 
-def sign_evidence(
-    client: MlflowClient, mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None, written: dict
-) -> str:
+def sign_evidence(mv: ModelVersion, run_id: str, key: bytes, parent: ModelVersion | None, written: dict) -> str:
     """Sign what this evaluation recorded (quantgate.evidence_signing), the parent's files and
     attestation as checked before measuring included, and tag the run with it; the version gets
     the same signature from :func:`record_on_version`. ``written``: the run tags it wrote (host,

@@ -314,20 +314,15 @@ def calibrate_on_parent_data(recipe: Recipe, source: ModelVersion) -> Recipe:
         return recipe
     dataset, options = trained_on(source)
     key = load_key()
-    problem = key and attested_data_problem(
-        key,
-        source.name,
-        source.version,
-        source.tags,
-        dataset_digest(load_dataset(dataset, SPLITS, **DataOptions(**options).kwargs())),
-    )
-    if problem:
-        raise UserError(
-            f"calibrating {recipe.variant} on v{source.version}'s training data ({dataset!r}, which its tags name): "
-            f"{problem}; with an evidence key a "
-            f"tag (any store writer's) does not choose calibration data: pass --set "
-            f"{recipe.variant}.calibration_dataset=<bundled or trusted data>"
-        )
+    if key is not None:
+        found = dataset_digest(load_dataset(dataset, SPLITS, **DataOptions(**options).kwargs()))
+        problem = attested_data_problem(key, source.name, source.version, source.tags, found)
+        if problem:
+            raise UserError(
+                f"calibrating {recipe.variant} on v{source.version}'s training data ({dataset!r}, which its tags "
+                f"name): {problem}; with an evidence key a tag (any store writer's) does not choose calibration "
+                f"data: pass --set {recipe.variant}.calibration_dataset=<bundled or trusted data>"
+            )
     return dataclasses.replace(
         recipe, calibration_dataset=dataset, calibration_options=json.dumps(options, sort_keys=True) if options else ""
     )
