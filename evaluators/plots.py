@@ -83,9 +83,12 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
     joined. Right: each variant's speed-up over its parent with its confidence interval as an
     error bar, against macro F1 (versions without a parent have no speed-up and are left out)."""
     fig, (ax, ax_speed) = plt.subplots(1, 2, figsize=(12, 5))
-    pts = [(r["latency_p50_ms"], r["macro_f1"], r.get("size_mb", 0.0), r["label"]) for r in rows]  # size: marker only
+    # figures are drawn as logged, and any store writer can re-log them: a point needs finite
+    # figures, and a bar an interval that holds its estimate (matplotlib raises on a negative one)
+    rows = [r for r in rows if _finite(r.get("latency_p50_ms")) and _finite(r.get("macro_f1"))]
+    pts = [(r["latency_p50_ms"], r["macro_f1"], _size(r.get("size_mb")), r["label"]) for r in rows]  # size: marker only
     for x, y, size, label in pts:
-        ax.scatter(x, y, s=max(20.0, size * 3), alpha=0.6)
+        ax.scatter(x, y, s=size, alpha=0.6)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     front = [pts[i][:2] for i in pareto_front([p[:2] for p in pts])]
     if front:
@@ -97,17 +100,21 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
     speed = [r for r in rows if _finite(r.get("speedup_vs_parent"))]
     for r in speed:
         low, high = r.get("speedup_ci_low"), r.get("speedup_ci_high")
-        xerr = (
-            [[r["speedup_vs_parent"] - low], [high - r["speedup_vs_parent"]]]
-            if _finite(low) and _finite(high)
-            else None
-        )
+        held = _finite(low) and _finite(high) and low <= r["speedup_vs_parent"] <= high
+        xerr = [[r["speedup_vs_parent"] - low], [high - r["speedup_vs_parent"]]] if held else None
         ax_speed.errorbar(r["speedup_vs_parent"], r["macro_f1"], xerr=xerr, fmt="o", capsize=4)
         ax_speed.annotate(
             r["label"], (r["speedup_vs_parent"], r["macro_f1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
         )
     ax_speed.axvline(1.0, color="grey", lw=0.8, ls=":")
-    level = next((int(round(100 * r["speedup_ci_level"])) for r in speed if _finite(r.get("speedup_ci_level"))), 95)
+    level = next(
+        (
+            int(round(100 * r["speedup_ci_level"]))
+            for r in speed
+            if _finite(r.get("speedup_ci_level")) and 0 < r["speedup_ci_level"] < 1
+        ),
+        95,
+    )
     ax_speed.set_xlabel(f"speed-up over parent (p50 inference; bars: {level}% interval)")
     ax_speed.set_ylabel("macro F1 (test split)")
     ax_speed.set_title("speed-up vs F1" if speed else "speed-up vs F1 (no variant with a parent evaluated)")
@@ -119,3 +126,8 @@ def pareto_png(rows: list[dict], path: str | Path) -> Path:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and np.isfinite(value)
+
+
+def _size(value) -> float:
+    """Marker area for a size in MB (a missing or garbled size draws the smallest marker)."""
+    return max(20.0, value * 3) if _finite(value) else 20.0
