@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,8 @@ from quantgate.contract import (
 )
 from quantgate.description import block_sha256
 from quantgate.errors import UserError
+from quantgate.file_trust import replace_problem, store_folders
+from quantgate.tracking import DEFAULT_TRACKING_URI
 
 KEY_ENV = "QUANTGATE_EVIDENCE_KEY"
 KEY_FILE_ENV = "QUANTGATE_EVIDENCE_KEY_FILE"
@@ -67,6 +70,12 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
     if not value and environ.get(KEY_FILE_ENV):
         source = f"{KEY_FILE_ENV}={environ[KEY_FILE_ENV]}"
         path = Path(environ[KEY_FILE_ENV]).expanduser()
+        problem = replace_problem(path, key_store_folders(environ))
+        if problem:  # checked before reading: a file put there by someone else is never read
+            raise EvidenceKeyError(
+                f"the evidence key file {path} could be replaced by a store writer: {problem}; keep it in a folder "
+                "only you can write, outside the tracking store's (e.g. /etc/quantgate/ or ~/.config/quantgate/)"
+            )
         try:
             value, mode = path.read_text(encoding="utf-8"), path.stat().st_mode
         except (OSError, UnicodeDecodeError) as exc:
@@ -85,6 +94,19 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
             '(e.g. python -c "import secrets; print(secrets.token_hex(32))")'
         )
     return value.encode("utf-8")
+
+
+def key_store_folders(environ: Mapping[str, str]) -> list[Path]:
+    """The store folders a key file must lie outside of (:func:`quantgate.file_trust.store_folders`):
+    those of ``$MLFLOW_TRACKING_URI`` (else quantgate's default store in the working folder), and
+    of the URI this process set, if it set another. The forty-first adversarial run renamed the key
+    holder's key file, kept beside ``mlflow.db``, aside without reading it and put its own key in its
+    place: every signature the key holder's gate then checked was one the writer could make, and the
+    gate staged a build that answered one label for every text."""
+    uris = [environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI]
+    if "mlflow" in sys.modules:  # a process that set its URI in code (tests, notebooks)
+        uris.append(sys.modules["mlflow"].get_tracking_uri())
+    return [folder for uri in dict.fromkeys(uris) for folder in store_folders(uri)]
 
 
 def redact(text: str, key: bytes | None) -> str:
