@@ -28,7 +28,7 @@ from evaluators.report import compare_table
 from quantgate.errors import UserError
 from quantgate.evidence_signing import load_key
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter
-from registry_hooks.gate.evidence import run_problems
+from registry_hooks.gate.evidence import freshness_problems, run_problems
 from registry_hooks.gate.provenance import run_superseded
 from registry_hooks.gate.verdict import recorded_pass
 
@@ -85,10 +85,17 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
 def not_vouched(client: MlflowClient, mv, run, key: bytes) -> list[str]:
     """Why the key does not vouch for the figures ``run`` holds now, as the gate would judge them:
     its signature, figures re-logged since (the fortieth adversarial run re-logged a p95 of 0.42 ms
-    on a signed run, and compare plotted it as vouched for), or a newer evaluation."""
-    return run_problems(
-        str(mv.version), mv.tags, run.info.status, run.data.tags, run.info.lifecycle_stage, run.data.metrics
-    ) or run_superseded(client, mv, run, key)
+    on a signed run, and compare plotted it as vouched for), a newer evaluation, or the version's
+    files changed since they were measured (the forty-first run swapped a signed version's graph
+    for one answering a single label, and compare still plotted its figures as vouched for): the
+    files are downloaded and hashed, as the gate does."""
+    return (
+        run_problems(
+            str(mv.version), mv.tags, run.info.status, run.data.tags, run.info.lifecycle_stage, run.data.metrics
+        )
+        or run_superseded(client, mv, run, key)
+        or freshness_problems(mv)[0]
+    )
 
 
 def ui_base_url(tracking_uri: str, ui_url: str | None) -> str:

@@ -9,6 +9,8 @@ the `quantgate` command line and MLflow's public API."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
@@ -128,6 +130,25 @@ def test_fortieth_c1_compare_does_not_vouch_for_a_figure_relogged_on_a_signed_ru
         line for line in before.output.splitlines() if line.lstrip().startswith(f"{evaluated['int8']} ")
     )
     assert "figures not vouched for by the key" in row, after.output
+
+
+def test_fortyfirst_d_compare_does_not_vouch_for_a_version_whose_files_were_swapped(evaluated, monkeypatch, tmp_path):
+    """The forty-first adversarial run copied a degraded graph over a signed version's stored
+    files; the keyed `compare` still showed and plotted its figures as vouched for (the gate,
+    which hashes the files, rejected it)."""
+    from urllib.parse import unquote, urlparse
+
+    stored = MlflowClient().get_model_version_download_uri(MODEL, evaluated["int8"])
+    meta = next(Path(unquote(urlparse(stored).path)).rglob("meta.json"))
+    original = meta.read_bytes()
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", KEY)
+    meta.write_bytes(original.replace(b"{", b"{ ", 1))
+    try:
+        after = _quantgate("compare", "--name", MODEL, "--out", str(tmp_path / "after.png"))
+    finally:
+        meta.write_bytes(original)
+    row = next(line for line in after.output.splitlines() if line.lstrip().startswith(f"{evaluated['int8']} "))
+    assert after.exit_code == 0 and "figures not vouched for by the key" in row, after.output
 
 
 @pytest.mark.parametrize(
