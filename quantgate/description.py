@@ -92,9 +92,10 @@ def _block_span(text: str, pairs: list[Pair], own: str | None, seal: Seal) -> tu
     ``own``, the version's ``description_block_sha256`` tag, alone decides among the block-shaped
     ``pairs`` of ``text`` (:func:`_pairs`): the pair whose seal (``seal``: :func:`block_sha256`, or with an
     evidence key an HMAC bound to the version) is exactly the tag is quantgate's (of two
-    identical ones, the first), provided no pair of the same owner (the version, as the caller
-    names it) in the text carries a higher write number; another version's quoted block does not
-    count.
+    identical ones, none: the forty-first adversarial run quoted the current block verbatim above
+    it, and the first copy, the person's, was rewritten), provided no pair of the same owner (the
+    version, as the caller names it) in the text carries a higher write number; another version's
+    quoted block does not count.
     Without one - no tag, the block edited or removed, no room (:data:`NO_BLOCK`), a tag someone
     pointed elsewhere, or put back to the seal of an older block that a person quoted (the
     fourteenth adversarial run: every seal ever issued stays valid, but a quote of an older
@@ -103,10 +104,11 @@ def _block_span(text: str, pairs: list[Pair], own: str | None, seal: Seal) -> tu
     block; not guessing at worst leaves an old or edited block behind as their text."""
     if not own:
         return None
-    for start, end, number, owner in pairs:
-        if seal(text[start:end]) == own:
-            return (start, end) if number == _newest(pairs, owner) else None
-    return None
+    sealed = [(start, end, number, owner) for start, end, number, owner in pairs if seal(text[start:end]) == own]
+    if len(sealed) != 1:  # none, or identical copies: a person's verbatim quote cannot be told from the block
+        return None
+    start, end, number, owner = sealed[0]
+    return (start, end) if number == _newest(pairs, owner) else None
 
 
 def _newest(pairs: list[Pair], owner: str) -> str:

@@ -20,6 +20,9 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.time import get_current_time_millis
 from sqlalchemy import collate, or_
 
+from quantgate.block_memory import remember_superseded, superseded
+from quantgate.tracking import version_identity
+
 ATTEMPTS = 5
 # Byte-for-byte comparison per database, whatever collation the column has: a store writer who
 # gave the sqlite column NOCASE (the fortieth adversarial run, by editing the schema) had a person's
@@ -79,10 +82,16 @@ def update_description(
     a write stopped in between leaves a tag naming no block (so the next write adds one), never
     an older tag beside a newer block (which a person's quote of the older one could match); and
     there a quantgate write landing in between leaves its block as text (the thirty-seventh
-    adversarial run found the tag read once and kept across tries, which did that on every store)."""
+    adversarial run found the tag read once and kept across tries, which did that on every store).
+    A tag naming a block this machine has replaced (:mod:`quantgate.block_memory`) names none."""
     for _ in range(ATTEMPTS):
         mv = client.get_model_version(name, version)
-        description, block = build(mv.description, mv.tags.get(tag))
+        identity, own = version_identity(mv), mv.tags.get(tag)
+        if superseded(identity, own):  # a tag put back to a block this machine replaced names no block
+            own = None
+        description, block = build(mv.description, own)
         if write_if_unchanged(client, name, str(version), mv.description, description, (tag, block)):
+            if own != block:
+                remember_superseded(identity, own)
             return True
     return False

@@ -42,6 +42,20 @@ def swap_labels(model_dir: Path, i: int = 0, j: int = 1) -> tuple[Path, list[str
     return label_map, swapped
 
 
+@pytest.fixture(scope="session", autouse=True)
+def block_memory(tmp_path_factory) -> Path:
+    """This session's memory of replaced description blocks (quantgate.block_memory), never the
+    user's own: a test must neither read nor leave seals in ~/.local/state."""
+    folder = tmp_path_factory.mktemp("state")
+    old = os.environ.get("QUANTGATE_STATE_DIR")
+    os.environ["QUANTGATE_STATE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("QUANTGATE_STATE_DIR", None)
+    else:
+        os.environ["QUANTGATE_STATE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> Path:
     """A fresh sqlite tracking + registry store; artifacts land beside it."""

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
+from test_adversarial import LENIENT, _fresh, _quantgate, _yaml, trivial  # noqa: F401
 
 from quantgate.evidence_signing import EvidenceKeyError, load_key
 
@@ -83,3 +85,46 @@ def test_case_a_the_key_holders_promote_refuses_a_key_file_beside_mlflow_db_in_o
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, lines
     assert "could be replaced by a store writer" in lines[0] and KEY not in lines[0], lines
+
+
+def test_case_b_a_verbatim_quote_of_the_block_above_it_is_kept(trivial, tmp_path):  # noqa: F811
+    model, client = "adv41-quote", MlflowClient()
+    version = _fresh(model, trivial)
+    thresholds = _yaml(tmp_path, LENIENT)
+    args = ("promote", "--version", version, "--model-name", model, "--thresholds", thresholds)
+    assert _quantgate(*args).exit_code == 0  # writes the block with its note
+    block = client.get_model_version(model, version).description
+    assert block.startswith("<!-- quantgate:begin"), block
+    person = "Sign-off (Ana): the card below is exactly what I reviewed and approved:\n" + block
+    client.update_model_version(model, version, description=person + "\n\n" + block)
+    result = _quantgate(*args)
+    assert result.exit_code == 0, result.output
+    after = client.get_model_version(model, version).description
+    assert after.startswith(person), after[: len(person) + 200]
+
+
+def test_case_c_an_older_blocks_tag_put_back_after_deleting_the_block_does_not_take_a_persons_quote(trivial, tmp_path):  # noqa: F811
+    """C: a person quoted quantgate's block verbatim below it; after quantgate's next write the
+    store writer deleted quantgate's blocks and put the older block's tag back, so the person's
+    quote was the newest block of its owner whose seal matched, and the key holder's next gate
+    rewrote it. This machine remembers the seals it replaced."""
+    model, client = "adv41-revive", MlflowClient()
+    version = _fresh(model, trivial)
+    args = ("promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT))
+    assert _quantgate(*args).exit_code == 0
+    mv = client.get_model_version(model, version)
+    old_block, old_tag = mv.description, mv.tags["description_block_sha256"]
+    quote = (
+        "For the record (Ana): the card I approved, verbatim:\n" + old_block + "\n-- end of my quote, please keep --"
+    )
+    client.update_model_version(model, version, description=old_block + "\n\n" + quote)
+    assert _quantgate(*args).exit_code == 0
+    mv = client.get_model_version(model, version)  # the block and its copy: neither taken, a new block below
+    assert mv.tags["description_block_sha256"] != old_tag, mv.description
+    assert mv.description.startswith(old_block + "\n\n" + quote), mv.description
+    # the writer: quantgate's blocks (its own text) removed, the older block's tag put back
+    client.update_model_version(model, version, description=quote)
+    client.set_model_version_tag(model, version, "description_block_sha256", old_tag)
+    assert _quantgate(*args).exit_code == 0
+    after = client.get_model_version(model, version).description
+    assert after.startswith(quote), after

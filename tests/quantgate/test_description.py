@@ -109,7 +109,10 @@ def test_the_block_quantgate_wrote_last_is_found_by_its_digest(case):
     shared = f"{mine}\n\n{person}"
     noted, own = put_note(shared, "\n\n### Gate passed: the next note", own=own)
     recarded, own = put_card(noted, CARD.replace("card text", "new card"), own=own)
-    assert recarded.endswith(person), recarded
+    if case == "same-version-copy":  # two identical sealed blocks: neither is taken, both stay as they were
+        assert recarded.startswith(shared), recarded
+    else:
+        assert recarded.endswith(person), recarded
     parts = split(recarded, own)
     assert "new card" in parts.card and parts.notes[-1] == "\n\n### Gate passed: the next note"
 
@@ -137,12 +140,16 @@ def test_no_room_leaves_no_digest_behind_for_a_persons_verbatim_quote():
     text alone but kept the old digest tag; their word-for-word quote of that block then matched
     it, and the next gate rewrote the quote."""
 
-    block, own = put_note("", "\n\n### Gate passed: at release", own=None)
-    person = f"For the record:\n\n{block}\n\nEnd of quote (Bob).\n\n" + "n" * (4980 - len(block))
-    squeezed, own = put_note(f"{block}\n\n{person}", "\n\n### Gate passed: again", own=own)
-    assert squeezed == person and own == NO_BLOCK  # no room: their text alone, and a tag no quote can match
-    again, own = put_note(squeezed, "\n\n### Gate passed: a third time", own=own)
+    block, sealed = put_note("", "\n\n### Gate passed: at release", own=None)
+    filler = "n" * 4990  # leaves no room for any block
+    squeezed, own = put_note(f"{block}\n\n{filler}", "\n\n### Gate passed: again", own=sealed)
+    assert squeezed == filler and own == NO_BLOCK  # no room: their text alone, and a tag no quote can match
+    person = f"For the record:\n\n{block}\n\nEnd of quote (Bob).\n\n{filler}"
+    again, own = put_note(person, "\n\n### Gate passed: a third time", own=own)
     assert again == person
+    # with the block itself still there, the quote is a copy no tag can tell from it: nothing is taken
+    both = f"{block}\n\n{person}"
+    assert put_note(both, "\n\n### Gate passed: again", own=sealed)[0] == both
 
 
 @pytest.mark.parametrize("case", ["own-card", "other-version-card", "legacy-card"])
@@ -234,9 +241,9 @@ def test_a_forged_huge_write_number_does_not_switch_the_stale_tag_check_off():
     block = block[: block.index(END) + len(END)]
     quote = f"Alice quotes today's card:\n{block}\n\nAlice: end."
     third, _ = put_note(f"{second}\n\n{quote}", "\n\n### Gate rejected: later", own=older, seal=seal)
-    assert third.endswith(quote)
+    assert third.startswith(f"{second}\n\n{quote}")  # a verbatim copy beside its block: neither is taken
     replayed, _ = put_card(third, CARD.replace("card text", "card C"), own=older, seal=seal)  # the older seal back
-    assert quote in replayed and replayed.count("<!-- quantgate:write") == 5  # one line per block, none piled up
+    assert quote in replayed and replayed.count("<!-- quantgate:write") == replayed.count(BEGIN) == 6  # none piled up
 
 
 @pytest.mark.parametrize(
