@@ -6,15 +6,17 @@ put any earlier tag value back. The forty-first adversarial run deleted quantgat
 block (quantgate's own text), put back the tag of an older block that a person had quoted
 verbatim below it, and the key holder's next gate rewrote the person's quote as its block.
 
-So each machine remembers the seals it has replaced, per registered version
-(:func:`quantgate.tracking.version_identity`), in a file of its user's own: a seal remembered
-here never names quantgate's block again, and the next write adds a new block instead,
-leaving every older copy as the person's text. It protects what this machine wrote; a
-machine that never saw the newer block cannot know it was there.
+So each machine remembers the seals it has replaced, in a file of its user's own: a seal
+remembered here never names quantgate's block again, and the next write adds a new block
+instead, leaving every older copy as the person's text. It protects what this machine wrote; a
+machine that never saw the newer block cannot know it was there. The seal alone is the entry:
+with a key it is bound to the model's name and the version's number, and a block's text names
+its version. Nothing else from the store goes in (the forty-second run moved a version's
+``creation_time`` in sqlite, and a memory keyed by the version's identity forgot every seal).
 
 The file is ``$QUANTGATE_STATE_DIR/superseded-description-blocks`` (default
-``$XDG_STATE_HOME/quantgate``, else ``~/.local/state/quantgate``): one ``<identity> <seal>``
-line per replaced block, appended (never rewritten), mode 0600 in a 0700 folder.
+``$XDG_STATE_HOME/quantgate``, else ``~/.local/state/quantgate``): one seal per line, appended
+(never rewritten), mode 0600 in a 0700 folder.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def memory_file() -> Path:
     return Path(base) / FILE_NAME
 
 
-def superseded(identity: str, seal: str | None) -> bool:
-    """Whether this machine has replaced the block ``seal`` names on version ``identity``."""
+def superseded(seal: str | None) -> bool:
+    """Whether this machine has replaced the block ``seal`` names."""
     if not seal:
         return False
     try:
@@ -44,20 +46,20 @@ def superseded(identity: str, seal: str | None) -> bool:
     except OSError:
         return False  # nothing remembered yet
     with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
-        return f"{identity} {seal}" in (line.rstrip("\n") for line in f)
+        return seal in (line.rstrip("\n") for line in f)
 
 
-def remember_superseded(identity: str, seal: str | None) -> None:
-    """Remember that the block ``seal`` names on version ``identity`` was replaced. A machine
+def remember_superseded(seal: str | None) -> None:
+    """Remember that the block ``seal`` names was replaced. A machine
     that cannot write its memory says so once on stderr and goes on: the description written
     stays right, only this defence is missing there."""
-    if not seal or "\n" in seal or " " in identity:
+    if not seal or "\n" in seal:
         return
     path = memory_file()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            f.write(f"{identity} {seal}\n")  # one short append: whole, even beside another writer
+            f.write(f"{seal}\n")  # one short append: whole, even beside another writer
     except OSError as exc:
         print(f"warning: cannot remember the replaced description block in {path}: {exc}", file=sys.stderr)

@@ -21,7 +21,6 @@ from mlflow.utils.time import get_current_time_millis
 from sqlalchemy import collate, or_
 
 from quantgate.block_memory import remember_superseded, superseded
-from quantgate.tracking import version_identity
 
 ATTEMPTS = 5
 # Byte-for-byte comparison per database, whatever collation the column has: a store writer who
@@ -86,12 +85,12 @@ def update_description(
     A tag naming a block this machine has replaced (:mod:`quantgate.block_memory`) names none."""
     for _ in range(ATTEMPTS):
         mv = client.get_model_version(name, version)
-        identity, own = version_identity(mv), mv.tags.get(tag)
-        if superseded(identity, own):  # a tag put back to a block this machine replaced names no block
+        own = mv.tags.get(tag)
+        if superseded(own):  # a tag put back to a block this machine replaced names no block
             own = None
         description, block = build(mv.description, own)
         if write_if_unchanged(client, name, str(version), mv.description, description, (tag, block)):
             if own != block:
-                remember_superseded(identity, own)
+                remember_superseded(own)
             return True
     return False
