@@ -23,6 +23,7 @@ from flows import (
 from flows import serve as serve_mod
 from flows.errors import DEBUG_ENV, GuardedGroup
 from flows.hooks import hooks
+from quantgate.evidence_signing import plain_mlflow_command
 from quantgate.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 
 SAFE_PATH_ENV = "PYTHONSAFEPATH"  # Python 3.11+: no script folder or working folder first on sys.path
@@ -149,12 +150,14 @@ def serve(model_ref, host, port, workers, threads, max_body_mb, max_batch):
     if threads is not None:
         os.environ["QUANTGATE_THREADS"] = str(threads)
     per_worker = f", {threads} thread(s) each" if threads is not None else ""
+    plain = f"models serve -m '{model_ref}' --env-manager local --host {host} --port {port} --workers {workers}"
+    threads_env = {"QUANTGATE_THREADS": str(threads)} if threads is not None else None
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     banner = (
         f"serving {model_ref} on http://{host}:{port} ({workers} worker(s){per_worker}); try:\n"
         f"  curl -s http://{host}:{port}/invocations -H 'Content-Type: application/json' "
         '-d \'{"dataframe_records": [{"text": "Ransomware gang hits city council"}]}\'\n'
-        f"(plain MLflow equivalent: {'QUANTGATE_THREADS=' + str(threads) + ' ' if threads is not None else ''}"
-        f"mlflow models serve -m '{model_ref}' --env-manager local --host {host} --port {port} --workers {workers})"
+        f"(plain MLflow equivalent: {plain_mlflow_command(plain, tracking_uri=uri, env=threads_env)})"
     )
     serve_mod.run(model_ref, host, port, workers, max_body_mb, banner=banner)
 

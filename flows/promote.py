@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from flows.errors import UserError, UserErrorExit, debugging, one_line
-from quantgate.evidence_signing import load_key
+from quantgate.evidence_signing import load_key, plain_mlflow_command
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
 from registry_hooks.gate.decision import rank_candidates, shown
@@ -282,9 +282,11 @@ def run_gate(
     if hint:
         click.echo(hint)
     if champion:
+        plain = f"models serve -m 'models:/{name}@{alias}' --env-manager local --port 5001"
         click.echo(
             f"@{alias} -> version {champion}; serve it with:\n"
-            f"  mlflow models serve -m 'models:/{name}@{alias}' --env-manager local --port 5001"
+            f"  quantgate serve --model 'models:/{name}@{alias}' --port 5001\n"
+            f"  (plain MLflow: {plain_mlflow_command(plain, tracking_uri=mlflow.get_tracking_uri())})"
         )
     return 0 if champion else 1
 

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,7 +52,7 @@ from quantgate.contract import (
 from quantgate.description import block_sha256
 from quantgate.errors import UserError
 from quantgate.file_trust import replace_problem, store_folders
-from quantgate.tracking import DEFAULT_TRACKING_URI
+from quantgate.tracking import DEFAULT_TRACKING_URI, absolute_tracking_uri
 
 KEY_ENV = "QUANTGATE_EVIDENCE_KEY"
 KEY_FILE_ENV = "QUANTGATE_EVIDENCE_KEY_FILE"
@@ -70,6 +71,15 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
     if not value and environ.get(KEY_FILE_ENV):
         source = f"{KEY_FILE_ENV}={environ[KEY_FILE_ENV]}"
         path = Path(environ[KEY_FILE_ENV]).expanduser()
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise EvidenceKeyError(f"cannot read the evidence key from {source}: {exc}") from None
+        if mode & 0o222:  # quantgate only reads it; any file it writes could be a link planted onto it
+            raise EvidenceKeyError(
+                f"the evidence key file {path} is writable (mode {mode & 0o777:o}): a link a store writer plants "
+                f"where quantgate writes a file could overwrite it; make it read-only: chmod 400 {path}"
+            )
         problem = replace_problem(path, key_store_folders(environ))
         if problem:  # checked before reading: a file put there by someone else is never read
             raise EvidenceKeyError(
@@ -77,21 +87,16 @@ def load_key(environ: Mapping[str, str] | None = None) -> bytes | None:
                 "only you can write, outside the tracking store's (e.g. /etc/quantgate/ or ~/.config/quantgate/)"
             )
         try:
-            value, mode = path.read_text(encoding="utf-8"), path.stat().st_mode
+            value = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise EvidenceKeyError(f"cannot read the evidence key from {source}: {exc}") from None
-        if mode & 0o222:  # quantgate only reads it; any file it writes could be a link planted onto it
-            raise EvidenceKeyError(
-                f"the evidence key file {path} is writable (mode {mode & 0o777:o}): a link a store writer plants "
-                f"where quantgate writes a file could overwrite it; make it read-only: chmod 400 {path}"
-            )
     value = value.strip()
     if not value:
         return None
     if len(value) < MIN_KEY_CHARS:
         raise EvidenceKeyError(
             f"the evidence key in {source} has {len(value)} characters; use at least {MIN_KEY_CHARS} "
-            '(e.g. python -c "import secrets; print(secrets.token_hex(32))")'
+            '(e.g. python -P -c "import secrets; print(secrets.token_hex(32))")'
         )
     return value.encode("utf-8")
 
@@ -134,6 +139,32 @@ def forget_key(environ: dict | None = None) -> None:
     environ = os.environ if environ is None else environ
     for name in (KEY_ENV, KEY_FILE_ENV):
         environ.pop(name, None)
+
+
+SECRET_ENVS = (KEY_ENV, KEY_FILE_ENV, "QUANTGATE_WEBHOOK_SECRET")  # kept out of every command quantgate prints
+
+
+def plain_mlflow_command(
+    args: str,
+    *,
+    tracking_uri: str | None = None,
+    env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """How to run ``mlflow <args>`` (``mlflow ui``, ``mlflow models serve``) so that it runs no
+    code from the working folder and holds none of quantgate's secrets: from a fresh private
+    folder, with the secrets this process has set left out of its environment. uvicorn, which
+    those commands start, puts its working folder first on the import path, and with the default
+    store that folder is the store's: the forty-second adversarial run planted an ``mlflow``
+    package there, and the ``mlflow models serve`` that ``main`` had printed read the key file and
+    changed the staged version's answers. ``tracking_uri`` is set as ``MLFLOW_TRACKING_URI``, made
+    absolute (so is any store ``args`` names: :func:`quantgate.tracking.absolute_tracking_uri`),
+    and ``env`` set too; ``environ`` is this process's environment."""
+    environ = os.environ if environ is None else environ
+    unset = "".join(f"-u {name} " for name in SECRET_ENVS if environ.get(name))
+    values = {**({"MLFLOW_TRACKING_URI": absolute_tracking_uri(tracking_uri)} if tracking_uri else {}), **(env or {})}
+    assign = "".join(f"{name}={shlex.quote(value)} " for name, value in values.items())
+    return f'cd "$(mktemp -d)" && {"env " + unset if unset else ""}{assign}mlflow {args}'
 
 
 @contextmanager

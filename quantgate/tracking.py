@@ -41,6 +41,16 @@ def configure_tracking(experiment: str | None = AFTER_MODEL, *, model_name: str 
     return mlflow.get_tracking_uri()
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """``uri`` with a relative sqlite file or file-store path made absolute, so that a command
+    printed for another folder still names this store."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///") :])
+    if "://" not in uri and not uri.startswith("file:"):
+        return os.path.abspath(uri)
+    return uri
+
+
 def filter_string(value: str, what: str = "model name") -> str:
     """``value`` as a string literal for MLflow's search filters, quoted so that one with an
     apostrophe (MLflow accepts a model named ``o'brien``) still parses; one with both quote kinds
