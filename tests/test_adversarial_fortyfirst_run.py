@@ -103,14 +103,13 @@ def test_case_b_a_verbatim_quote_of_the_block_above_it_is_kept(trivial, tmp_path
     assert after.startswith(person), after[: len(person) + 200]
 
 
-def test_case_c_an_older_blocks_tag_put_back_after_deleting_the_block_does_not_take_a_persons_quote(trivial, tmp_path):  # noqa: F811
-    """C: a person quoted quantgate's block verbatim below it; after quantgate's next write the
-    store writer deleted quantgate's blocks and put the older block's tag back, so the person's
-    quote was the newest block of its owner whose seal matched, and the key holder's next gate
-    rewrote it. This machine remembers the seals it replaced."""
-    model, client = "adv41-revive", MlflowClient()
+def revived_older_tag(model: str, trivial, thresholds: str, writer=lambda version: None) -> tuple[str, str]:  # noqa: F811
+    """Run 41's case C up to the key holder's last gate: a person's verbatim quote of quantgate's
+    block below it, quantgate's next write, then the writer deletes quantgate's blocks, puts the
+    older block's tag back and does ``writer(version)``. Returns the version and the quote."""
+    client = MlflowClient()
     version = _fresh(model, trivial)
-    args = ("promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT))
+    args = ("promote", "--version", version, "--model-name", model, "--thresholds", thresholds)
     assert _quantgate(*args).exit_code == 0
     mv = client.get_model_version(model, version)
     old_block, old_tag = mv.description, mv.tags["description_block_sha256"]
@@ -122,9 +121,17 @@ def test_case_c_an_older_blocks_tag_put_back_after_deleting_the_block_does_not_t
     mv = client.get_model_version(model, version)  # the block and its copy: neither taken, a new block below
     assert mv.tags["description_block_sha256"] != old_tag, mv.description
     assert mv.description.startswith(old_block + "\n\n" + quote), mv.description
-    # the writer: quantgate's blocks (its own text) removed, the older block's tag put back
-    client.update_model_version(model, version, description=quote)
+    client.update_model_version(model, version, description=quote)  # quantgate's blocks (its own text) removed
     client.set_model_version_tag(model, version, "description_block_sha256", old_tag)
+    writer(version)
     assert _quantgate(*args).exit_code == 0
-    after = client.get_model_version(model, version).description
-    assert after.startswith(quote), after
+    return version, quote
+
+
+def test_case_c_an_older_blocks_tag_put_back_after_deleting_the_block_does_not_take_a_persons_quote(trivial, tmp_path):  # noqa: F811
+    """C: a person quoted quantgate's block verbatim below it; after quantgate's next write the
+    store writer deleted quantgate's blocks and put the older block's tag back, so the person's
+    quote was the newest block of its owner whose seal matched, and the key holder's next gate
+    rewrote it. This machine remembers the seals it replaced."""
+    version, quote = revived_older_tag("adv41-revive", trivial, _yaml(tmp_path, LENIENT))
+    assert MlflowClient().get_model_version("adv41-revive", version).description.startswith(quote)

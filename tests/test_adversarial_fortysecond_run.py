@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlparse
 
 from mlflow import MlflowClient
 from test_adversarial import LENIENT, _fresh, _quantgate, _yaml, trivial  # noqa: F401
+from test_adversarial_fortyfirst_run import revived_older_tag
 
 from quantgate.evidence_signing import plain_mlflow_command
 
@@ -34,26 +35,18 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_a_moving_the_versions_creation_time_does_not_make_this_machine_forget(trivial, tmp_path):  # noqa: F811
-    model, client = "adv42-forget", MlflowClient()
-    version = _fresh(model, trivial)
-    args = ("promote", "--version", version, "--model-name", model, "--thresholds", _yaml(tmp_path, LENIENT))
-    assert _quantgate(*args).exit_code == 0
-    mv = client.get_model_version(model, version)
-    old_block, old_tag = mv.description, mv.tags["description_block_sha256"]
-    quote = "Ana, verbatim:\n" + old_block + "\n-- end of my quote --"
-    client.update_model_version(model, version, description=old_block + "\n\n" + quote)
-    assert _quantgate(*args).exit_code == 0
-    # the writer: quantgate's blocks removed, the older tag put back, the version's creation time moved
-    client.update_model_version(model, version, description=quote)
-    client.set_model_version_tag(model, version, "description_block_sha256", old_tag)
+    model = "adv42-forget"
     database = unquote(urlparse(os.environ["MLFLOW_TRACKING_URI"]).path)[1:]
-    with sqlite3.connect(database) as db:
-        db.execute(
-            "UPDATE model_versions SET creation_time = creation_time + 1 WHERE name = ? AND version = ?",
-            (model, int(version)),
-        )
-    assert _quantgate(*args).exit_code == 0
-    assert client.get_model_version(model, version).description.startswith(quote)
+
+    def move_creation_time(version: str) -> None:
+        with sqlite3.connect(database) as db:
+            db.execute(
+                "UPDATE model_versions SET creation_time = creation_time + 1 WHERE name = ? AND version = ?",
+                (model, int(version)),
+            )
+
+    version, quote = revived_older_tag(model, trivial, _yaml(tmp_path, LENIENT), move_creation_time)
+    assert MlflowClient().get_model_version(model, version).description.startswith(quote)
 
 
 def _free_port() -> int:
