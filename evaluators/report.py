@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from quantgate.printable import shown
+
 CARD_END = "<!-- end quantgate model card -->"  # = quantgate.description.LEGACY_CARD_END
 
 
@@ -92,7 +94,7 @@ def compare_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             "  ".join(
-                f"{_fmt(r.get(k), 4) if k not in ('version', 'variant', 'where') else str(r.get(k, '')):<{w}}"
+                f"{_fmt(r.get(k), 4) if k not in ('version', 'variant', 'where') else shown(r.get(k, '')):<{w}}"
                 for k, _, w in cols
             )
         )

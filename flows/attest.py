@@ -52,6 +52,7 @@ from quantgate.evidence_signing import (
 )
 from quantgate.model_files import ModelIntegrityError
 from quantgate.packaging import manifest_digest
+from quantgate.printable import shown
 from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.evidence import registered_files
 
@@ -105,7 +106,7 @@ def checked_data_digest(client: MlflowClient, mv: ModelVersion) -> tuple[str, st
 def describe(mv: ModelVersion) -> str:
     """One line a person can check a version against: when, from which run, on which data."""
     created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
+    return shown(
         f"{mv.name} v{mv.version} ({mv.tags.get(VARIANT_TAG) or 'no variant tag'}): registered {created} "
         f"from run {mv.run_id or '(none)'}, trained on {mv.tags.get('dataset', '(no dataset tag)')}"
     )

@@ -31,9 +31,10 @@ from mlflow.entities.model_registry import ModelVersion
 
 from flows.errors import UserError, UserErrorExit, debugging, one_line
 from quantgate.evidence_signing import load_key, plain_mlflow_command
+from quantgate.printable import shown
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter, resolve_version
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
-from registry_hooks.gate.decision import rank_candidates, shown
+from registry_hooks.gate.decision import rank_candidates
 from registry_hooks.gate.lock import promotion_lock, resolve_lock
 from registry_hooks.gate.provenance import variant_problem
 from registry_hooks.gate.thresholds import (

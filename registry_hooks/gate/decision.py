@@ -12,15 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from quantgate.printable import shown
 from registry_hooks.gate.thresholds import HOST_KEYS, Rule, Thresholds, parse_order
-
-
-def shown(text: object) -> str:
-    """Text quoted from the store (a tag any writer sets) as one printable line: line breaks and
-    control characters written as escapes. The fortieth adversarial run put a line break and a
-    fake "Gate passed" note into an ``eval_run_id`` tag, which the gate quoted into its note,
-    and terminal escapes that erased ``REJECTED`` from the key holder's screen."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
 @dataclass(frozen=True)

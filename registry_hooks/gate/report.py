@@ -10,7 +10,8 @@ import json
 from collections.abc import Sequence
 
 from quantgate.description import NOTE_MARK
-from registry_hooks.gate.decision import Decision, shown
+from quantgate.printable import shown
+from registry_hooks.gate.decision import Decision
 
 
 def reasons_digest(decision: Decision) -> str:
