@@ -159,12 +159,21 @@ def plain_mlflow_command(
     package there, and the ``mlflow models serve`` that ``main`` had printed read the key file and
     changed the staged version's answers. ``tracking_uri`` is set as ``MLFLOW_TRACKING_URI``, made
     absolute (so is any store ``args`` names: :func:`quantgate.tracking.absolute_tracking_uri`),
-    and ``env`` set too; ``environ`` is this process's environment."""
+    and ``env`` set too; ``environ`` is this process's environment.
+
+    Where this process has the key, the command says to run it as a user who cannot read the key
+    file: a process of the key holder's user can read it, wherever it is named, and MLflow's servers
+    do what the store says. ``mlflow models serve`` runs the stored code (the forty-third run found
+    the key file's name in another keyed process's ``/proc/<pid>/environ``), and ``mlflow ui``
+    serves any file a version's source names (the forty-third run registered a version whose source
+    was the key's folder and downloaded the key from the key holder's UI on 127.0.0.1)."""
     environ = os.environ if environ is None else environ
     unset = "".join(f"-u {name} " for name in SECRET_ENVS if environ.get(name))
     values = {**({"MLFLOW_TRACKING_URI": absolute_tracking_uri(tracking_uri)} if tracking_uri else {}), **(env or {})}
     assign = "".join(f"{name}={shlex.quote(value)} " for name, value in values.items())
-    return f'cd "$(mktemp -d)" && {"env " + unset if unset else ""}{assign}mlflow {args}'
+    command = f'cd "$(mktemp -d)" && {"env " + unset if unset else ""}{assign}mlflow {args}'
+    keyed = any(environ.get(name) for name in (KEY_ENV, KEY_FILE_ENV))
+    return command + ("   # as a user who cannot read the evidence key file" if keyed else "")
 
 
 @contextmanager
