@@ -35,6 +35,13 @@ from quantgate.serving_model import sha256_file
 
 # Written by MLflow into the download folder of a models:/ URI; never stored with the model.
 DOWNLOAD_ONLY = frozenset({"registered_model_meta"})
+# What a model quantgate logs holds at its top level (``code``: a TensorRT variant's loader).
+MODEL_ENTRIES = frozenset(
+    {
+        "MLmodel", "artifacts", "code", "conda.yaml", "python_env.yaml", "requirements.txt",
+        "input_example.json", "serving_input_example.json", "serving_model.py",
+    }
+)  # fmt: skip
 
 
 class ModelIntegrityError(UserError):
@@ -127,6 +134,17 @@ def artifact_path(local: Path, key: str) -> Path | None:
     """Where the downloaded model at ``local`` keeps its pyfunc artifact ``key`` (``None``: it has none)."""
     spec = (_pyfunc_conf(local).get("artifacts") or {}).get(key) or {}
     return local / str(spec["path"]) if spec.get("path") else None
+
+
+def unknown_entries(local: Path) -> str | None:
+    """Why the downloaded model at ``local`` holds files quantgate never logs (``None``: it does
+    not). MLflow 3.17 copied ``uv.lock``, ``pyproject.toml`` and ``.python-version`` from the
+    working folder into every model it logged, following links: the forty-fourth adversarial run
+    linked ``uv.lock`` in the store's folder to the key file, the key holder's ``quantise`` logged
+    the key into the model, and a keyed evaluate signed it. quantgate now logs with that off
+    (:mod:`quantgate.packaging`), and with a key a model holding anything else is not loaded."""
+    extra = sorted(p.name for p in local.iterdir() if p.name not in MODEL_ENTRIES | DOWNLOAD_ONLY)
+    return f"it holds files quantgate never logs: {', '.join(extra)}" if extra else None
 
 
 def outside_files(local: Path) -> str | None:
@@ -345,7 +363,9 @@ def untrusted_code(local: Path) -> str | None:
     unknown = sorted(set(pyfunc) - PYFUNC_KEYS)
     if unknown:
         return f"its MLmodel's python_function has fields {unknown} quantgate never writes"
-    escape = outside_files(local) or environment_problem(local) or serving_signature_problem(local)
+    escape = (
+        unknown_entries(local) or outside_files(local) or environment_problem(local) or serving_signature_problem(local)
+    )
     if escape:
         return escape
     loader = plugin_loader(local, pyfunc)

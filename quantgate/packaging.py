@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -127,23 +129,45 @@ def log_variant(
         fields = {"runtime": runtime, "variant": variant, "precision": precision, "max_length": max_length}
         meta_path = _write_meta(Path(tmp), fields, man, loader)
         tags = _version_tags(variant, precision, runtime, device, manifest_digest(man), parent_version, extra_tags)
-        info = mlflow.pyfunc.log_model(
-            name=variant,
-            params={k: str(v) for k, v in (params or {}).items()},
-            python_model=str(SERVING_MODEL_FILE),
-            artifacts={**artifacts, "meta": str(meta_path)},
-            signature=SIGNATURE,
-            input_example=INPUT_EXAMPLE,
-            pip_requirements=pip_requirements(packages),
-            code_paths=[str(loader)] if loader else None,
-            registered_model_name=registered_model_name,
-            tags=tags,
-        )
+        with working_folder_ignored():
+            info = mlflow.pyfunc.log_model(
+                name=variant,
+                params={k: str(v) for k, v in (params or {}).items()},
+                python_model=str(SERVING_MODEL_FILE),
+                artifacts={**artifacts, "meta": str(meta_path)},
+                signature=SIGNATURE,
+                input_example=INPUT_EXAMPLE,
+                pip_requirements=pip_requirements(packages),
+                code_paths=[str(loader)] if loader else None,
+                registered_model_name=registered_model_name,
+                tags=tags,
+            )
     mv_number, tags = _tag_version(registered_model_name, info, tags, description)
     mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
     if receipt is not None:
         receipt.update(version=mv_number, manifest_sha256=tags["manifest_sha256"], model_sha256=tags[MODEL_DIGEST_TAG])
     return MlflowClient().get_model_version(registered_model_name, mv_number)
+
+
+@contextmanager
+def working_folder_ignored() -> Iterator[None]:
+    """Within: MLflow's ``log_model`` copies nothing from the working folder. MLflow 3.17 copies
+    ``uv.lock``, ``pyproject.toml`` and ``.python-version`` from there into every model it logs
+    (following links), and with the default store that folder is the store's: the forty-fourth
+    adversarial run logged the evidence key into a model through a planted ``uv.lock`` link."""
+    saved = {name: os.environ.get(name) for name in UV_SWITCHES}
+    os.environ.update(dict.fromkeys(UV_SWITCHES, "false"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+UV_SWITCHES = ("MLFLOW_UV_AUTO_DETECT", "MLFLOW_LOG_UV_FILES")
 
 
 def _write_artifacts(
