@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
@@ -27,8 +26,8 @@ from mlflow.exceptions import MlflowException
 from evaluators.plots import pareto_png
 from evaluators.report import compare_table
 from quantgate.errors import UserError
-from quantgate.evidence_signing import load_key, plain_mlflow_command
-from quantgate.tracking import DEFAULT_MODEL_NAME, absolute_tracking_uri, all_versions, configure_tracking, name_filter
+from quantgate.evidence_signing import load_key, mlflow_ui_command
+from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter
 from registry_hooks.gate.evidence import freshness_problems, run_problems
 from registry_hooks.gate.provenance import run_superseded
 from registry_hooks.gate.verdict import recorded_pass
@@ -146,10 +145,7 @@ def cli(model_name, out_path, ui_url):
     listed = {r["version"]: r["run_id"] for r in rows if r.get("run_id")}
     click.echo(f"\nCompare these versions in the MLflow UI: {compare_url(base, model_name, listed)}")
     if base == LOCAL_UI and not ui_url:
-        ui = plain_mlflow_command(
-            f"ui --backend-store-uri {shlex.quote(absolute_tracking_uri(tracking_uri))} --host 127.0.0.1 --port 5000"
-        )
-        click.echo(f"  (start it with: {ui})")
+        click.echo(f"  (start it with: {mlflow_ui_command(tracking_uri)})")
     hosts = {r["host"] for r in rows if "host" in r}
     if len(hosts) > 1:
         click.echo(

@@ -46,11 +46,18 @@ from quantgate.contract import (
 )
 from quantgate.data import dataset_digest, evaluated_digest, load_dataset
 from quantgate.errors import UserError
-from quantgate.evidence_signing import attestation_problem, key_id, key_withheld, load_key, plain_mlflow_command
+from quantgate.evidence_signing import (
+    attestation_problem,
+    key_id,
+    key_withheld,
+    load_key,
+    mlflow_ui_command,
+    plain_mlflow_command,
+)
 from quantgate.model_files import ModelIntegrityError
 from quantgate.recipes import build_recipe
 from quantgate.recipes.base import detect_preset
-from quantgate.tracking import DEFAULT_MODEL_NAME, absolute_tracking_uri, configure_tracking
+from quantgate.tracking import DEFAULT_MODEL_NAME, configure_tracking
 from registry_hooks.gate.provenance import parent_tags, signature_problems
 from registry_hooks.gate.thresholds import DEFAULT_THRESHOLDS, check_unreplaceable, load_thresholds
 
@@ -533,14 +540,13 @@ def run_gate(version: str, *, model_name: str, thresholds_path: str, experiment_
 def print_summary(model_name: str, fp32: str, int8: str, passed: bool, tracking_uri: str) -> None:
     """Say what was registered, how the gate decided, and how to look at and serve the result
     (MLflow's own commands as :func:`quantgate.evidence_signing.plain_mlflow_command` runs them)."""
-    uri = absolute_tracking_uri(tracking_uri)
     serve = plain_mlflow_command(
-        f"models serve -m 'models:/{model_name}@staging' --env-manager local --port 5001", tracking_uri=uri
+        f"models serve -m 'models:/{model_name}@staging' --env-manager local --port 5001", tracking_uri=tracking_uri
     )
     click.echo(
         f"\nfp32 = {model_name} v{fp32}, onnx-int8-dynamic = v{int8}: gate {'PASSED' if passed else 'REJECTED'}.\n"
         f"Tracking store: {tracking_uri}\n"
-        f"  UI:    {plain_mlflow_command(f'ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000')}\n"
+        f"  UI:    {mlflow_ui_command(tracking_uri)}\n"
         f"         then open http://127.0.0.1:5000/#/models/{model_name}\n"
         f"  Serve: quantgate serve --model 'models:/{model_name}@staging' --port 5001\n"
         f"         (plain MLflow: {serve})"

@@ -176,6 +176,12 @@ def plain_mlflow_command(
     return command + ("   # as a user who cannot read the evidence key file" if keyed else "")
 
 
+def mlflow_ui_command(tracking_uri: str, environ: Mapping[str, str] | None = None) -> str:
+    """How to start MLflow's UI on this store at http://127.0.0.1:5000 (:func:`plain_mlflow_command`)."""
+    store = shlex.quote(absolute_tracking_uri(tracking_uri))
+    return plain_mlflow_command(f"ui --backend-store-uri {store} --host 127.0.0.1 --port 5000", environ=environ)
+
+
 @contextmanager
 def key_withheld() -> Iterator[None]:
     """Within: the key's variables are out of the environment (so a step started here, which
