@@ -145,7 +145,13 @@ def model_labels(mv: ModelVersion) -> list[str]:
     """The version's label map, read from its artifact (logit order)."""
     from quantgate.labels import load_label_map
 
-    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json")
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json")
+    except MlflowException as exc:  # a version logged outside quantgate, or its files removed
+        raise UserError(
+            f"version {mv.version} has no readable label map (artifacts/label_map.json), so it is no model "
+            f"quantgate can evaluate: {exc.message}"
+        ) from None
     return load_label_map(path)
 
 

@@ -100,3 +100,19 @@ def test_a_bugs_traceback_blanks_the_evidence_key_out(monkeypatch):
     assert result.exit_code == 1, result.output
     assert "RuntimeError" in result.output and "Traceback" in result.output
     assert key not in result.output
+
+
+def test_a_version_without_a_label_map_is_one_line_exit_2(store):
+    # the forty-fifth adversarial run: `evaluate` of a version logged outside quantgate (no
+    # artifacts/label_map.json) ended in MLflow's "No such artifact" traceback
+    import mlflow
+
+    model = os.path.join(os.path.dirname(__file__), "..", "trivial_model.py")
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="m", python_model=model, registered_model_name="no-label-map")
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--version", "1", "--model-name", "no-label-map", "--dataset", "news9"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "version 1 has no readable label map" in result.output
+    assert "Traceback" not in result.output
