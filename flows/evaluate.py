@@ -38,6 +38,7 @@ from evaluators.report import headline_tags, model_card
 from flows.data_options import DataOptions, data_options, pop_data_options
 from flows.errors import debugging, one_line
 from flows.rebuild import rebuild_problem
+from quantgate.artifact_download import download_artifacts
 from quantgate.contract import (
     DESCRIPTION_BLOCK_TAG,
     EVAL_SIGNATURE_TAG,
@@ -146,13 +147,14 @@ def model_labels(mv: ModelVersion) -> list[str]:
     from quantgate.labels import load_label_map
 
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json")
+        with tempfile.TemporaryDirectory(prefix="quantgate-labels-") as tmp:
+            path = download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json", dst_path=tmp)
+            return load_label_map(path)
     except MlflowException as exc:  # a version logged outside quantgate, or its files removed
         raise UserError(
             f"version {mv.version} has no readable label map (artifacts/label_map.json), so it is no model "
             f"quantgate can evaluate: {exc.message}"
         ) from None
-    return load_label_map(path)
 
 
 def check_test_labels(test_labels, model_labels: list[str], origin: str) -> None:
@@ -306,7 +308,7 @@ def stored_table_sha256(run_id: str, table: str) -> str:
     """SHA-256 of the predictions table as the artifact store holds it, once its bytes are
     ``table`` (the text the evaluator wrote); refused (``ModelIntegrityError``) when they are not."""
     with tempfile.TemporaryDirectory(prefix="quantgate-artifact-") as tmp:
-        path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp))
+        path = Path(download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp))
         if path.read_bytes() != table.encode("utf-8"):
             raise ModelIntegrityError(
                 f"evaluation run {run_id}'s {PREDICTIONS_TABLE} in the store is not the table it wrote: "

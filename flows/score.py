@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import click
-import yaml
 
 from flows.errors import UserError
 from quantgate.evidence_signing import forget_key
@@ -56,6 +55,7 @@ def verify_model_files(local: Path, mv) -> str:
     the manifest's digest compared with the tag set at registration; ``meta.json``'s own
     manifest is checked again when the pyfunc loads. Returns the digest.
     """
+    from quantgate.model_files import ModelIntegrityError, pyfunc_artifacts
     from quantgate.packaging import manifest, manifest_digest
     from registry_hooks.gate.evidence import changed_files
 
@@ -65,16 +65,18 @@ def verify_model_files(local: Path, mv) -> str:
             f"version {mv.version} of {mv.name!r} has no manifest_sha256 tag: "
             "its files were never fingerprinted, so they cannot be verified"
         )
-    mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
-    artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
+    try:
+        artifacts = pyfunc_artifacts(local)
+    except ModelIntegrityError as exc:
+        raise ModelRefused(f"refusing version {mv.version} of {mv.name!r}: {exc}") from None
     if "meta" not in artifacts:
         raise ModelRefused(f"version {mv.version} of {mv.name!r} is not a quantgate model (no meta artifact)")
-    actual = manifest({k: str(local / spec["path"]) for k, spec in artifacts.items() if k != "meta"})
+    actual = manifest({k: str(local / path) for k, path in artifacts.items() if k != "meta"})
     digest = manifest_digest(actual)
     if digest != expected:
         import json
 
-        recorded = json.loads((local / artifacts["meta"]["path"]).read_text(encoding="utf-8")).get("manifest", {})
+        recorded = json.loads((local / artifacts["meta"]).read_text(encoding="utf-8")).get("manifest", {})
         changed = changed_files(actual, recorded)
         raise ModelRefused(
             f"refusing version {mv.version} of {mv.name!r}: its files' SHA-256 manifest {digest[:16]}… "

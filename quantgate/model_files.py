@@ -22,6 +22,7 @@ from pathlib import Path
 
 import mlflow
 
+from quantgate.artifact_download import LinkInStoreError, download_artifacts
 from quantgate.contract import (  # noqa: F401  (re-exported: the digest tags belong with the digest)
     EVAL_METRICS_DIGEST_TAG,
     EVAL_MODEL_DIGEST_TAG,
@@ -93,12 +94,14 @@ def differing(actual: dict[str, str], recorded: dict[str, str]) -> list[str]:
 
 
 def download(model_uri: str, dst: str | Path) -> Path:
-    """A local copy of the model's files; ``ModelIntegrityError`` (one line) when the store will
-    not hand them over (e.g. a file symlinked outside the artifact folder)."""
+    """A local copy of the model's files, no link followed (:mod:`quantgate.artifact_download`);
+    ``ModelIntegrityError`` (one line) when the store will not hand them over, or holds a link."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+        return Path(download_artifacts(artifact_uri=model_uri, dst_path=dst))
+    except LinkInStoreError as exc:
+        raise ModelIntegrityError(f"cannot download {model_uri}: {exc}") from None
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
             raise
@@ -123,17 +126,39 @@ def digest_problem(local: Path, tags: dict[str, str], what: str = "version") -> 
     return outside_files(local)
 
 
-def _pyfunc_conf(local: Path) -> dict:
+def pyfunc_conf(local: Path) -> dict:
+    """The ``python_function`` flavour of the downloaded model's ``MLmodel`` (``{}``: none);
+    ``ModelIntegrityError`` (one line, quoting nothing of the file) when it is not the mapping
+    MLflow writes: the forty-fifth adversarial run made one a YAML list, and the gate and
+    ``compare`` crashed on every version rather than judge any."""
     import yaml
 
-    conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {}
-    return (conf.get("flavors") or {}).get("python_function") or {}
+    try:
+        conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        raise ModelIntegrityError("its MLmodel is not YAML text") from None
+    flavors = conf.get("flavors") if isinstance(conf, dict) else None
+    pyfunc = (flavors or {}).get("python_function") if isinstance(flavors, (dict, type(None))) else None
+    artifacts = (pyfunc or {}).get("artifacts") if isinstance(pyfunc, (dict, type(None))) else None
+    specs = (artifacts or {}).values() if isinstance(artifacts, (dict, type(None))) else None
+    if (
+        not isinstance(conf, (dict, type(None)))
+        or specs is None
+        or not all(isinstance(spec, dict) and isinstance(spec.get("path", ""), str) for spec in specs)
+    ):
+        raise ModelIntegrityError("its MLmodel is not the mapping MLflow writes (flavors, python_function, artifacts)")
+    return pyfunc or {}
+
+
+def pyfunc_artifacts(local: Path) -> dict[str, str]:
+    """``key -> path`` (relative to the model's folder) of the downloaded model's pyfunc artifacts."""
+    return {key: spec.get("path", "") for key, spec in (pyfunc_conf(local).get("artifacts") or {}).items()}
 
 
 def artifact_path(local: Path, key: str) -> Path | None:
     """Where the downloaded model at ``local`` keeps its pyfunc artifact ``key`` (``None``: it has none)."""
-    spec = (_pyfunc_conf(local).get("artifacts") or {}).get(key) or {}
-    return local / str(spec["path"]) if spec.get("path") else None
+    path = pyfunc_artifacts(local).get(key)
+    return local / path if path else None
 
 
 def unknown_entries(local: Path) -> str | None:
@@ -151,12 +176,12 @@ def outside_files(local: Path) -> str | None:
     """Why loading the model at ``local`` would read files from outside it (``None``: it would
     not). The digest covers the model's own folder only, so ``python_function.data`` or an
     artifact path that is absolute or climbs out (``..``) would load files nobody fingerprinted."""
-    import yaml
-
     try:
-        pyfunc = _pyfunc_conf(local)
-    except (OSError, yaml.YAMLError) as exc:
-        return f"its MLmodel cannot be read: {exc}"
+        pyfunc = pyfunc_conf(local)
+    except OSError as exc:
+        return f"its MLmodel cannot be read: {exc.strerror}"
+    except ModelIntegrityError as exc:
+        return str(exc)
     if pyfunc.get("data"):
         return f"its MLmodel loads data from {pyfunc['data']!r}, which no digest covers"
     root = local.resolve()
@@ -225,7 +250,7 @@ def artifact_sha256(run_id: str, path: str) -> str:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="quantgate-artifact-") as tmp:
-        return sha256_file(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)))
+        return sha256_file(Path(download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)))
 
 
 # Files Python could import or unpickle: a model that carries any besides serving_model.py carries code.
@@ -308,8 +333,10 @@ def environment_problem(local: Path) -> str | None:
         conda = yaml.safe_load((local / "conda.yaml").read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         return None
-    except (OSError, yaml.YAMLError) as exc:
-        return f"its environment files cannot be read: {exc}"
+    except OSError as exc:
+        return f"its environment files cannot be read: {exc.strerror}"
+    except (UnicodeDecodeError, yaml.YAMLError):  # never quoted: an error can quote the file's text
+        return "its environment files are not YAML text"
     if not isinstance(env, dict) or env.get("dependencies") != ["-r requirements.txt"]:
         return "its python_env.yaml does not install requirements.txt alone"
     deps = conda.get("dependencies") if isinstance(conda, dict) else None
@@ -352,14 +379,14 @@ def untrusted_code(local: Path) -> str | None:
     process can: the twentieth adversarial run read the key file into the predictions table, and
     made a passed model's answers depend on a file outside its digest).
     """
-    import yaml
-
     from quantgate import serving_model
 
     try:
-        pyfunc = _pyfunc_conf(local)
-    except (OSError, yaml.YAMLError) as exc:
-        return f"its MLmodel cannot be read: {exc}"
+        pyfunc = pyfunc_conf(local)
+    except OSError as exc:
+        return f"its MLmodel cannot be read: {exc.strerror}"
+    except ModelIntegrityError as exc:
+        return str(exc)
     unknown = sorted(set(pyfunc) - PYFUNC_KEYS)
     if unknown:
         return f"its MLmodel's python_function has fields {unknown} quantgate never writes"
@@ -406,7 +433,6 @@ def load_checked(mv, dst: Path, trusted_only: bool):
     Loading a registered model runs its code, and the thirty-fifth adversarial run had
     ``quantise`` run an attested parent's stored ``serving_model.py``, edited after attestation,
     which read the key."""
-    import mlflow
 
     local = download(f"models:/{mv.name}/{mv.version}", dst)
     # without a key, a version registered outside quantgate (no digest tag yet) loads as before

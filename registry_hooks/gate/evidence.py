@@ -35,13 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import pandas as pd
-import yaml
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from quantgate.artifact_download import LinkInStoreError, download_artifacts
 from quantgate.contract import (
     EVAL_COMPLETE,
     EVAL_MANIFEST_TAG,
@@ -57,7 +56,7 @@ from quantgate.contract import (
     PREDICTIONS_DIGEST_TAG,
     PREDICTIONS_TABLE,
 )
-from quantgate.model_files import digest_problem, metrics_digest, model_bytes
+from quantgate.model_files import digest_problem, metrics_digest, model_bytes, pyfunc_artifacts
 from quantgate.packaging import manifest, manifest_digest
 from quantgate.serving_model import sha256_file
 from registry_hooks.gate.decision import host_mismatches
@@ -188,9 +187,11 @@ def predictions_table(run, tags: Mapping[str, str]) -> tuple[pd.DataFrame | None
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory(prefix="quantgate-gate-") as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp)
+            path = download_artifacts(run_id=run_id, artifact_path=PREDICTIONS_TABLE, dst_path=tmp)
         except MlflowException as exc:
             return None, [f"evaluation run {run_id} has no readable {PREDICTIONS_TABLE}: {exc.message}"]
+        except LinkInStoreError as exc:
+            return None, [f"evaluation run {run_id}'s {PREDICTIONS_TABLE}: {exc}"]
         problems = predictions_problems(run_id, run.data.tags, tags, sha256_file(path))
         # read as mlflow.load_table reads a .json table
         return (None, problems) if problems else (pd.read_json(path, orient="split"), [])
@@ -223,19 +224,16 @@ def registered_files(mv: ModelVersion) -> RegisteredFiles:
     manifest), the way ``quantgate.packaging`` built it; the whole-model digest covers every file.
     """
     with tempfile.TemporaryDirectory(prefix="quantgate-gate-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp))
+        local = Path(download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp))
         model_problem = digest_problem(local, dict(mv.tags))
-        mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
-        artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
-        paths = {key: str(local / spec["path"]) for key, spec in artifacts.items() if key != "meta"}
+        artifacts = pyfunc_artifacts(local)  # a garbled MLmodel: ModelIntegrityError, a ValueError
+        paths = {key: str(local / path) for key, path in artifacts.items() if key != "meta"}
         actual = manifest(paths)
         size_mb = model_bytes(paths["model"]) / 1e6 if "model" in paths and Path(paths["model"]).exists() else None
         recorded = {}
         if "meta" in artifacts:
             try:
-                recorded = json.loads((local / artifacts["meta"]["path"]).read_text(encoding="utf-8")).get(
-                    "manifest", {}
-                )
+                recorded = json.loads((local / artifacts["meta"]).read_text(encoding="utf-8")).get("manifest", {})
             except (OSError, ValueError):
                 recorded = {}
     return RegisteredFiles(actual, recorded, model_problem, size_mb)
