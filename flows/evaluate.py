@@ -57,7 +57,7 @@ from quantgate.data import (
     load_dataset,
     pin_tagged_data,
 )
-from quantgate.description import put_card
+from quantgate.description import pair_seals, put_card
 from quantgate.description_write import update_description
 from quantgate.errors import UserError
 from quantgate.evidence_signing import (
@@ -511,6 +511,7 @@ def record_on_version(
         str(mv.version),
         lambda text, own: put_card(text, card, own=own, seal=seal, owner=owner),
         DESCRIPTION_BLOCK_TAG,  # names the block it writes: see quantgate.description_write
+        lambda text: pair_seals(text, seal, owner),
     )
     if not written:
         click.echo(

@@ -111,6 +111,13 @@ def _block_span(text: str, pairs: list[Pair], own: str | None, seal: Seal) -> tu
     return (start, end) if number == _newest(pairs, owner) else None
 
 
+def pair_seals(description: str | None, seal: Seal = block_sha256, owner: str = "") -> list[str]:
+    """The seals of ``owner``'s block-shaped pairs in ``description``: once quantgate has written
+    a newer block, none of them names its block any more (:mod:`quantgate.block_memory`)."""
+    text = description or ""
+    return [seal(text[start:end]) for start, end, _, whose in _pairs(text) if whose == owner]
+
+
 def _newest(pairs: list[Pair], owner: str) -> str:
     return max((number for *_, number, whose in pairs if whose == owner), key=lambda n: (len(n), n), default="0")
 

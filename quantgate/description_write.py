@@ -67,7 +67,12 @@ def write_if_unchanged(
 
 
 def update_description(
-    client: MlflowClient, name: str, version: str, build: Callable[[str | None, str | None], tuple[str, str]], tag: str
+    client: MlflowClient,
+    name: str,
+    version: str,
+    build: Callable[[str | None, str | None], tuple[str, str]],
+    tag: str,
+    seals: Callable[[str | None], list[str]] = lambda description: [],
 ) -> bool:
     """Read the description and the version tag ``tag`` naming the block quantgate wrote last,
     ``build`` the new description from both (returns description and block tag), and write the
@@ -82,7 +87,11 @@ def update_description(
     an older tag beside a newer block (which a person's quote of the older one could match); and
     there a quantgate write landing in between leaves its block as text (the thirty-seventh
     adversarial run found the tag read once and kept across tries, which did that on every store).
-    A tag naming a block this machine has replaced (:mod:`quantgate.block_memory`) names none."""
+    A tag naming a block this machine has replaced (:mod:`quantgate.block_memory`) names none.
+    Replaced are the block the tag named and every other pair of the version's in the text it
+    read (``seals``: their seals): the forty-sixth adversarial run deleted the tag before a
+    write, so that the block it then left as text was never remembered, deleted quantgate's
+    blocks afterwards and put the tag back to the seal of a person's verbatim copy of that one."""
     for _ in range(ATTEMPTS):
         mv = client.get_model_version(name, version)
         own = mv.tags.get(tag)
@@ -90,7 +99,8 @@ def update_description(
             own = None
         description, block = build(mv.description, own)
         if write_if_unchanged(client, name, str(version), mv.description, description, (tag, block)):
-            if own != block:
-                remember_superseded(own)
+            for replaced in dict.fromkeys([own, *seals(mv.description)]):
+                if replaced != block:
+                    remember_superseded(replaced)
             return True
     return False

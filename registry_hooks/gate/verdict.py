@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from quantgate.contract import DESCRIPTION_BLOCK_TAG, EVAL_SIGNATURE_TAG, MODEL_DIGEST_TAG
-from quantgate.description import put_note
+from quantgate.description import pair_seals, put_note
 from quantgate.description_write import update_description
 from quantgate.evidence_signing import GATE_PASS, block_seal, gate_pass_payload, sign, signature_problem
 from registry_hooks.gate.decision import Decision, decide
@@ -214,6 +214,7 @@ def append_description(
         # own: the block quantgate wrote last, by its tag, read with the description on each try
         lambda text, own: put_note(text, note, own=own, seal=seal, owner=owner),
         DESCRIPTION_BLOCK_TAG,
+        lambda text: pair_seals(text, seal, owner),
     )
 
 
