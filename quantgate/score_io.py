@@ -141,7 +141,14 @@ def plan_output(target: str, fmt: str | None, overwrite: bool, scratch: Path) ->
             f"an output must be a local path (a folder every executor shares, on a cluster) or "
             f"s3://bucket/key, not {target.split('://', 1)[0]}://"
         )
-    path = Path(target.removeprefix("file://")).expanduser().resolve()
+    named = Path(target.removeprefix("file://")).expanduser()
+    link = linked_part(named)
+    if link:
+        raise UserError(
+            f"--output {target}: {link} is a symbolic link, and score writes through none (one planted in "
+            "the working folder would send the output, or an --overwrite, wherever it points): name the real path"
+        )
+    path = named.resolve()
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it (an earlier score output only)")
     if path.exists():
@@ -155,6 +162,23 @@ def plan_output(target: str, fmt: str | None, overwrite: bool, scratch: Path) ->
     remove_stale_partials(path)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     return OutputPlan(str(path), fmt, staging)
+
+
+def linked_part(named: Path) -> Path | None:
+    """The first part of the output path ``named`` that is a symbolic link (``None``: none is): the
+    output itself, and every folder on the way to it from the working folder where it lies inside
+    (above, the folders are the user's: a home reached through a link is fine). The
+    forty-sixth adversarial run put a dangling ``scores.parquet`` link in the store's folder (the
+    key holder's working folder), and ``score --output scores.parquet --overwrite`` replaced an
+    earlier output elsewhere that the writer could not touch."""
+    cwd = Path.cwd()
+    absolute = cwd / named  # named, where it is absolute
+    if absolute.is_relative_to(cwd):
+        below = absolute.relative_to(cwd).parts
+        parts = [cwd.joinpath(*below[: i + 1]) for i in range(len(below))]
+    else:
+        parts = [absolute]
+    return next((part for part in parts if part.is_symlink()), None)
 
 
 MARKER = "_QUANTGATE_SCORE.json"  # what score leaves in its output: the files it wrote

@@ -179,3 +179,22 @@ def test_files_added_to_the_old_output_while_the_job_ran_are_kept(tmp_path):
     with pytest.raises(UserError, match="since the job started"):
         publish(plan, ["row"], overwrite=True)
     assert (earlier / "notes.md").read_text() == "added while it ran"
+
+
+@pytest.mark.parametrize("where", ["scores.parquet", "out/scores.parquet"])
+def test_an_output_through_a_link_planted_in_the_working_folder_is_refused(tmp_path, monkeypatch, where):
+    # the forty-sixth adversarial run: a dangling `scores.parquet` link in the store's folder (the
+    # key holder's working folder) sent the output, and an --overwrite, wherever it pointed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    if where == "scores.parquet":
+        (work / "scores.parquet").symlink_to(elsewhere / "planted")  # dangling: nothing there yet
+    else:
+        (work / "out").symlink_to(elsewhere)
+    for target in (where, str(work / where)):
+        with pytest.raises(UserError, match="is a symbolic link, and score writes through none"):
+            plan_output(target, None, True, tmp_path / "scratch")
+    assert not list(elsewhere.iterdir())
