@@ -33,6 +33,7 @@ from registry_hooks.gate.provenance import run_superseded
 from registry_hooks.gate.verdict import recorded_pass
 
 UNVERIFIED = "unverified"  # a row whose figures the evidence key does not vouch for
+ROW_FIELDS = frozenset({"version", "variant", "run_id", "where", "host", UNVERIFIED})  # not figures
 
 
 def collect(name: str, key: bytes | None = None) -> list[dict]:
@@ -65,7 +66,9 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
         if run_id and mv.tags.get("eval_status") == "complete":
             try:
                 run = client.get_run(run_id)
-                row.update(run.data.metrics)
+                # a metric is a figure, never one of the row's own fields: the forty-sixth adversarial
+                # run logged a metric `where` (compare crashed) and one `version` (it relabelled a row)
+                row.update({k: v for k, v in run.data.metrics.items() if k not in ROW_FIELDS})
                 row["host"] = (
                     run.data.tags.get("host.cpu"),
                     run.data.tags.get("host.isa"),

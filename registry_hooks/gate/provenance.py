@@ -20,6 +20,7 @@ from quantgate.contract import (
     PARENT_VERSION_TAG,
 )
 from quantgate.evidence_signing import EVALUATION, attestation_problem, evaluation_payload, signature_problem
+from quantgate.printable import shown
 from quantgate.tracking import filter_string, version_identity
 
 
@@ -130,7 +131,13 @@ def newer_evaluations(client: MlflowClient, mv: ModelVersion, run) -> list[str]:
     lets anyone change (a tag would be editable): pointing ``eval_run_id`` back at an older
     evaluation that passed, or hiding the newer one (by a rename, say), must not choose the
     figures judged."""
-    after = f"attributes.start_time > {int(run.info.start_time)}"
+    try:  # a store writer can put any text in the column (the forty-sixth adversarial run: 'abc')
+        after = f"attributes.start_time > {int(run.info.start_time)}"
+    except (TypeError, ValueError):
+        return [
+            f"evaluation run {run.info.run_id} has no start time a store writes ({shown(run.info.start_time)}), "
+            "so no later evaluation can be ruled out; evaluate again"
+        ]
     try:
         uri = filter_string(f"models:/{mv.name}/{mv.version}", "model URI")  # a name may hold an apostrophe
         runs = evaluation_runs(client, f"params.model_uri = {uri} and {after}")
