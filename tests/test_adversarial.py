@@ -49,6 +49,13 @@ def _one_error_line(result) -> str:
     return lines[-1]
 
 
+def _gate(model: str, version: str, thresholds: str, alias: str, *more: str):
+    """The key holder's ``quantgate promote --version`` of ``model`` for ``alias``."""
+    return _quantgate(
+        "promote", "--version", version, "--model-name", model, "--thresholds", thresholds, "--alias", alias, *more
+    )
+
+
 def _holder(model: str, alias: str) -> str | None:
     try:
         return str(MlflowClient().get_model_version_by_alias(model, alias).version)

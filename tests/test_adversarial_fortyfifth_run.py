@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from test_adversarial import RELATIVE, _quantgate, _stored_root, _yaml
+from test_adversarial import RELATIVE, _gate, _quantgate, _stored_root, _yaml
 
 from quantgate.evidence_signing import redact
 from quantgate.model_files import ModelIntegrityError, download
@@ -106,18 +106,7 @@ def test_case_2_a_garbled_mlmodel_is_a_verdict_not_a_crash(pipeline, tmp_path):
     try:
         compared = _quantgate("compare", "--name", TEST_MODEL, "--out", str(tmp_path / "p.png"))
         assert compared.exit_code == 0 and "Traceback" not in compared.output, compared.output
-        gated = _quantgate(
-            "promote",
-            "--version",
-            int8.version,
-            "--model-name",
-            TEST_MODEL,
-            "--thresholds",
-            _yaml(tmp_path, RELATIVE),
-            "--alias",
-            "adv45-garbled",
-            "--dry-run",
-        )
+        gated = _gate(TEST_MODEL, int8.version, _yaml(tmp_path, RELATIVE), "adv45-garbled", "--dry-run")
         assert gated.exit_code == 1 and "Traceback" not in gated.output, gated.output
         assert "REJECTED" in gated.output and "MLmodel" in gated.output, gated.output
     finally:

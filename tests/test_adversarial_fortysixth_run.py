@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow import MlflowClient
-from test_adversarial import LENIENT, _fresh, _quantgate, _yaml, trivial  # noqa: F401
+from test_adversarial import LENIENT, _fresh, _gate, _quantgate, _yaml, trivial  # noqa: F401
 
 from conftest import TEST_MODEL
 
@@ -58,18 +58,7 @@ def test_case_5_a_text_start_time_on_the_evaluation_run_is_a_refusal_not_a_crash
         (original,) = db.execute("SELECT start_time FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         db.execute("UPDATE runs SET start_time = 'abc' WHERE run_uuid = ?", (run_id,))
     try:
-        gated = _quantgate(
-            "promote",
-            "--version",
-            int8.version,
-            "--model-name",
-            TEST_MODEL,
-            "--thresholds",
-            _yaml(tmp_path, LENIENT),
-            "--alias",
-            "adv46-start",
-            "--dry-run",
-        )
+        gated = _gate(TEST_MODEL, int8.version, _yaml(tmp_path, LENIENT), "adv46-start", "--dry-run")
         assert gated.exit_code == 1 and "Traceback" not in gated.output, gated.output
         assert "has no start time a store writes (abc)" in gated.output, gated.output
         compared = _quantgate("compare", "--name", TEST_MODEL, "--out", str(tmp_path / "p.png"))
