@@ -37,7 +37,7 @@ class LinkInStoreError(UserError):
 def download_artifacts(
     *, artifact_uri: str | None = None, run_id: str | None = None, artifact_path: str = "", dst_path: str | Path
 ) -> str:
-    """``mlflow.artifacts.download_artifacts`` into the existing folder ``dst_path``, copying no
+    """``mlflow.artifacts.download_artifacts`` into the folder ``dst_path`` (made if missing), copying no
     link from a local store. Returns the local path of the artifact (the folder for a model)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
@@ -49,6 +49,7 @@ def download_artifacts(
         root_uri, path = ModelsArtifactRepository.split_models_uri(artifact_uri)
     else:
         raise ValueError("download_artifacts needs a models:/ URI or a run_id")
+    Path(dst_path).mkdir(parents=True, exist_ok=True)  # as mlflow.artifacts.download_artifacts does
     repo = get_artifact_repository(root_uri)
     inner = repo.repo if isinstance(repo, ModelsArtifactRepository) else repo
     if not isinstance(inner, LocalArtifactRepository):

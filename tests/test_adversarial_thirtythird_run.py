@@ -130,10 +130,13 @@ def test_main_takes_no_build_of_another_recipe_tagged_as_its_variant(signed, mon
     assert "its tags call it 'onnx-int8-dynamic' ('int8'), but its recipe builds 'onnx-fp16' ('fp16')" in refused.output
 
 
-def test_tags_switched_after_a_keyed_evaluation_stop_main_before_the_gate(signed):  # noqa: F811
+def test_tags_switched_after_a_keyed_evaluation_stop_main_before_the_gate(signed, monkeypatch):  # noqa: F811
     """The same hole after evaluation: tags switched once main has checked them (a trigger on
     the evaluate run's creation, say) would have the gate judge another build. The evaluation's
     signature binds variant, precision and recipe, and main checks both before it gates."""
+    # main asks for this host's preset; the shared pipeline's int8 is built with the recipe's
+    # default (avx2), which on a VNNI host main would rightly call another build
+    monkeypatch.setattr("flows.main.detect_preset", lambda: "avx2")
     key, client = KEY.encode(), MlflowClient()
     evaluated_as_asked(COPY, signed["fp32"], signed["int8"], key)  # the genuine int8: gated
     for tag, value in {"precision": "fp16", "recipe": json.dumps({"variant": "onnx-fp16"})}.items():
