@@ -42,6 +42,7 @@ from evaluators.measure import (
 )
 from evaluators.metrics import confusion, flip_matrix
 from evaluators.plots import confidence_bars_png, confusion_png
+from quantgate.artifact_log import log_dict, log_file
 from quantgate.contract import PREDICTIONS_TABLE
 from quantgate.model_files import model_bytes
 
@@ -266,9 +267,7 @@ class QuantgateEvaluator(ModelEvaluator):
         client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()])
         settings = runtime_settings(inner, cfg)
         client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in settings.items()])
-        client.log_dict(
-            run_id, {"config": asdict(cfg), "runtime": settings, "metrics": metrics}, "quantgate/evaluation.json"
-        )
+        log_dict(run_id, {"config": asdict(cfg), "runtime": settings, "metrics": metrics}, "quantgate/evaluation.json")
         with tempfile.TemporaryDirectory(prefix="quantgate-eval-") as tmp:
             table = log_predictions_table(client, run_id, per_example, Path(tmp))
             files = write_artifacts(Path(tmp), inner, per_example, probs, parent_probs, cfg)
@@ -277,7 +276,7 @@ class QuantgateEvaluator(ModelEvaluator):
             # nineteenth adversarial run planted one and the upload overwrote the evidence key file)
             for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
                 inside = path.parent.relative_to(tmp).as_posix()
-                client.log_artifact(run_id, str(path), "quantgate" if inside == "." else f"quantgate/{inside}")
+                log_file(run_id, path, "quantgate" if inside == "." else f"quantgate/{inside}")
         base = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/quantgate/"
         artifacts = {
             name: (ImageEvaluationArtifact if p.suffix == ".png" else JsonEvaluationArtifact)(uri=base + p.name)
@@ -316,7 +315,7 @@ def log_predictions_table(client: MlflowClient, run_id: str, table: pd.DataFrame
     first), and its caller could only read the result back from the store."""
     path = tmp / PREDICTIONS_TABLE
     table.to_json(path, orient="split", index=False, date_format="iso")
-    client.log_artifact(run_id, str(path))
+    log_file(run_id, path)
     try:  # only the UI's list of tables: one a writer garbled is started afresh
         listed = json.loads(client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
     except ValueError:

@@ -25,8 +25,10 @@ from mlflow.exceptions import MlflowException
 
 from evaluators.plots import pareto_png
 from evaluators.report import compare_table
+from quantgate.artifact_log import log_file
 from quantgate.errors import UserError
 from quantgate.evidence_signing import load_key, mlflow_ui_command
+from quantgate.printable import shown
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter
 from registry_hooks.gate.evidence import freshness_problems, run_problems
 from registry_hooks.gate.provenance import run_superseded
@@ -45,10 +47,14 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
     if not versions:
         raise UserError(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
     aliases: dict[str, list[str]] = {}
-    for alias, version in client.get_registered_model(name).aliases.items():
+    try:
+        held_aliases = client.get_registered_model(name).aliases.items()
+    except MlflowException as exc:  # a row a writer garbled in the database (the forty-seventh run)
+        raise UserError(f"the registry cannot list {name!r}'s aliases: {shown(str(exc.message))[:200]}") from None
+    for alias, version in held_aliases:
         aliases.setdefault(str(version), []).append(alias)
     rows = []
-    for mv in sorted(versions, key=lambda v: int(v.version)):
+    for mv in sorted(versions, key=version_order):
         held = [
             f"@{alias}"
             + ("" if recorded_pass(mv.tags, alias, None, name=name, version=str(mv.version), key=key) else " (no pass)")
@@ -83,6 +89,13 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
             row["where"] += " (not evaluated)"
         rows.append(row)
     return rows
+
+
+def version_order(mv) -> tuple:
+    """Versions by number; a number a writer made text in the database (the forty-seventh
+    adversarial run) sorts last instead of crashing the table."""
+    number = str(mv.version)
+    return (0, int(number), "") if number.isdigit() else (1, 0, number)
 
 
 def not_vouched(client: MlflowClient, mv, run, key: bytes) -> list[str]:
@@ -172,9 +185,9 @@ def cli(model_name, out_path, ui_url):
             [{**r, "label": f"v{r['version']} {r['variant']}"} for r in measured], str(Path(tmp) / out.name)
         )
         configure_tracking(model_name=model_name)  # the plot's run goes where the steps' runs go
-        with mlflow.start_run(run_name="compare"):
+        with mlflow.start_run(run_name="compare") as run:
             mlflow.set_tag("quantgate.step", "compare")
-            mlflow.log_artifact(str(plot))
+            log_file(run.info.run_id, plot)
         publish(Path(plot), out)
     click.echo(f"\nPareto plot: {out.absolute()} (also logged to the 'compare' run)")
 
@@ -186,7 +199,9 @@ def publish(made: Path, out: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(made.read_bytes())
-        os.chmod(tmp, 0o644)
+            # on the open file, never by name: the forty-seventh adversarial run swapped the
+            # temporary name for a link to the key file, and a chmod by name made the key 644
+            os.fchmod(f.fileno(), 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from flows.errors import UserError, UserErrorExit, debugging, one_line
+from quantgate.artifact_log import log_dict
 from quantgate.evidence_signing import load_key, plain_mlflow_command
 from quantgate.printable import shown
 from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter, resolve_version
@@ -72,7 +73,7 @@ def log_decision_run(
 ) -> str:
     """Record the promote run: ``decision.json`` and the run's tags; returns its id."""
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
-        mlflow.log_dict(body, "decision.json")
+        log_dict(run.info.run_id, body, "decision.json")
         mlflow.set_tags(
             {
                 "quantgate.step": "promote",

@@ -43,6 +43,26 @@ RESULT_TYPE = "label string, probability double"
 OUTPUT_COLUMNS = ("row", "label", "probability", "model_version", "_batch", "_pred", "_pid", "_mid")
 
 
+def keyed_output_check(plan: OutputPlan) -> None:
+    """With an evidence key, a local output is staged, marked and renamed in its folder, by names:
+    that folder must be one no store writer can write (not the store's, nobody else's, not group
+    or other-writable; a sticky folder like /tmp lets no one rename another's files). The
+    forty-seventh adversarial run, writing the store's folder, swapped the staging folder for a
+    link while Spark ran: the output went to the writer, the marker into the key holder's private
+    folder, and a later ``--overwrite`` deleted a person's file the marker then listed."""
+    from quantgate.evidence_signing import key_store_folders, load_key
+    from quantgate.file_trust import replace_problem
+
+    if plan.s3 or load_key() is None:
+        return
+    problem = replace_problem(plan.local_target.parent, key_store_folders(os.environ))
+    if problem:
+        raise UserError(
+            f"with an evidence key, score writes a local output only in a folder no store writer can write, "
+            f"and {problem}: choose another --output (or an s3:// one)"
+        )
+
+
 class ModelRefused(UserError):
     """The version's files do not match what was registered (and evaluated)."""
 
@@ -301,6 +321,7 @@ def score(
     try:
         plan = plan_output(output, output_format, overwrite, scratch)
         mv, local_model = fetch_verified_model(model_uri, scratch / "model")
+        keyed_output_check(plan)  # a refused model says so first; the key is dropped just below
         forget_key()  # Spark's Python workers inherit this environment: they never see the key
         click.echo(
             f"[score] {mv.name} v{mv.version} ({mv.tags.get('variant', '?')}) verified; starting Spark", err=True

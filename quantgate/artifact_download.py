@@ -42,6 +42,7 @@ def download_artifacts(
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     if run_id is not None:
         root_uri, path = mlflow.get_run(run_id).info.artifact_uri, artifact_path or ""
@@ -51,7 +52,10 @@ def download_artifacts(
         raise ValueError("download_artifacts needs a models:/ URI or a run_id")
     Path(dst_path).mkdir(parents=True, exist_ok=True)  # as mlflow.artifacts.download_artifacts does
     repo = get_artifact_repository(root_uri)
-    inner = repo.repo if isinstance(repo, ModelsArtifactRepository) else repo
+    inner = repo
+    # a version's files may live at a runs:/ URI (the forty-seventh adversarial run): unwrap to the store
+    while isinstance(inner, (ModelsArtifactRepository, RunsArtifactRepository)):
+        inner = inner.repo
     if not isinstance(inner, LocalArtifactRepository):
         return repo.download_artifacts(path, str(dst_path))
     return str(copy_without_links(inner.artifact_dir, path, Path(dst_path)))

@@ -20,6 +20,7 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
+from quantgate.artifact_log import log_dict
 from quantgate.labels import save_label_map
 from quantgate.model_files import MODEL_DIGEST_TAG, digest, download, model_manifest
 from quantgate.serving_model import DEFAULT_TOP_K, files_of, sha256_file
@@ -80,7 +81,8 @@ def record_model_manifest(model_uri: str, version: str) -> str:
     model, and return its digest (the version's ``model_sha256`` tag)."""
     with tempfile.TemporaryDirectory(prefix="quantgate-digest-") as tmp:
         files = model_manifest(download(model_uri, tmp))
-    mlflow.log_dict(
+    log_dict(
+        mlflow.active_run().info.run_id,
         {"model_uri": model_uri, "version": version, "files": files, "sha256": digest(files)},
         f"quantgate/model_manifest_v{version}.json",
     )

@@ -3,7 +3,9 @@ the way they did it (MLflow's public API, the file system and the `quantgate` co
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -120,27 +122,34 @@ def test_f3_the_description_is_written_only_if_unchanged_since_read(trivial):  #
 def test_nineteenth_f3_evaluate_writes_no_artifact_through_a_link_planted_in_its_run(pipeline, tmp_path, monkeypatch):
     """Before: while `evaluate` ran, the attacker created the run's `quantgate/` artifact folder
     with `label_flips.json` linking to the evidence key file; MLflow copied the folder of
-    artifacts in following the link, and the key became a JSON file the attacker could predict."""
+    artifacts in following the link, and the key became a JSON file the attacker could predict.
+    quantgate now logs each file into a local store itself (quantgate.artifact_log): the link's
+    name gets the new file by a rename, and what the link pointed at is untouched (MLflow refused
+    the file instead, failing the evaluation)."""
     from test_adversarial_signed import copy_pair
+
+    import evaluators.plugin
+    import quantgate.artifact_log
 
     fp32, int8 = copy_pair(pipeline, "adv19-links")
     secret = tmp_path / "evidence.key"
     secret.write_text("s" * 64)
-    real = MlflowClient.log_artifact
+    secret.chmod(0o400)
+    real = quantgate.artifact_log.log_file
+    planted = []
 
-    def plant_then_log(self, run_id, local_path, artifact_path=None):  # as the evaluator logs its first file
-        folder = Path(unquote(urlparse(self.get_run(run_id).info.artifact_uri).path)) / "quantgate"
+    def plant_then_log(run_id, local_path, artifact_path=None):  # as the evaluator logs its first file
+        folder = Path(unquote(urlparse(MlflowClient().get_run(run_id).info.artifact_uri).path)) / "quantgate"
         if not folder.exists():
             folder.mkdir(parents=True)
             (folder / "label_flips.json").symlink_to(secret)
-        return real(self, run_id, local_path, artifact_path)
+            planted.append(folder / "label_flips.json")
+        return real(run_id, local_path, artifact_path)
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", plant_then_log)
+    monkeypatch.setattr(quantgate.artifact_log, "log_file", plant_then_log)
+    monkeypatch.setattr(evaluators.plugin, "log_file", plant_then_log)
     result = _quantgate("evaluate", "--version", int8, "--model-name", "adv19-links", "--latency-runs", "5")
-    assert secret.read_text() == "s" * 64
-    # MLflow refuses the file whose place resolves outside the run's folder: the evaluation fails,
-    # says why on the version, and (failed after measuring began) counts as its latest
-    assert result.exit_code == 1 and "failed: Invalid path" in result.output.splitlines()[-1], result.output
-    assert "Traceback" not in result.output  # a refused model is one line (the twentieth run's OTHER)
-    status = MlflowClient().get_model_version("adv19-links", int8).tags["eval_status"]
-    assert status.startswith("failed") and "outside the artifact directory" in status, status
+    assert planted, "the link was never planted; the test proved nothing"
+    assert secret.read_text() == "s" * 64 and stat.S_IMODE(secret.stat().st_mode) == 0o400
+    assert result.exit_code == 0, result.output
+    assert not planted[0].is_symlink() and json.loads(planted[0].read_text()) is not None

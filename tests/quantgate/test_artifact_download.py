@@ -59,3 +59,19 @@ def test_run_artifacts_download_as_mlflow_does_and_a_missing_one_is_mlflows_erro
     assert open(path).read() == "{}"
     with pytest.raises(MlflowException, match="No such artifact"):
         download_artifacts(run_id=run.info.run_id, artifact_path="missing.json", dst_path=tmp_path / "dst")
+
+
+def test_a_version_whose_files_live_at_a_runs_uri_is_copied_without_links_too(store, tmp_path):
+    # the forty-seventh adversarial run: MLflow resolved a runs:/ source, and quantgate handed it
+    # the copy, which followed a link swapped in after MLflow's check
+    folder = _tree(tmp_path / "m")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(folder), "m")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("adv47-runs-uri")
+    version = client.create_model_version("adv47-runs-uri", f"runs:/{run.info.run_id}/m", run.info.run_id).version
+    stored = tmp_path / "stored"
+    root = mlflow.get_run(run.info.run_id).info.artifact_uri.removeprefix("file://")
+    os.symlink(os.path.join(root, "m", "a.txt"), os.path.join(root, "m", "sub", "c.txt"))  # inside: MLflow follows it
+    with pytest.raises(LinkInStoreError, match="sub/c.txt in the artifact store is a symbolic link"):
+        download_artifacts(artifact_uri=f"models:/adv47-runs-uri/{version}", dst_path=stored)

@@ -198,3 +198,22 @@ def test_an_output_through_a_link_planted_in_the_working_folder_is_refused(tmp_p
         with pytest.raises(UserError, match="is a symbolic link, and score writes through none"):
             plan_output(target, None, True, tmp_path / "scratch")
     assert not list(elsewhere.iterdir())
+
+
+def test_with_a_key_a_local_output_only_goes_where_no_store_writer_can_write(tmp_path, monkeypatch):
+    # the forty-seventh adversarial run swapped score's staging folder, in the store's folder,
+    # for a link while Spark ran
+    from flows.score import keyed_output_check
+
+    store, private = tmp_path / "store", tmp_path / "private"
+    store.mkdir()
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("QUANTGATE_EVIDENCE_KEY", "k" * 40)
+    with pytest.raises(
+        UserError, match="only in a folder no store writer can write, and .* the tracking store's folder"
+    ):
+        keyed_output_check(plan_output(str(store / "scores.parquet"), None, False, tmp_path / "s1"))
+    keyed_output_check(plan_output(str(private / "scores.parquet"), None, False, tmp_path / "s2"))
+    monkeypatch.delenv("QUANTGATE_EVIDENCE_KEY")  # without a key the store's writers are trusted
+    keyed_output_check(plan_output(str(store / "scores.parquet"), None, False, tmp_path / "s3"))

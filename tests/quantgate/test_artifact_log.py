@@ -1,0 +1,62 @@
+"""quantgate.artifact_log: files logged into a local store without any by-name step a writer can swap."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import mlflow
+import pytest
+
+from quantgate.artifact_download import LinkInStoreError
+from quantgate.artifact_log import log_dict, log_file
+
+
+def _artifacts(run) -> Path:
+    uri = run.info.artifact_uri
+    return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+
+
+def test_a_file_and_a_dict_land_where_mlflow_would_put_them(store, tmp_path):
+    (tmp_path / "plot.png").write_bytes(b"png")
+    with mlflow.start_run() as run:
+        log_file(run.info.run_id, tmp_path / "plot.png")
+        log_file(run.info.run_id, tmp_path / "plot.png", "quantgate/figures")
+        log_dict(run.info.run_id, {"a": 1}, "quantgate/evaluation.json")
+    root = _artifacts(run)
+    assert (root / "plot.png").read_bytes() == b"png" == (root / "quantgate" / "figures" / "plot.png").read_bytes()
+    assert stat.S_IMODE((root / "plot.png").stat().st_mode) == 0o644
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/quantgate/evaluation.json")) == {"a": 1}
+    assert not [p for p in root.rglob(".quantgate-upload.*")]
+
+
+def test_a_link_at_the_name_is_replaced_and_what_it_points_at_is_untouched(store, tmp_path):
+    # the forty-seventh adversarial run: MLflow set the mode by name, through a swapped-in link,
+    # on the evidence key file (0400 -> 0644)
+    key = tmp_path / "evidence.key"
+    key.write_text("k" * 64)
+    key.chmod(0o400)
+    (tmp_path / "decision.json").write_text("{}")
+    with mlflow.start_run() as run:
+        root = _artifacts(run)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "decision.json").symlink_to(key)
+        log_file(run.info.run_id, tmp_path / "decision.json")
+    assert not (root / "decision.json").is_symlink() and (root / "decision.json").read_text() == "{}"
+    assert key.read_text() == "k" * 64 and stat.S_IMODE(key.stat().st_mode) == 0o400
+
+
+def test_a_link_in_place_of_a_folder_is_refused_and_nothing_is_written_through_it(store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "t.json").write_text("{}")
+    with mlflow.start_run() as run:
+        root = _artifacts(run)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "quantgate").symlink_to(elsewhere)
+        with pytest.raises(LinkInStoreError, match="is not a plain folder"):
+            log_file(run.info.run_id, tmp_path / "t.json", "quantgate")
+    assert os.listdir(elsewhere) == []
