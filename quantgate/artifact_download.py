@@ -11,7 +11,7 @@ From a local store (a folder, ``file://``) quantgate therefore copies itself: ev
 file below the artifact's root is opened with ``O_NOFOLLOW`` relative to its parent's open
 descriptor, checked (``fstat``) to be a folder or a plain file with one name, and read from
 that descriptor. A link, a FIFO, a device or a hard-linked file anywhere is one line
-(``ModelIntegrityError``) naming the path, and nothing of it is read. The root itself is opened
+(``LinkInStoreError``) naming the path, and nothing of it is read. The root itself is opened
 as the store names it: where the store lives is the store's to say. Other stores (S3, a tracking
 server's proxied artifacts) hold no links quantgate's user would follow; MLflow copies those.
 """
@@ -40,9 +40,7 @@ def download_artifacts(
     """``mlflow.artifacts.download_artifacts`` into the folder ``dst_path`` (made if missing), copying no
     link from a local store. Returns the local path of the artifact (the folder for a model)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     if run_id is not None:
         root_uri, path = mlflow.get_run(run_id).info.artifact_uri, artifact_path or ""
@@ -52,20 +50,30 @@ def download_artifacts(
         raise ValueError("download_artifacts needs a models:/ URI or a run_id")
     Path(dst_path).mkdir(parents=True, exist_ok=True)  # as mlflow.artifacts.download_artifacts does
     repo = get_artifact_repository(root_uri)
-    inner = repo
-    # a version's files may live at a runs:/ URI (the forty-seventh adversarial run): unwrap to the store
-    while isinstance(inner, (ModelsArtifactRepository, RunsArtifactRepository)):
-        inner = inner.repo
-    if not isinstance(inner, LocalArtifactRepository):
+    folder = local_folder(repo)
+    if folder is None:
         return repo.download_artifacts(path, str(dst_path))
-    return str(copy_without_links(inner.artifact_dir, path, Path(dst_path)))
+    return str(copy_without_links(folder, path, Path(dst_path)))
+
+
+def local_folder(repo) -> str | None:
+    """The folder of a local artifact store behind MLflow's repository ``repo`` (``None``: not
+    local), through ``models:/`` and ``runs:/`` (a version's files may live at a ``runs:/`` URI:
+    the forty-seventh adversarial run)."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    while isinstance(repo, (ModelsArtifactRepository, RunsArtifactRepository)):
+        repo = repo.repo
+    return repo.artifact_dir if isinstance(repo, LocalArtifactRepository) else None
 
 
 def copy_without_links(root: str | Path, path: str, dst: Path) -> Path:
     """Copy ``root/path`` (a file or a folder) to ``dst/path`` opening every entry below ``root``
     with ``O_NOFOLLOW``; ``LinkInStoreError`` on anything but plain folders and files."""
     parts = [p for p in PurePosixPath(path).parts if p not in ("", ".")]
-    if any(p == ".." or "/" in p for p in parts):
+    if ".." in parts:
         raise LinkInStoreError(f"artifact path {path!r} climbs out of its store")
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -110,9 +118,10 @@ def _copy_entry(fd: int, target: Path, shown: str) -> None:
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         target.mkdir(exist_ok=True)
         for name in sorted(os.listdir(fd)):
-            child = _open_entry(fd, name, f"{shown}/{name}" if shown != "." else name)
+            inside = f"{shown}/{name}" if shown != "." else name
+            child = _open_entry(fd, name, inside)
             try:
-                _copy_entry(child, target / name, f"{shown}/{name}" if shown != "." else name)
+                _copy_entry(child, target / name, inside)
             finally:
                 os.close(child)
         return

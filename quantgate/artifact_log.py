@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from mlflow import MlflowClient
 
-from quantgate.artifact_download import LinkInStoreError
+from quantgate.artifact_download import LinkInStoreError, local_folder
 
 MODE = 0o644
 
@@ -32,15 +32,14 @@ MODE = 0o644
 def log_file(run_id: str, local_file: str | Path, artifact_path: str | None = None) -> None:
     """``MlflowClient().log_artifact(run_id, local_file, artifact_path)``, written as above."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
     client = MlflowClient()
-    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
-    if not isinstance(repo, LocalArtifactRepository):
+    root = local_folder(get_artifact_repository(client.get_run(run_id).info.artifact_uri))
+    if root is None:
         client.log_artifact(run_id, str(local_file), artifact_path)
         return
-    os.makedirs(repo.artifact_dir, exist_ok=True)  # where the store keeps the run: the store's to say
-    folder = os.open(repo.artifact_dir, os.O_RDONLY | os.O_DIRECTORY)
+    os.makedirs(root, exist_ok=True)  # where the store keeps the run: the store's to say
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for name in [p for p in PurePosixPath(artifact_path or "").parts if p not in ("", ".")]:
             if name == "..":

@@ -137,17 +137,23 @@ def pyfunc_conf(local: Path) -> dict:
         conf = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError):
         raise ModelIntegrityError("its MLmodel is not YAML text") from None
-    flavors = conf.get("flavors") if isinstance(conf, dict) else None
-    pyfunc = (flavors or {}).get("python_function") if isinstance(flavors, (dict, type(None))) else None
-    artifacts = (pyfunc or {}).get("artifacts") if isinstance(pyfunc, (dict, type(None))) else None
-    specs = (artifacts or {}).values() if isinstance(artifacts, (dict, type(None))) else None
-    if (
-        not isinstance(conf, (dict, type(None)))
-        or specs is None
-        or not all(isinstance(spec, dict) and isinstance(spec.get("path", ""), str) for spec in specs)
-    ):
-        raise ModelIntegrityError("its MLmodel is not the mapping MLflow writes (flavors, python_function, artifacts)")
-    return pyfunc or {}
+    pyfunc = _mapping(_mapping(_mapping(conf).get("flavors")).get("python_function"))
+    for spec in _mapping(pyfunc.get("artifacts")).values():
+        if not isinstance(_mapping(spec).get("path", ""), str):
+            raise ModelIntegrityError(MLMODEL_SHAPE)
+    return pyfunc
+
+
+MLMODEL_SHAPE = "its MLmodel is not the mapping MLflow writes (flavors, python_function, artifacts)"
+
+
+def _mapping(value: object) -> dict:
+    """``value`` where MLflow writes a mapping (``{}`` for none), else ``ModelIntegrityError``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ModelIntegrityError(MLMODEL_SHAPE)
+    return value
 
 
 def pyfunc_artifacts(local: Path) -> dict[str, str]:
