@@ -31,6 +31,7 @@ from flows.quantise import (
     resolve_source,
     trained_on,
 )
+from quantgate.artifact_log import log_file
 from quantgate.backends.tensorrt import BACKEND, int8_weight_matmuls, precision_graph
 from quantgate.recipes import (
     CALIBRATION_METHODS,
@@ -106,8 +107,8 @@ def log_precision_graphs(source: ModelVersion, recipes: list[TrtRecipe], check_s
             path = precision_graph(recipe, parent, Path(tmp))
             config = Path(tmp) / f"{recipe.variant}.quant_config.json"
             config.write_text(json.dumps(recipe.resolved(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            mlflow.log_artifact(str(path), "precision_graphs")
-            mlflow.log_artifact(str(config), "precision_graphs")
+            log_file(mlflow.active_run().info.run_id, path, "precision_graphs")
+            log_file(mlflow.active_run().info.run_id, config, "precision_graphs")
             if texts:
                 check = cpu_check(parent, path, texts, y_true, thresholds)
                 mlflow.log_metrics({f"{recipe.variant}.cpu_{k}": v for k, v in check.items()})

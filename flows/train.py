@@ -25,6 +25,7 @@ import torch
 from flows.data_options import data_options, pop_data_options
 from flows.train_config import BUNDLED_BASE_MODEL, TrainConfig
 from flows.train_loop import FitOutcome, TrainingSetup, fit, token_lengths
+from quantgate.artifact_log import log_dict, log_folder, log_text
 from quantgate.batching import choose_max_length
 from quantgate.contract import DATA_DIGEST_PARAM, TRAIN_RECEIPT_ENV
 from quantgate.data import Split, dataset_digest, load_dataset
@@ -98,8 +99,9 @@ def log_data_profile(data) -> None:
     """What the training run should show about its data: the label list, the counts per label
     per split (table artifact + params) and how many texts --dedupe dropped."""
     mlflow.log_params(label_count_params(data))
-    mlflow.log_dict({"labels": list(data.labels)}, "labels.json")
-    mlflow.log_text(data.counts().rename_axis("label").to_csv(), "label_counts.csv")
+    run_id = mlflow.active_run().info.run_id
+    log_dict(run_id, {"labels": list(data.labels)}, "labels.json")
+    log_text(run_id, data.counts().rename_axis("label").to_csv(), "label_counts.csv")
     if data.dropped:
         dropped = sum(data.dropped.values())
         mlflow.log_params({f"dedupe_dropped.{k}": v for k, v in data.dropped.items()})
@@ -177,7 +179,7 @@ def register_fp32(setup: TrainingSetup, model_name: str, receipt: dict | None = 
     cfg = setup.cfg
     with tempfile.TemporaryDirectory(prefix="quantgate-train-") as tmp:
         setup.model.save_pretrained(Path(tmp) / "adapter")
-        mlflow.log_artifacts(str(Path(tmp) / "adapter"), artifact_path="lora_adapter")
+        log_folder(mlflow.active_run().info.run_id, Path(tmp) / "adapter", "lora_adapter")
         merged = setup.model.merge_and_unload().eval()
         merged.save_pretrained(Path(tmp) / "model", safe_serialization=True)
         setup.tokenizer.save_pretrained(Path(tmp) / "tokenizer")

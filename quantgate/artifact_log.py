@@ -10,8 +10,10 @@ Into a local store quantgate therefore writes itself: the run's artifact folder 
 each folder below it opened (or made) without following links; the file is created there with
 ``O_EXCL | O_NOFOLLOW`` under a random name, written and given its mode through its descriptor
 (``fchmod``), and renamed into place relative to the folder's descriptor. Swapping the temporary
-name then moves at most a link into the store; nothing outside it is written or changed. Other
-stores (S3, a tracking server's proxied artifacts) are MLflow's to write.
+name then moves at most a link into the store; nothing outside it is written or changed. The same holds
+for a folder (``log_folder``) and for the copy of a saved model ``log_model`` makes into its
+logged model's folder (``log_model_folder``). Other stores (S3, a tracking server's proxied
+artifacts) are MLflow's to write.
 """
 
 from __future__ import annotations
@@ -31,34 +33,113 @@ MODE = 0o644
 
 def log_file(run_id: str, local_file: str | Path, artifact_path: str | None = None) -> None:
     """``MlflowClient().log_artifact(run_id, local_file, artifact_path)``, written as above."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     client = MlflowClient()
-    root = local_folder(get_artifact_repository(client.get_run(run_id).info.artifact_uri))
+    root = _local_root(client.get_run(run_id).info.artifact_uri)
     if root is None:
         client.log_artifact(run_id, str(local_file), artifact_path)
         return
-    os.makedirs(root, exist_ok=True)  # where the store keeps the run: the store's to say
-    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    folder = _open_folder(root, artifact_path, f"run {run_id}'s artifacts")
     try:
-        for name in [p for p in PurePosixPath(artifact_path or "").parts if p not in ("", ".")]:
-            if name == "..":
-                raise LinkInStoreError(f"artifact path {artifact_path!r} climbs out of its run")
-            try:
-                os.mkdir(name, 0o755, dir_fd=folder)
-            except FileExistsError:
-                pass
-            try:
-                inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
-            except OSError:
-                raise LinkInStoreError(
-                    f"{artifact_path} in run {run_id}'s artifacts is not a plain folder; nothing was logged"
-                ) from None
-            os.close(folder)
-            folder = inner
         _write_into(folder, Path(local_file))
     finally:
         os.close(folder)
+
+
+def log_folder(run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """``MlflowClient().log_artifacts(run_id, local_dir, artifact_path)``, written as above."""
+    client = MlflowClient()
+    root = _local_root(client.get_run(run_id).info.artifact_uri)
+    if root is None:
+        client.log_artifacts(run_id, str(local_dir), artifact_path)
+        return
+    _write_tree(root, Path(local_dir), artifact_path, f"run {run_id}'s artifacts")
+
+
+def log_model_folder(model_id: str, local_dir: str | Path) -> None:
+    """``MlflowClient().log_model_artifacts(model_id, local_dir)``, written as above: the copy
+    ``log_model`` makes of a saved model (MLflow's is ``shutil.copy2`` file by file, which writes
+    through a link a writer put at a file's name and then sets the mode by that name)."""
+    client = MlflowClient()
+    root = _local_root(client.get_logged_model(model_id).artifact_location)
+    if root is None:
+        client.log_model_artifacts(model_id, str(local_dir))
+        return
+    _write_tree(root, Path(local_dir), None, f"logged model {model_id}'s artifacts")
+
+
+def log_dict(run_id: str, data: dict, artifact_file: str) -> None:
+    """``MlflowClient().log_dict`` for a ``.json`` artifact, logged by :func:`log_file`."""
+    log_text(run_id, json.dumps(data, indent=2), artifact_file)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """``MlflowClient().log_text``, logged by :func:`log_file`."""
+    path = PurePosixPath(artifact_file)
+    with tempfile.TemporaryDirectory(prefix="quantgate-log-") as tmp:
+        local = Path(tmp) / path.name
+        local.write_text(text, encoding="utf-8")
+        parent = str(path.parent)
+        log_file(run_id, local, None if parent in ("", ".") else parent)
+
+
+def _local_root(artifact_uri: str) -> str | None:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return local_folder(get_artifact_repository(artifact_uri))
+
+
+def _open_folder(root: str, artifact_path: str | None, shown: str) -> int:
+    """The descriptor of ``root/artifact_path``: ``root`` made where missing (where the store
+    keeps its artifacts is the store's to say), each folder below it opened or made without
+    following a link."""
+    os.makedirs(root, exist_ok=True)
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in [p for p in PurePosixPath(artifact_path or "").parts if p not in ("", ".")]:
+            inner = _inner_folder(folder, name, artifact_path, shown)
+            os.close(folder)
+            folder = inner
+    except BaseException:
+        os.close(folder)
+        raise
+    return folder
+
+
+def _inner_folder(folder: int, name: str, artifact_path: str | None, shown: str) -> int:
+    if name == "..":
+        raise LinkInStoreError(f"artifact path {artifact_path!r} climbs out of {shown}")
+    try:
+        os.mkdir(name, 0o755, dir_fd=folder)
+    except FileExistsError:
+        pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+    except OSError:
+        raise LinkInStoreError(f"{artifact_path} in {shown} is not a plain folder; nothing was logged") from None
+
+
+def _write_tree(root: str, local_dir: Path, artifact_path: str | None, shown: str) -> None:
+    """Every file below ``local_dir`` (a folder this process wrote) into ``root/artifact_path``."""
+    top = _open_folder(root, artifact_path, shown)
+    try:
+        for here, dirs, files in os.walk(local_dir):
+            relative = Path(here).relative_to(local_dir).as_posix()
+            inside = [p for p in (artifact_path or "", relative) if p not in ("", ".")]
+            folder = top
+            try:
+                for name in PurePosixPath(relative).parts if relative != "." else ():
+                    inner = _inner_folder(folder, name, "/".join(inside), shown)
+                    if folder != top:
+                        os.close(folder)
+                    folder = inner
+                for name in sorted(files):
+                    _write_into(folder, Path(here) / name)
+            finally:
+                if folder != top:
+                    os.close(folder)
+            dirs.sort()
+    finally:
+        os.close(top)
 
 
 def _write_into(folder: int, local_file: Path) -> None:
@@ -72,13 +153,3 @@ def _write_into(folder: int, local_file: Path) -> None:
     finally:
         os.close(out)
     os.rename(temporary, local_file.name, src_dir_fd=folder, dst_dir_fd=folder)
-
-
-def log_dict(run_id: str, data: dict, artifact_file: str) -> None:
-    """``MlflowClient().log_dict`` for a ``.json`` artifact, logged by :func:`log_file`."""
-    path = PurePosixPath(artifact_file)
-    with tempfile.TemporaryDirectory(prefix="quantgate-log-") as tmp:
-        local = Path(tmp) / path.name
-        local.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        parent = str(path.parent)
-        log_file(run_id, local, None if parent in ("", ".") else parent)

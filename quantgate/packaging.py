@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,12 +16,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
+from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
-from quantgate.artifact_log import log_dict
+from quantgate.artifact_log import log_dict, log_model_folder
 from quantgate.labels import save_label_map
 from quantgate.model_files import MODEL_DIGEST_TAG, digest, download, model_manifest
 from quantgate.serving_model import DEFAULT_TOP_K, files_of, sha256_file
@@ -131,24 +132,53 @@ def log_variant(
         fields = {"runtime": runtime, "variant": variant, "precision": precision, "max_length": max_length}
         meta_path = _write_meta(Path(tmp), fields, man, loader)
         tags = _version_tags(variant, precision, runtime, device, manifest_digest(man), parent_version, extra_tags)
-        with working_folder_ignored():
-            info = mlflow.pyfunc.log_model(
-                name=variant,
-                params={k: str(v) for k, v in (params or {}).items()},
-                python_model=str(SERVING_MODEL_FILE),
-                artifacts={**artifacts, "meta": str(meta_path)},
-                signature=SIGNATURE,
-                input_example=INPUT_EXAMPLE,
-                pip_requirements=pip_requirements(packages),
-                code_paths=[str(loader)] if loader else None,
-                registered_model_name=registered_model_name,
-                tags=tags,
-            )
-    mv_number, tags = _tag_version(registered_model_name, info, tags, description)
+        model_uri, mv_number = log_pyfunc(
+            name=variant,
+            params={k: str(v) for k, v in (params or {}).items()},
+            registered_model_name=registered_model_name,
+            tags=tags,
+            python_model=str(SERVING_MODEL_FILE),
+            artifacts={**artifacts, "meta": str(meta_path)},
+            signature=SIGNATURE,
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=pip_requirements(packages),
+            code_paths=[str(loader)] if loader else None,
+        )
+    tags = _tag_version(registered_model_name, model_uri, mv_number, tags, description)
     mlflow.set_tag(f"quantgate.version.{variant}", mv_number)  # how `main` finds outputs
     if receipt is not None:
         receipt.update(version=mv_number, manifest_sha256=tags["manifest_sha256"], model_sha256=tags[MODEL_DIGEST_TAG])
     return MlflowClient().get_model_version(registered_model_name, mv_number)
+
+
+def log_pyfunc(
+    *, name: str, params: dict[str, str], registered_model_name: str, tags: dict[str, str], **save_options
+) -> tuple[str, str]:
+    """``mlflow.pyfunc.log_model(name=..., registered_model_name=..., **save_options)`` into the
+    active run, done in MLflow's own steps but with quantgate's copy: the model is saved into a
+    private folder and copied into the logged model's folder by :func:`log_model_folder`.
+    MLflow's copy (``shutil.copy2`` file by file) writes through a link a store writer put at
+    one of the model's file names, and sets the mode by that name: into a local store, the key
+    holder's ``train`` or ``quantise`` would have written a model file over the evidence key.
+    Returns the model's ``models:/`` URI and the registered version's number."""
+    run_id = mlflow.active_run().info.run_id
+    client = MlflowClient()
+    model = mlflow.initialize_logged_model(
+        name=name, source_run_id=run_id, tags=tags, params={**params, **client.get_run(run_id).data.params}
+    )
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    with tempfile.TemporaryDirectory(prefix="quantgate-model-") as tmp, working_folder_ignored():
+        local = Path(tmp) / "model"
+        saved_as = Model(
+            artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id, model_id=model.model_id
+        )
+        mlflow.pyfunc.save_model(path=str(local), mlflow_model=saved_as, **save_options)
+        for cache in list(local.rglob("__pycache__")):  # save_model loads the model once
+            shutil.rmtree(cache, ignore_errors=True)
+        log_model_folder(model.model_id, local)
+    mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    version = mlflow.register_model(f"models:/{model.model_id}", registered_model_name, tags=tags)
+    return f"models:/{model.model_id}", str(version.version)
 
 
 @contextmanager
@@ -218,15 +248,13 @@ def _version_tags(
 
 
 def _tag_version(
-    registered_model_name: str, info: ModelInfo, tags: dict[str, str], description: str | None
-) -> tuple[str, dict[str, str]]:
-    """Tag the new version (``tags`` plus the whole-model digest), describe it; return its number
-    and the tags written."""
+    registered_model_name: str, model_uri: str, mv_number: str, tags: dict[str, str], description: str | None
+) -> dict[str, str]:
+    """Tag the new version (``tags`` plus the whole-model digest), describe it; return the tags written."""
     client = MlflowClient()
-    mv_number = str(info.registered_model_version)
-    tags = {**tags, MODEL_DIGEST_TAG: record_model_manifest(info.model_uri, mv_number)}
+    tags = {**tags, MODEL_DIGEST_TAG: record_model_manifest(model_uri, mv_number)}
     for key, value in tags.items():
         client.set_model_version_tag(registered_model_name, mv_number, key, value)
     if description:
         client.update_model_version(registered_model_name, mv_number, description=description)
-    return mv_number, tags
+    return tags

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from quantgate.artifact_download import LinkInStoreError
-from quantgate.artifact_log import log_dict, log_file
+from quantgate.artifact_log import log_dict, log_file, log_folder, log_model_folder, log_text
 
 
 def _artifacts(run) -> Path:
@@ -60,3 +60,60 @@ def test_a_link_in_place_of_a_folder_is_refused_and_nothing_is_written_through_i
         with pytest.raises(LinkInStoreError, match="is not a plain folder"):
             log_file(run.info.run_id, tmp_path / "t.json", "quantgate")
     assert os.listdir(elsewhere) == []
+
+
+def _planted(root: Path, key: Path, elsewhere: Path) -> None:
+    """What a writer who sees a new folder's name plants in it: a link to the key at a file name
+    quantgate will write, and a link to another folder at a folder name."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "MLmodel").symlink_to(key)
+    (root / "artifacts").symlink_to(elsewhere, target_is_directory=True)
+
+
+def _key(tmp_path: Path) -> Path:
+    key = tmp_path / "evidence.key"
+    key.write_text("k" * 64)
+    key.chmod(0o400)
+    return key
+
+
+def _saved_model(tmp_path: Path) -> Path:
+    local = tmp_path / "saved"
+    (local / "artifacts").mkdir(parents=True)
+    (local / "MLmodel").write_text("flavors: {}\n")
+    (local / "artifacts" / "label_map.json").write_text('["a", "b"]')
+    return local
+
+
+def test_a_saved_model_is_copied_into_its_logged_models_folder_and_through_no_link(store, tmp_path):
+    key, elsewhere = _key(tmp_path), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    local = _saved_model(tmp_path)
+    with mlflow.start_run():
+        model = mlflow.initialize_logged_model(name="fp32")
+    root = Path(unquote(urlparse(model.artifact_location).path))
+    _planted(root, key, elsewhere)
+    with pytest.raises(LinkInStoreError, match="artifacts in logged model .* is not a plain folder"):
+        log_model_folder(model.model_id, local)
+    assert key.read_text() == "k" * 64 and stat.S_IMODE(key.stat().st_mode) == 0o400
+    assert os.listdir(elsewhere) == []
+    assert (root / "MLmodel").read_text() == "flavors: {}\n"  # the link itself was replaced
+
+    (root / "artifacts").unlink()
+    log_model_folder(model.model_id, local)
+    assert (root / "artifacts" / "label_map.json").read_text() == '["a", "b"]'
+    assert stat.S_IMODE((root / "artifacts" / "label_map.json").stat().st_mode) == 0o644
+
+
+def test_a_folder_and_a_text_land_where_mlflow_would_put_them(store, tmp_path):
+    local = _saved_model(tmp_path)
+    with mlflow.start_run() as run:
+        log_folder(run.info.run_id, local, "lora_adapter")
+        log_text(run.info.run_id, "label,train\na,3\n", "label_counts.csv")
+    root = _artifacts(run)
+    assert (root / "lora_adapter" / "artifacts" / "label_map.json").read_text() == '["a", "b"]'
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/label_counts.csv") == "label,train\na,3\n"
+    assert sorted(a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)) == [
+        "label_counts.csv",
+        "lora_adapter",
+    ]
