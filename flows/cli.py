@@ -23,6 +23,7 @@ from flows import (
 from flows import serve as serve_mod
 from flows.errors import DEBUG_ENV, GuardedGroup
 from flows.hooks import hooks
+from flows.process import set_up_process
 from quantgate.evidence_signing import plain_mlflow_command
 from quantgate.tracking import DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 
@@ -71,6 +72,7 @@ def cli(debug, experiment):
     # thirty-fourth adversarial run planted flows/, multiprocessing/ and pyspark/ packages there,
     # and the key holder's receiver, server and scorer ran them and read the key).
     os.environ[SAFE_PATH_ENV] = "1"
+    set_up_process()
     if debug:
         os.environ[DEBUG_ENV] = "1"  # read by the error guard, and inherited by the steps it starts
     if experiment:

@@ -18,6 +18,7 @@ import click
 
 from quantgate.errors import UserError
 from quantgate.evidence_signing import redact_own_key
+from quantgate.printable import shown
 
 EXIT_USER_ERROR = 2
 DEBUG_ENV = "QUANTGATE_DEBUG"
@@ -29,9 +30,10 @@ def debugging() -> bool:
 
 def one_line(message: str) -> str:
     """Collapse a message onto one line (exception texts sometimes carry newlines), the evidence
-    key blanked out: an error can quote a file it read, and a terminal's text ends up in CI logs
-    and journals (the twenty-fifth adversarial run saw the key quoted on stderr)."""
-    return redact_own_key(" ".join(str(message).split()))
+    key blanked out (an error can quote a file it read, and a terminal's text ends up in CI logs
+    and journals: the twenty-fifth adversarial run saw the key quoted on stderr) and control
+    characters escaped (an error can quote store text, terminal escapes included)."""
+    return shown(redact_own_key(" ".join(str(message).split())))
 
 
 class UserErrorExit(click.ClickException):
@@ -65,15 +67,20 @@ CLICK_FLOW = (click.exceptions.ClickException, click.exceptions.Exit, click.exce
 
 def bug_exit() -> None:
     """A bug: its traceback on stderr, the evidence key blanked out of it (a message can quote
-    a file's content: the thirty-ninth adversarial run had a lock timeout quote the key file),
-    and exit status 1."""
-    click.echo(redact_own_key(traceback.format_exc()).rstrip(), err=True)
+    a file's content: the thirty-ninth adversarial run had a lock timeout quote the key file)
+    and each line's control characters escaped (the forty-eighth run's crash quoted a tag's
+    terminal escapes raw), and exit status 1."""
+    text = redact_own_key(traceback.format_exc()).rstrip()
+    click.echo("\n".join(shown(line) for line in text.split("\n")), err=True)
     sys.exit(1)
 
 
 def run(command: click.Command, args: list[str] | None = None) -> None:
     """Run a click command as a program (``python -m flows.<step>``): user errors become one
     line on stderr and exit 2; click's own usage errors keep their exit status 2."""
+    from flows.process import set_up_process
+
+    set_up_process()
     try:
         rv = command.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:

@@ -22,10 +22,13 @@ The file is ``$QUANTGATE_STATE_DIR/superseded-description-blocks`` (default
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
 STATE_DIR_ENV = "QUANTGATE_STATE_DIR"
+# A block's SHA-256, or with a key quantgate.evidence_signing's "hmac-sha256:<key id>:<mac>"
+SEAL_LINE = re.compile(r"[0-9a-f]{64}|hmac-sha256:[0-9a-f]{12}:[0-9a-f]{64}")
 FILE_NAME = "superseded-description-blocks"
 
 
@@ -38,23 +41,36 @@ def memory_file() -> Path:
 
 
 def superseded(seal: str | None) -> bool:
-    """Whether this machine has replaced the block ``seal`` names."""
+    """Whether this machine has replaced the block ``seal`` names. A memory holding a line that
+    is no seal was written over by something else (the forty-eighth adversarial run had ONNX
+    Runtime write its session file over it through a link): the seals it held are lost, so
+    every seal counts as replaced, quantgate adds a new block rather than rewrite any, and a
+    warning names the file."""
     if not seal:
         return False
+    path = memory_file()
     try:
-        fd = os.open(memory_file(), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False  # nothing remembered yet
     with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
-        return seal in (line.rstrip("\n") for line in f)
+        lines = [line.rstrip("\n") for line in f]
+    if all(SEAL_LINE.fullmatch(line) for line in lines):
+        return seal in lines
+    print(
+        f"warning: {path} holds lines that are no description-block seal, so what it remembered is lost; "
+        "quantgate adds a new block to every description it writes until that file holds seals only",
+        file=sys.stderr,
+    )
+    return True
 
 
 def remember_superseded(seal: str | None) -> None:
     """Remember that the block ``seal`` names was replaced. A machine
     that cannot write its memory says so once on stderr and goes on: the description written
     stays right, only this defence is missing there."""
-    if not seal or "\n" in seal:
-        return
+    if not seal or not SEAL_LINE.fullmatch(seal):
+        return  # no seal names no block (a tag a writer set to other text)
     path = memory_file()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

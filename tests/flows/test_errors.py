@@ -102,6 +102,33 @@ def test_a_bugs_traceback_blanks_the_evidence_key_out(monkeypatch):
     assert key not in result.output
 
 
+def test_a_bugs_traceback_and_a_user_error_show_control_characters_escaped():
+    """Store text a message quotes can hold terminal escapes (the forty-eighth adversarial run's
+    crash printed a tag's clear-screen and colour codes raw to the key holder's terminal)."""
+    import click
+
+    from flows.errors import GuardedGroup
+    from quantgate.errors import UserError
+
+    @click.group(cls=GuardedGroup)
+    def group():
+        pass
+
+    @group.command()
+    def boom():
+        raise RuntimeError("tag \x1b[2J\x1b[32mpromoted\x1b[0m")
+
+    @group.command()
+    def mistake():
+        raise UserError("no version \x1b[2Jnine")
+
+    bug = CliRunner().invoke(group, ["boom"])
+    assert bug.exit_code == 1 and "Traceback" in bug.output, bug.output
+    assert "\x1b" not in bug.output and "tag \\x1b[2J\\x1b[32mpromoted" in bug.output
+    user = CliRunner().invoke(group, ["mistake"])
+    assert user.exit_code == 2 and user.output.strip() == "error: no version \\x1b[2Jnine", user.output
+
+
 def test_a_version_without_a_label_map_is_one_line_exit_2(store):
     # the forty-fifth adversarial run: `evaluate` of a version logged outside quantgate (no
     # artifacts/label_map.json) ended in MLflow's "No such artifact" traceback
