@@ -38,7 +38,7 @@ def log_file(run_id: str, local_file: str | Path, artifact_path: str | None = No
     if root is None:
         client.log_artifact(run_id, str(local_file), artifact_path)
         return
-    folder = _open_folder(root, artifact_path, f"run {run_id}'s artifacts")
+    folder = _open_folder(root, run_id, artifact_path, f"run {run_id}'s artifacts")
     try:
         _write_into(folder, Path(local_file))
     finally:
@@ -52,7 +52,7 @@ def log_folder(run_id: str, local_dir: str | Path, artifact_path: str | None = N
     if root is None:
         client.log_artifacts(run_id, str(local_dir), artifact_path)
         return
-    _write_tree(root, Path(local_dir), artifact_path, f"run {run_id}'s artifacts")
+    _write_tree(root, run_id, Path(local_dir), artifact_path, f"run {run_id}'s artifacts")
 
 
 def log_model_folder(model_id: str, local_dir: str | Path) -> None:
@@ -64,7 +64,7 @@ def log_model_folder(model_id: str, local_dir: str | Path) -> None:
     if root is None:
         client.log_model_artifacts(model_id, str(local_dir))
         return
-    _write_tree(root, Path(local_dir), None, f"logged model {model_id}'s artifacts")
+    _write_tree(root, model_id, Path(local_dir), None, f"logged model {model_id}'s artifacts")
 
 
 def log_dict(run_id: str, data: dict, artifact_file: str) -> None:
@@ -88,14 +88,23 @@ def _local_root(artifact_uri: str) -> str | None:
     return local_folder(get_artifact_repository(artifact_uri))
 
 
-def _open_folder(root: str, artifact_path: str | None, shown: str) -> int:
-    """The descriptor of ``root/artifact_path``: ``root`` made where missing (where the store
-    keeps its artifacts is the store's to say), each folder below it opened or made without
-    following a link."""
-    os.makedirs(root, exist_ok=True)
-    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+def _open_folder(root: str, owner: str, artifact_path: str | None, shown: str) -> int:
+    """The descriptor of ``root/artifact_path``. ``root`` is where the store keeps one run's or
+    logged model's artifacts, ``…/<owner id>/artifacts`` (anything else is refused: the location
+    is a row any store writer can rewrite, and pointed elsewhere it would have quantgate write its
+    files' names into a folder of the key holder's). The folder above those two is made where
+    missing and opened as named (where the store lives is the store's to say); those two and each
+    folder below them are opened, or made, without following a link."""
+    base, own, artifacts = _split_root(root)
+    if (own, artifacts) != (owner, "artifacts"):
+        raise LinkInStoreError(
+            f"{shown} are stored at {root!r}, which is not a folder the store makes for them; nothing was logged"
+        )
+    os.makedirs(base, exist_ok=True)
+    folder = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for name in [p for p in PurePosixPath(artifact_path or "").parts if p not in ("", ".")]:
+        below = [p for p in PurePosixPath(artifact_path or "").parts if p not in ("", ".")]
+        for name in [own, artifacts, *below]:
             inner = _inner_folder(folder, name, artifact_path, shown)
             os.close(folder)
             folder = inner
@@ -103,6 +112,14 @@ def _open_folder(root: str, artifact_path: str | None, shown: str) -> int:
         os.close(folder)
         raise
     return folder
+
+
+def _split_root(root: str) -> tuple[str, str, str]:
+    """``(base, id, "artifacts")`` of ``base/<id>/artifacts``."""
+    path = os.path.normpath(root)
+    upper, artifacts = os.path.split(path)
+    base, own = os.path.split(upper)
+    return base, own, artifacts
 
 
 def _inner_folder(folder: int, name: str, artifact_path: str | None, shown: str) -> int:
@@ -115,12 +132,12 @@ def _inner_folder(folder: int, name: str, artifact_path: str | None, shown: str)
     try:
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
     except OSError:
-        raise LinkInStoreError(f"{artifact_path} in {shown} is not a plain folder; nothing was logged") from None
+        raise LinkInStoreError(f"the folder {name!r} of {shown} is not a plain folder; nothing was logged") from None
 
 
-def _write_tree(root: str, local_dir: Path, artifact_path: str | None, shown: str) -> None:
+def _write_tree(root: str, owner: str, local_dir: Path, artifact_path: str | None, shown: str) -> None:
     """Every file below ``local_dir`` (a folder this process wrote) into ``root/artifact_path``."""
-    top = _open_folder(root, artifact_path, shown)
+    top = _open_folder(root, owner, artifact_path, shown)
     try:
         for here, dirs, files in os.walk(local_dir):
             relative = Path(here).relative_to(local_dir).as_posix()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -93,7 +94,7 @@ def test_a_saved_model_is_copied_into_its_logged_models_folder_and_through_no_li
         model = mlflow.initialize_logged_model(name="fp32")
     root = Path(unquote(urlparse(model.artifact_location).path))
     _planted(root, key, elsewhere)
-    with pytest.raises(LinkInStoreError, match="artifacts in logged model .* is not a plain folder"):
+    with pytest.raises(LinkInStoreError, match="the folder 'artifacts' of logged model .* is not a plain folder"):
         log_model_folder(model.model_id, local)
     assert key.read_text() == "k" * 64 and stat.S_IMODE(key.stat().st_mode) == 0o400
     assert os.listdir(elsewhere) == []
@@ -117,3 +118,33 @@ def test_a_folder_and_a_text_land_where_mlflow_would_put_them(store, tmp_path):
         "label_counts.csv",
         "lora_adapter",
     ]
+
+
+def test_a_run_whose_artifact_location_a_writer_rewrote_gets_nothing_logged(store, tmp_path):
+    # the location is a row any store writer can set: pointed at a folder of the key holder's,
+    # quantgate would write its files' names there
+    holders = tmp_path / "holders"
+    holders.mkdir()
+    (holders / "decision.json").write_text("the key holder's own")
+    (tmp_path / "decision.json").write_text("{}")
+    with mlflow.start_run() as run:
+        pass
+    database = str(store / "mlflow.db")
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (str(holders), run.info.run_id))
+    with pytest.raises(LinkInStoreError, match="not a folder the store makes for them"):
+        log_file(run.info.run_id, tmp_path / "decision.json")
+    assert (holders / "decision.json").read_text() == "the key holder's own"
+
+
+def test_a_link_in_place_of_the_runs_own_folder_is_refused(store, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "t.json").write_text("{}")
+    with mlflow.start_run() as run:
+        root = _artifacts(run)
+        root.parent.parent.mkdir(parents=True, exist_ok=True)
+        root.parent.symlink_to(elsewhere, target_is_directory=True)  # mlruns/<exp>/<run id> -> elsewhere
+        with pytest.raises(LinkInStoreError, match="is not a plain folder"):
+            log_file(run.info.run_id, tmp_path / "t.json")
+    assert os.listdir(elsewhere) == []
