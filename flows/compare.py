@@ -28,8 +28,14 @@ from evaluators.report import compare_table
 from quantgate.artifact_log import log_file
 from quantgate.errors import UserError
 from quantgate.evidence_signing import load_key, mlflow_ui_command
-from quantgate.printable import shown
-from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter
+from quantgate.tracking import (
+    DEFAULT_MODEL_NAME,
+    all_versions,
+    configure_tracking,
+    name_filter,
+    readable_model,
+    version_order,
+)
 from registry_hooks.gate.evidence import freshness_problems, run_problems
 from registry_hooks.gate.provenance import run_superseded
 from registry_hooks.gate.verdict import recorded_pass
@@ -47,14 +53,11 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
     if not versions:
         raise UserError(f"no versions of {name!r} in {mlflow.get_tracking_uri()}")
     aliases: dict[str, list[str]] = {}
-    try:
-        held_aliases = client.get_registered_model(name).aliases.items()
-    except MlflowException as exc:  # a row a writer garbled in the database (the forty-seventh run)
-        raise UserError(f"the registry cannot list {name!r}'s aliases: {shown(str(exc.message))[:200]}") from None
-    for alias, version in held_aliases:
+    model = readable_model(client, name)
+    for alias, version in (model.aliases if model else {}).items():
         aliases.setdefault(str(version), []).append(alias)
     rows = []
-    for mv in sorted(versions, key=version_order):
+    for mv in sorted(versions, key=lambda mv: version_order(mv.version)):
         held = [
             f"@{alias}"
             + ("" if recorded_pass(mv.tags, alias, None, name=name, version=str(mv.version), key=key) else " (no pass)")
@@ -89,13 +92,6 @@ def collect(name: str, key: bytes | None = None) -> list[dict]:
             row["where"] += " (not evaluated)"
         rows.append(row)
     return rows
-
-
-def version_order(mv) -> tuple:
-    """Versions by number; a number a writer made text in the database (the forty-seventh
-    adversarial run) sorts last instead of crashing the table."""
-    number = str(mv.version)
-    return (0, int(number), "") if number.isdigit() else (1, 0, number)
 
 
 def not_vouched(client: MlflowClient, mv, run, key: bytes) -> list[str]:

@@ -3,7 +3,7 @@
 Set-up (MLflow webhooks need a SQL-backed `mlflow server`):
 
 \b
-  export QUANTGATE_WEBHOOK_SECRET=$(python -c "import secrets; print(secrets.token_hex(32))")
+  export QUANTGATE_WEBHOOK_SECRET=$(python -P -c "import secrets; print(secrets.token_hex(32))")
   quantgate hooks serve --port 8765 &                       # the receiver, on 127.0.0.1
   quantgate hooks register --url http://127.0.0.1:8765/     # create or update the MLflow webhook
 

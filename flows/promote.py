@@ -33,7 +33,15 @@ from flows.errors import UserError, UserErrorExit, debugging, one_line
 from quantgate.artifact_log import log_dict
 from quantgate.evidence_signing import load_key, plain_mlflow_command
 from quantgate.printable import shown
-from quantgate.tracking import DEFAULT_MODEL_NAME, all_versions, configure_tracking, name_filter, resolve_version
+from quantgate.tracking import (
+    DEFAULT_MODEL_NAME,
+    all_versions,
+    configure_tracking,
+    is_version_number,
+    name_filter,
+    readable_model,
+    resolve_version,
+)
 from registry_hooks.gate.apply import alias_holder, move_alias, plan
 from registry_hooks.gate.decision import rank_candidates
 from registry_hooks.gate.lock import promotion_lock, resolve_lock
@@ -58,12 +66,15 @@ from registry_hooks.gate.verdict import (
 
 
 def candidate_versions(client: MlflowClient, name: str, target: str | None) -> list[ModelVersion]:
-    """Every variant other than FP32 (for a target: built for its device), oldest first."""
+    """Every variant other than FP32 (for a target: built for its device), oldest first. A row
+    whose version number is text (raw SQL: the forty-ninth adversarial run) is no version."""
     versions = all_versions(client, name_filter(name))
     keep = [
         mv
         for mv in versions
-        if variant_problem(mv.tags, str(mv.version)) is None and (target is None or mv.tags.get("device") == target)
+        if is_version_number(mv.version)
+        and variant_problem(mv.tags, str(mv.version)) is None
+        and (target is None or mv.tags.get("device") == target)
     ]
     return sorted(keep, key=lambda mv: int(mv.version))
 
@@ -256,6 +267,7 @@ def run_gate(
         thresholds = load_thresholds(thresholds_path).for_target(target)
     lock_path = None if dry_run else choose_lock(mlflow.get_registry_uri(), lock_file, no_lock, lock_uri)
     client = MlflowClient()
+    readable_model(client, model_name)  # a model MLflow cannot read back cannot be gated or recorded
     versions = select_versions(client, version_ref, candidates, model_name, target, allow_fp32)
     verdicts = [assess(mv, thresholds, client, key) for mv in versions]
     hint = unevaluated_hint(verdicts) if candidates else None

@@ -104,7 +104,9 @@ def _open_entry(dir_fd: int, name: str, shown: str) -> int:
             raise LinkInStoreError(
                 f"{shown} in the artifact store is a symbolic link; quantgate copies no links out of a store"
             ) from None
-        raise
+        # a UNIX socket (ENXIO: the forty-ninth adversarial run), a device without its driver, ...
+        why = errno.errorcode.get(exc.errno, exc.errno)
+        raise LinkInStoreError(f"{shown} in the artifact store is not a plain file or folder ({why})") from None
     info = os.fstat(fd)
     if stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
         return fd

@@ -32,6 +32,7 @@ from quantgate.contract import (  # noqa: F401  (re-exported: the digest tags be
     PREDICTIONS_DIGEST_TAG,
 )
 from quantgate.errors import UserError
+from quantgate.printable import shown
 from quantgate.serving_model import sha256_file
 
 # Written by MLflow into the download folder of a models:/ URI; never stored with the model.
@@ -157,8 +158,20 @@ def _mapping(value: object) -> dict:
 
 
 def pyfunc_artifacts(local: Path) -> dict[str, str]:
-    """``key -> path`` (relative to the model's folder) of the downloaded model's pyfunc artifacts."""
-    return {key: spec.get("path", "") for key, spec in (pyfunc_conf(local).get("artifacts") or {}).items()}
+    """``key -> path`` (relative to the model's folder) of the downloaded model's pyfunc artifacts.
+    A path that is absolute or climbs out of the folder is a ``ModelIntegrityError``, before
+    anything reads it: the forty-ninth adversarial run pointed a stored ``MLmodel``'s tokenizer
+    at the key holder's folder, and the gate hashed every file there (``evidence.key`` included)
+    and listed their names in its reasons; ``/proc/self/pagemap`` kept it reading for good."""
+    root = local.resolve()
+    artifacts = {}
+    for key, spec in (pyfunc_conf(local).get("artifacts") or {}).items():
+        path = str((spec or {}).get("path", "")) if isinstance(spec, dict) else ""
+        target = (local / path).resolve()
+        if Path(path).is_absolute() or (target != root and root not in target.parents):
+            raise ModelIntegrityError(f"its MLmodel reads the artifact {shown(key)!r} from outside the model's files")
+        artifacts[str(key)] = path
+    return artifacts
 
 
 def artifact_path(local: Path, key: str) -> Path | None:

@@ -39,6 +39,37 @@ def _lenient_sqlite_text(dbapi_connection, _record) -> None:
         dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
 
 
+def is_version_number(number: object) -> bool:
+    """Whether ``number`` is a version number MLflow writes (decimal digits). Raw SQL can store
+    text there (the forty-seventh and forty-ninth adversarial runs): such a row is no version."""
+    text = str(number)
+    return text.isascii() and text.isdecimal()
+
+
+def version_order(number: object) -> tuple:
+    """Sort key for version numbers: by number; text a writer stored there sorts last."""
+    text = str(number)
+    return (0, int(text), "") if is_version_number(text) else (1, 0, text)
+
+
+def readable_model(client: MlflowClient, name: str):
+    """The registered model ``name`` as MLflow reads it back (``None``: there is none), or a
+    ``UserError`` when the registry cannot: a row a writer garbled by raw SQL (a version number
+    made text, the forty-seventh and forty-ninth adversarial runs) breaks MLflow's own reading of
+    the model, its tag writes included, so nothing about it can be decided or recorded."""
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        from quantgate.printable import shown
+
+        raise UserError(
+            f"the registry cannot read registered model {name!r} back ({shown(str(exc.message))[:160]}); "
+            "a row of it in the tracking database needs repair"
+        ) from None
+
+
 def experiment_name(model_name: str = DEFAULT_MODEL_NAME, experiment: str | None = AFTER_MODEL) -> str:
     """The experiment every step logs to: ``experiment`` when the user chose one (``--experiment``
     or ``$MLFLOW_EXPERIMENT_NAME``), else the registered model's name."""

@@ -39,7 +39,7 @@ GPU_HELP = "Run this flow on a machine with an NVIDIA GPU and `pip install -e .[
 REBUILD_HELP = (
     "TensorRT engines are specific to the GPU architecture and TensorRT version that built them; "
     "rebuild it on this machine with `mlflow run . -e quantise_trt -P source=<fp32 version>` "
-    "(or `python -m flows.quantise_trt --source <fp32 version>`)"
+    "(or `python -P -m flows.quantise_trt --source <fp32 version>`)"
 )
 
 

@@ -25,7 +25,7 @@ def test_case_4_a_version_number_made_text_in_the_database_is_one_line_from_comp
     result = _quantgate("compare", "--name", model, "--out", str(tmp_path / "p.png"))
     assert "Traceback" not in result.output, result.output
     if result.exit_code == 2:  # MLflow could not read the model back (as in the run): one line
-        assert f"the registry cannot list '{model}'" in _one_error_line(result), result.output
+        assert f"the registry cannot read registered model '{model}' back" in _one_error_line(result), result.output
     else:  # it could: the garbled version is a row of its own, last
         assert result.exit_code == 0, result.output
         assert "7 (see notes)" in result.output, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import mlflow
 import pytest
@@ -25,7 +26,7 @@ def test_a_plain_folder_is_copied_whole(tmp_path):
     assert copy_without_links(src, "sub/b.txt", tmp_path / "one") == tmp_path / "one" / "sub" / "b.txt"
 
 
-@pytest.mark.parametrize("kind", ["file link", "folder link", "fifo", "hard link"])
+@pytest.mark.parametrize("kind", ["file link", "folder link", "fifo", "hard link", "socket"])
 def test_anything_but_plain_files_and_folders_is_refused_and_nothing_of_it_read(tmp_path, kind):
     src = _tree(tmp_path / "store")
     secret = tmp_path / "secret"
@@ -37,6 +38,10 @@ def test_anything_but_plain_files_and_folders_is_refused_and_nothing_of_it_read(
         (src / "sub" / "c").symlink_to(secret)
     elif kind == "fifo":
         os.mkfifo(src / "sub" / "c.txt")  # opening it for reading would block a plain copy forever
+    elif kind == "socket":  # opening it fails with ENXIO (the forty-ninth adversarial run)
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(src / "sub" / "c.txt"))
+        listener.close()
     else:
         os.link(secret / "key", src / "sub" / "c.txt")
     with pytest.raises(LinkInStoreError, match=r"^sub/c(\.txt)? in the artifact store is"):
