@@ -135,8 +135,13 @@ def settle(
         key=key,
     )
     with promotion_lock(lock_path):
-        for v in outcome.changed:
-            set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
+        for v in outcome.changed:  # judged "passed", then found changed: the pass is withdrawn
+            try:
+                set_tags(client, v, decision_tags(v, alias=alias, now=now, thresholds=thresholds, key=key))
+            except Exception as exc:  # noqa: BLE001 - a store that refuses the write: say so, loudly
+                outcome.problems.append(
+                    f"v{v.version}'s pass could not be withdrawn ({type(exc).__name__}): delete its gate tags by hand"
+                )
     for v in verdicts:
         v.action = outcome.actions[v.version]
     body = decision_body(

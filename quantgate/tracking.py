@@ -18,25 +18,49 @@ AFTER_MODEL = "<registered model name>"  # the default experiment: one per regis
 
 
 def read_sqlite_text_leniently() -> None:
-    """Text a sqlite store holds that is not UTF-8 is read with U+FFFD in place of the bad bytes,
-    not raised: sqlite keeps whatever bytes raw SQL writes, and Python's sqlite3 raises on the
-    first undecodable cell of a query. The forty-eighth adversarial run set one tag of a version
-    of its own to such bytes (terminal escapes first): every query listing the model's versions
-    failed, so the key holder's ``promote``, ``compare`` and ``serve`` crashed or refused for
-    all of them, and the traceback quoted the escapes raw. Read leniently, the text is just a
-    tag that matches nothing quantgate expects. Holds for every connection opened afterwards."""
+    """Text columns of a sqlite store are read as text whatever raw SQL stored in them: bytes
+    that are not UTF-8 with U+FFFD in their place, not raised, and a BLOB as the text it decodes
+    to, not ``bytes``. The forty-eighth adversarial run set one tag of a version of its own to
+    such bytes (terminal escapes first): Python's sqlite3 raised on it, so every query listing
+    the model's versions failed, and the key holder's ``promote``, ``compare`` and ``serve``
+    crashed or refused for all of them. The fiftieth stored a description and a ``variant`` tag
+    as BLOBs, and ``promote`` crashed on ``bytes`` after the alias move, reporting nothing.
+
+    How: connections are opened with ``detect_types=PARSE_DECLTYPES`` and a converter for the
+    ``VARCHAR`` and ``TEXT`` columns (sqlite3 hands it the raw bytes of either storage class);
+    sqlite3's default ``DATE``/``TIMESTAMP`` converters are dropped, since SQLAlchemy parses
+    those columns itself. Holds for every connection opened afterwards."""
+    import sqlite3
+
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    for declared in ("DATE", "TIMESTAMP"):
+        sqlite3.converters.pop(declared, None)
+    for declared in ("VARCHAR", "TEXT"):
+        sqlite3.register_converter(declared, _as_text)
+    if not event.contains(Engine, "do_connect", _lenient_sqlite_connect):
+        event.listen(Engine, "do_connect", _lenient_sqlite_connect)
     if not event.contains(Engine, "connect", _lenient_sqlite_text):
         event.listen(Engine, "connect", _lenient_sqlite_text)
+
+
+def _as_text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _lenient_sqlite_connect(dialect, _record, _cargs, cparams) -> None:
+    if dialect.name == "sqlite":
+        import sqlite3
+
+        cparams["detect_types"] = cparams.get("detect_types", 0) | sqlite3.PARSE_DECLTYPES
 
 
 def _lenient_sqlite_text(dbapi_connection, _record) -> None:
     import sqlite3
 
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+    if isinstance(dbapi_connection, sqlite3.Connection):  # columns no converter covers (expressions)
+        dbapi_connection.text_factory = _as_text
 
 
 def is_version_number(number: object) -> bool:

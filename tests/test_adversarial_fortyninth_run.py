@@ -90,3 +90,75 @@ def test_case_5_no_help_text_prints_a_python_command_that_imports_from_the_worki
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0, result.output
         assert not unsafe.search(result.output), (path, result.output)
+
+
+# ---------------------------------------------------------------- the fiftieth run (on b484013)
+def _evil_copy(model: str, version: str, tmp_path) -> str:
+    """A copy of the version's stored files with other weights: a build the gate never judged."""
+    import shutil
+
+    evil = tmp_path / "evil" / "artifacts"
+    shutil.copytree(_stored_root(model, version), evil)
+    weights = next(p for p in evil.rglob("*.bin"))
+    weights.write_bytes(os.urandom(weights.stat().st_size))
+    return str(evil)
+
+
+@pytest.mark.parametrize("refused", ["alias delete", "stage move"])
+def test_fiftieth_run_triggers_that_swap_the_files_and_refuse_the_roll_back_leave_no_pass(
+    trivial,  # noqa: F811
+    tmp_path,
+    refused,
+):
+    """A sqlite trigger repointed the judged version's files at another build when the gate set
+    the alias, and a second one aborted the roll-back's alias delete (or the stage move): the
+    exception left @staging and a signed pass on the swapped version."""
+    model = f"adv50-trigger-{refused.split()[1]}"
+    good = _fresh(model, trivial)
+    evil = _evil_copy(model, good, tmp_path)
+    abort = (
+        "BEFORE DELETE ON registered_model_aliases WHEN OLD.name = '{m}' AND OLD.alias = 'staging'"
+        if refused == "alias delete"
+        else "BEFORE UPDATE OF current_stage ON model_versions WHEN NEW.name = '{m}' AND NEW.current_stage = 'Staging'"
+    ).format(m=model)
+    with sqlite3.connect(_database()) as db:
+        db.execute(
+            f"CREATE TRIGGER adv50_swap AFTER INSERT ON registered_model_aliases WHEN NEW.name = '{model}' "
+            f"BEGIN UPDATE model_versions SET storage_location = '{evil}' WHERE name = '{model}' "
+            f"AND version = NEW.version; END"
+        )
+        db.execute(f"CREATE TRIGGER adv50_refuse {abort} BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    try:
+        result = _gate(model, good, _yaml(tmp_path, LENIENT), "staging")
+    finally:
+        with sqlite3.connect(_database()) as db:
+            db.execute("DROP TRIGGER adv50_swap")
+            db.execute("DROP TRIGGER adv50_refuse")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    assert "ROLL" in result.output, result.output  # ROLLED BACK, or ROLL-BACK FAILED: remove it by hand
+    tags = MlflowClient().get_model_version(model, good).tags
+    assert tags.get("gate.decision.staging", "").startswith("rejected") and "gate.passed.staging" not in tags, tags
+
+
+def test_fiftieth_run_a_description_and_a_tag_stored_as_blobs_crash_nothing(trivial, tmp_path):  # noqa: F811
+    from test_adversarial_fortyeighth_run import _key_holders_quantgate
+
+    model = "adv50-blobs"
+    good = _fresh(model, trivial)
+    theirs = _fresh(model, trivial, latency_p95_ms=1.0)
+    with sqlite3.connect(_database()) as db:
+        row = "name = ? AND version = ?"
+        db.execute(f"UPDATE model_versions SET description = x'68656c6c6f' WHERE {row}", (model, theirs))
+        blob = "UPDATE model_version_tags SET value = CAST(value AS BLOB)"
+        db.execute(f"{blob} WHERE {row} AND key = 'variant'", (model, theirs))
+    thresholds = _yaml(tmp_path, LENIENT)
+    for args in (
+        ("promote", "--candidates", "--model-name", model, "--thresholds", thresholds, "--alias", "staging"),
+        ("compare", "--name", model, "--out", str(tmp_path / "p.png")),
+    ):
+        result = _key_holders_quantgate(*args)
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output and "b'" not in output, output
+        assert result.returncode in (0, 1) and "gate " in output or args[0] == "compare", output
+    assert str(MlflowClient().get_model_version_by_alias(model, "staging").version) in (good, theirs)

@@ -258,6 +258,20 @@ def roll_back(client: MlflowClient, name: str, alias: str, set_stage: bool, cham
     return f"ROLLED BACK: @{alias} removed, v{champion} out of {STAGE}; gate again to promote"
 
 
+def roll_back_or_say(client: MlflowClient, name: str, alias: str, set_stage: bool, champion: str) -> str:
+    """:func:`roll_back`, or, where the registry refuses it, what is left and what to do: the
+    fiftieth adversarial run's sqlite trigger aborted the alias delete, and the exception left
+    ``@staging`` and a signed pass on a version whose files it had swapped. The caller rejects
+    the version either way, so its pass is withdrawn."""
+    try:
+        return roll_back(client, name, alias, set_stage, champion)
+    except Exception as exc:  # noqa: BLE001 - whatever stopped it, the state must be reported
+        return (
+            f"ROLL-BACK FAILED ({type(exc).__name__}): the registry would not take @{alias} off v{champion}; "
+            f"its pass is withdrawn: remove the alias by hand (`mlflow` client: delete_registered_model_alias)"
+        )
+
+
 def _reject(verdict: Verdict, problems: list[str]) -> None:
     """Turn a verdict into a rejection, with ``problems`` as its first reasons."""
     verdict.decision = Decision(False, tuple(Reason.check(p) for p in problems) + verdict.decision.reasons)
@@ -311,7 +325,10 @@ def move_alias(
                 changed=changed,
                 problems=anomaly,
             )
-        stage_detail = apply_plan(client, name, alias, set_stage, champion, release)
+        try:
+            stage_detail, refused = apply_plan(client, name, alias, set_stage, champion, release), []
+        except Exception as exc:  # noqa: BLE001 - the fiftieth run's trigger aborted the stage move
+            stage_detail, refused = "", [f"the registry refused the move ({type(exc).__name__})"]
         expected = champion or (None if release else holder)
         try:
             problems = verify(
@@ -327,9 +344,12 @@ def move_alias(
             )
         except Exception as exc:  # noqa: BLE001 - a read-back that fails vouches for nothing: check again below
             problems = [f"the read-back after the move failed ({type(exc).__name__})"]
-        wrong = not_as_judged(client, by_version[champion], alias, target, key, bool(problems)) if champion else []
+        problems = refused + problems
+        wrong = []
+        if champion:
+            wrong = refused or not_as_judged(client, by_version[champion], alias, target, key, bool(problems))
         if wrong:  # the version now under the alias is not the one judged: undo the move
-            undone = roll_back(client, name, alias, set_stage, champion)
+            undone = roll_back_or_say(client, name, alias, set_stage, champion)
             stage_detail = "; " + undone
             _reject(by_version[champion], wrong)
             changed.append(by_version[champion])
