@@ -4,7 +4,10 @@ model had the gate hash the key holder's folder (the key file included) and list
 its reasons, or read ``/proc/self/pagemap`` for good. Case 5: ``quantgate hooks --help`` printed a
 ``python -c`` without ``-P`` (run 42's planted ``secrets.py`` chose the secret it printed). Case 4
 (a UNIX socket planted among a version's files after the gate's check) is covered where the fix
-lives: ``tests/quantgate/test_artifact_download.py`` and the gate's post-move re-check."""
+lives: ``tests/quantgate/test_artifact_download.py`` and the gate's post-move re-check.
+
+At the end, the fiftieth run (on b484013), which found gaps in the same post-move code: sqlite
+triggers that swap the judged version's files and refuse the roll-back, and BLOB-typed text."""
 
 from __future__ import annotations
 

@@ -50,14 +50,19 @@ def test_a_link_at_the_name_is_replaced_and_what_it_points_at_is_untouched(store
     assert key.read_text() == "k" * 64 and stat.S_IMODE(key.stat().st_mode) == 0o400
 
 
-def test_a_link_in_place_of_a_folder_is_refused_and_nothing_is_written_through_it(store, tmp_path):
+@pytest.mark.parametrize("where", ["a folder below the run's", "the run's own folder"])
+def test_a_link_in_place_of_a_folder_is_refused_and_nothing_is_written_through_it(store, tmp_path, where):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "t.json").write_text("{}")
     with mlflow.start_run() as run:
         root = _artifacts(run)
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "quantgate").symlink_to(elsewhere)
+        if where == "the run's own folder":  # mlruns/<exp>/<run id> -> elsewhere
+            root.parent.parent.mkdir(parents=True, exist_ok=True)
+            root.parent.symlink_to(elsewhere, target_is_directory=True)
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "quantgate").symlink_to(elsewhere)
         with pytest.raises(LinkInStoreError, match="is not a plain folder"):
             log_file(run.info.run_id, tmp_path / "t.json", "quantgate")
     assert os.listdir(elsewhere) == []
@@ -135,16 +140,3 @@ def test_a_run_whose_artifact_location_a_writer_rewrote_gets_nothing_logged(stor
     with pytest.raises(LinkInStoreError, match="not a folder the store makes for them"):
         log_file(run.info.run_id, tmp_path / "decision.json")
     assert (holders / "decision.json").read_text() == "the key holder's own"
-
-
-def test_a_link_in_place_of_the_runs_own_folder_is_refused(store, tmp_path):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (tmp_path / "t.json").write_text("{}")
-    with mlflow.start_run() as run:
-        root = _artifacts(run)
-        root.parent.parent.mkdir(parents=True, exist_ok=True)
-        root.parent.symlink_to(elsewhere, target_is_directory=True)  # mlruns/<exp>/<run id> -> elsewhere
-        with pytest.raises(LinkInStoreError, match="is not a plain folder"):
-            log_file(run.info.run_id, tmp_path / "t.json")
-    assert os.listdir(elsewhere) == []
