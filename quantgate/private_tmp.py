@@ -11,15 +11,15 @@ older block as its own.
 So every quantgate process works in a folder of its own: made by ``mkdtemp`` (a random name,
 mode 0700) inside the temporary folder it was given, named in ``$TMPDIR`` and ``tempfile`` for
 the process and everything it starts (the serving workers, Spark's Python workers), and removed
-when the process exits.
+when the process exits (not after ``kill -9``).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import tempfile
+from multiprocessing.util import Finalize
 
 _OWN: list[str] = []
 
@@ -32,7 +32,9 @@ def use_private_tmpdir() -> str:
     _OWN[:] = [folder]
     os.environ["TMPDIR"] = folder
     tempfile.tempdir = folder
-    atexit.register(_remove, folder, os.getpid())
+    # removed last: multiprocessing removes its own folder in there (pymp-*, exit priority -100)
+    # in its exit handler, so the removal is a finalizer of that handler's, after everything else
+    Finalize(None, _remove, args=(folder, os.getpid()), exitpriority=-1000)
     return folder
 
 

@@ -23,6 +23,10 @@ import pytest
 from conftest import REPO
 
 STACK = [sys.executable, str(REPO / "deploy" / "stack.py")]
+# the system's temporary folder, read at collection: once a test has run a quantgate command in
+# this process, tempfile's folder is that command's private 0700 one, which PostgreSQL's own
+# user cannot enter (quantgate.private_tmp)
+SYSTEM_TMP = tempfile.gettempdir()
 
 
 def missing_pieces() -> list[str]:
@@ -69,7 +73,7 @@ def team_stack():
             pytest.fail(f"QUANTGATE_STACK_DIR={given} but its stack is not running:\n{status.stdout}{status.stderr}")
         yield read_env_file(Path(given) / "env.sh")
         return
-    root = Path(tempfile.mkdtemp(prefix="quantgate-team-stack-"))
+    root = Path(tempfile.mkdtemp(prefix="quantgate-team-stack-", dir=SYSTEM_TMP))
     root.chmod(0o755)  # the PostgreSQL system user must reach its data folder
     up = subprocess.run(
         [
