@@ -137,26 +137,16 @@ def _inner_folder(folder: int, name: str, artifact_path: str | None, shown: str)
 
 def _write_tree(root: str, owner: str, local_dir: Path, artifact_path: str | None, shown: str) -> None:
     """Every file below ``local_dir`` (a folder this process wrote) into ``root/artifact_path``."""
-    top = _open_folder(root, owner, artifact_path, shown)
-    try:
-        for here, dirs, files in os.walk(local_dir):
-            relative = Path(here).relative_to(local_dir).as_posix()
-            inside = [p for p in (artifact_path or "", relative) if p not in ("", ".")]
-            folder = top
-            try:
-                for name in PurePosixPath(relative).parts if relative != "." else ():
-                    inner = _inner_folder(folder, name, "/".join(inside), shown)
-                    if folder != top:
-                        os.close(folder)
-                    folder = inner
-                for name in sorted(files):
-                    _write_into(folder, Path(here) / name)
-            finally:
-                if folder != top:
-                    os.close(folder)
-            dirs.sort()
-    finally:
-        os.close(top)
+    for here, dirs, files in os.walk(local_dir):
+        relative = Path(here).relative_to(local_dir).as_posix()
+        inside = "/".join(p for p in (artifact_path or "", relative) if p not in ("", "."))
+        folder = _open_folder(root, owner, inside, shown)
+        try:
+            for name in sorted(files):
+                _write_into(folder, Path(here) / name)
+        finally:
+            os.close(folder)
+        dirs.sort()
 
 
 def _write_into(folder: int, local_file: Path) -> None:

@@ -167,11 +167,17 @@ def pyfunc_artifacts(local: Path) -> dict[str, str]:
     artifacts = {}
     for key, spec in (pyfunc_conf(local).get("artifacts") or {}).items():
         path = str((spec or {}).get("path", "")) if isinstance(spec, dict) else ""
-        target = (local / path).resolve()
-        if Path(path).is_absolute() or (target != root and root not in target.parents):
+        if _outside(root, local, path):
             raise ModelIntegrityError(f"its MLmodel reads the artifact {shown(key)!r} from outside the model's files")
         artifacts[str(key)] = path
     return artifacts
+
+
+def _outside(root: Path, local: Path, path: str) -> bool:
+    """Whether the artifact path ``path`` of the model at ``local`` (resolved: ``root``) is
+    absolute or lands outside the model's folder."""
+    target = (local / path).resolve()
+    return Path(path).is_absolute() or (target != root and root not in target.parents)
 
 
 def artifact_path(local: Path, key: str) -> Path | None:
@@ -206,10 +212,10 @@ def outside_files(local: Path) -> str | None:
     root = local.resolve()
     for name, spec in (pyfunc.get("artifacts") or {}).items():
         path = str((spec or {}).get("path", ""))
-        target = (local / path).resolve()
-        if Path(path).is_absolute() or (target != root and root not in target.parents):
+        if _outside(root, local, path):
             return f"its artifact {name!r} is read from {path!r}, outside the model's own files"
-        reference = outside_references(target)  # names inside a Hugging Face folder (shards, tokenizer files)
+        # names inside a Hugging Face folder (shards, tokenizer files)
+        reference = outside_references((local / path).resolve())
         if reference:
             return f"its artifact {name!r}: {reference}"
     return None
