@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from flows.errors import UserError, UserErrorExit, debugging, one_line
+from quantgate.artifact_download import LinkInStoreError
 from quantgate.artifact_log import log_dict
 from quantgate.evidence_signing import load_key, plain_mlflow_command
 from quantgate.printable import shown
@@ -84,7 +85,10 @@ def log_decision_run(
 ) -> str:
     """Record the promote run: ``decision.json`` and the run's tags; returns its id."""
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
-        log_dict(run.info.run_id, body, "decision.json")
+        try:
+            log_dict(run.info.run_id, body, "decision.json")
+        except LinkInStoreError as exc:  # the decision stands: it is in the version's tags and description
+            click.echo(f"warning: decision.json was not logged: {exc}", err=True)
         mlflow.set_tags(
             {
                 "quantgate.step": "promote",

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import mlflow
 
 from quantgate.errors import UserError
+from quantgate.private_folders import open_path, read_problem
 
 CHUNK = 1 << 20
 
@@ -81,6 +82,9 @@ def copy_without_links(root: str | Path, path: str, dst: Path) -> Path:
             child = _open_entry(fd, name, "/".join(parts[: i + 1]))
             os.close(fd)
             fd = child
+        problem = read_problem(open_path(fd))
+        if problem:
+            raise LinkInStoreError(f"artifact {path or '.'!r} of the store at {str(root)!r} is not read: {problem}")
         target = dst.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         _copy_entry(fd, target, "/".join(parts) or ".")

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from mlflow import MlflowClient
 
 from quantgate.artifact_download import LinkInStoreError, local_folder
+from quantgate.private_folders import open_path, write_problem
 
 MODE = 0o644
 
@@ -100,18 +101,27 @@ def _open_folder(root: str, owner: str, artifact_path: str | None, shown: str) -
         raise LinkInStoreError(
             f"{shown} are stored at {root!r}, which is not a folder the store makes for them; nothing was logged"
         )
+    _refuse_private(os.path.realpath(base), root, shown)  # before making anything there
     os.makedirs(base, exist_ok=True)
     folder = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        _refuse_private(open_path(folder), root, shown)
         below = [p for p in PurePosixPath(artifact_path or "").parts if p not in ("", ".")]
         for name in [own, artifacts, *below]:
             inner = _inner_folder(folder, name, artifact_path, shown)
             os.close(folder)
             folder = inner
+        _refuse_private(open_path(folder), root, shown)
     except BaseException:
         os.close(folder)
         raise
     return folder
+
+
+def _refuse_private(real: str, root: str, shown: str) -> None:
+    problem = write_problem(real)
+    if problem:
+        raise LinkInStoreError(f"{shown} are stored at {root!r}, and {problem}; nothing was logged")
 
 
 def _split_root(root: str) -> tuple[str, str, str]:

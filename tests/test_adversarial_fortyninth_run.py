@@ -24,6 +24,7 @@ from test_adversarial import (  # noqa: F401
     LENIENT,
     _fresh,
     _gate,
+    _holder,
     _one_error_line,
     _quantgate,
     _stored_root,
@@ -165,3 +166,51 @@ def test_fiftieth_run_a_description_and_a_tag_stored_as_blobs_crash_nothing(triv
         assert "Traceback" not in output and "b'" not in output, output
         assert result.returncode in (0, 1) and "gate " in output or args[0] == "compare", output
     assert str(MlflowClient().get_model_version_by_alias(model, "staging").version) in (good, theirs)
+
+
+def _listing(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_fiftieth_run_case_3_an_experiment_pointed_at_the_state_folder_gets_nothing_made_there(
+    trivial,  # noqa: F811
+    tmp_path,
+    block_memory,
+):
+    """The writer rewrote the experiment's ``artifact_location`` to the key holder's state folder,
+    and the key holder's ``promote`` made ``<run id>/artifacts/decision.json`` there."""
+    model = "adv50-experiment-location"
+    good = _fresh(model, trivial)
+    before = _listing(block_memory)
+    with sqlite3.connect(_database()) as db:
+        saved = db.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+        db.execute("UPDATE experiments SET artifact_location = ?", (str(block_memory),))
+    try:
+        result = _gate(model, good, _yaml(tmp_path, LENIENT), "staging")
+    finally:
+        with sqlite3.connect(_database()) as db:
+            restore = "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?"
+            db.executemany(restore, [(a, i) for i, a in saved])
+    assert _listing(block_memory) == before, result.output
+    assert "Traceback" not in result.output, result.output
+    assert "decision.json was not logged" in result.output and "state folder" in result.output, result.output
+    # the decision stands, recorded where the registry keeps it
+    assert MlflowClient().get_model_version(model, good).tags["gate.decision.staging"].startswith("passed")
+
+
+def test_a_version_stored_in_the_state_folder_is_never_read(trivial, tmp_path, block_memory):  # noqa: F811
+    model = "adv50-version-location"
+    good = _fresh(model, trivial)
+    (block_memory / "MLmodel").write_text("planted: true\n")  # what the gate would read first
+    with sqlite3.connect(_database()) as db:
+        db.execute(
+            "UPDATE model_versions SET storage_location = ? WHERE name = ? AND version = ?",
+            (str(block_memory), model, good),
+        )
+    try:
+        result = _gate(model, good, _yaml(tmp_path, LENIENT), "staging")
+    finally:
+        (block_memory / "MLmodel").unlink()
+    assert "Traceback" not in result.output, result.output
+    assert "is not read: it holds or lies in quantgate's state folder" in result.output, result.output
+    assert _holder(model, "staging") is None
