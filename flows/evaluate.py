@@ -150,10 +150,11 @@ def model_labels(mv: ModelVersion) -> list[str]:
         with tempfile.TemporaryDirectory(prefix="quantgate-labels-") as tmp:
             path = download_artifacts(artifact_uri=f"{version_uri(mv)}/artifacts/label_map.json", dst_path=tmp)
             return load_label_map(path)
-    except MlflowException as exc:  # a version logged outside quantgate, or its files removed
+    except (MlflowException, OSError, ValueError) as exc:  # logged outside quantgate, removed, or malformed
+        detail = exc.message if isinstance(exc, MlflowException) else f"{type(exc).__name__}: {exc}"
         raise UserError(
             f"version {mv.version} has no readable label map (artifacts/label_map.json), so it is no model "
-            f"quantgate can evaluate: {exc.message}"
+            f"quantgate can evaluate: {detail}"
         ) from None
 
 

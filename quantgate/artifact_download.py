@@ -76,7 +76,10 @@ def copy_without_links(root: str | Path, path: str, dst: Path) -> Path:
     parts = [p for p in PurePosixPath(path).parts if p not in ("", ".")]
     if ".." in parts:
         raise LinkInStoreError(f"artifact path {path!r} climbs out of its store")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:  # the store's row names a file, or nothing: a row any writer can set
+        raise LinkInStoreError(f"the store's folder {str(root)!r} cannot be opened: {exc.strerror}") from None
     try:
         for i, name in enumerate(parts):
             child = _open_entry(fd, name, "/".join(parts[: i + 1]))

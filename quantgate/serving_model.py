@@ -120,7 +120,9 @@ def thread_setting() -> int:
 def read_label_map(path: str | Path) -> list[str]:
     """A saved label map's labels in id order; refuses gaps, non-integer ids or duplicates.
     The one reader of ``label_map.json`` (``quantgate.labels.load_label_map`` is this)."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))  # malformed: a ValueError too
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ValueError(f"{path}: a label map is a JSON object of label names by id")
     try:
         ids = sorted(int(k) for k in raw)
     except (TypeError, ValueError) as exc:
