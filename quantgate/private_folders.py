@@ -41,8 +41,15 @@ def _within(path: str, folder: str) -> bool:
 
 
 def open_path(fd: int) -> str:
-    """Where the folder or file open as ``fd`` really is."""
-    return os.readlink(f"/proc/self/fd/{fd}")
+    """Where the folder or file open as ``fd`` really is (Linux's ``/proc``, macOS's ``F_GETPATH``)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        import fcntl
+
+        if not hasattr(fcntl, "F_GETPATH"):
+            raise
+        return fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).rstrip(b"\0").decode()
 
 
 def write_problem(real: str) -> str | None:
