@@ -110,3 +110,37 @@ def test_9_the_receiver_does_not_gate_unlocked_against_a_tracking_server(tmp_pat
     )
     assert proc.returncode == 2, proc.stderr
     assert "--lock-file" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+
+
+def _raw_post(port: int, headers: dict[str, bytes], body: bytes = b"{}") -> bytes:
+    """A POST with header bytes exactly as given (requests would fix Content-Length)."""
+    import socket
+
+    lines = [b"POST / HTTP/1.1", b"Host: 127.0.0.1", *(k.encode() + b": " + v for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_fiftysecond_run_number_headers_no_int_takes_get_an_answer(tmp_path):
+    """A timestamp of 400 or 5,000 digits, or ``²`` (``str.isdigit`` says yes, ``int`` no), in the
+    timestamp or the body length: the handler raised, and the sender got no answer at all."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'h.db'}", "QUANTGATE_WEBHOOK_SECRET": SECRET}
+    port = free_port()
+    proc = _receiver(tmp_path, env, port)
+    signed = {k: v.encode() for k, v in _signed(b"{}").items()}
+    try:
+        for timestamp, why in ((b"9" * 400, b"stale"), (b"9" * 5000, b"stale"), (b"\xb2", b"malformed timestamp")):
+            answer = _raw_post(port, {**signed, "X-MLflow-Timestamp": timestamp, "Content-Length": b"2"})
+            assert answer.startswith(b"HTTP/1.0 401") and why in answer, answer[:200]
+        for length, status in ((b"\xb2", b"411"), (b"9" * 400, b"413")):
+            answer = _raw_post(port, {**signed, "Content-Length": length})
+            assert answer.startswith(b"HTTP/1.0 " + status), answer[:200]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "Traceback" not in (tmp_path / f"hooks-{port}.log").read_text(errors="replace")

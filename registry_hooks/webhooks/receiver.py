@@ -35,6 +35,7 @@ from registry_hooks.webhooks.events import (
     Job,
     SeenDeliveries,
     delivery_problem,
+    header_number,
     is_candidate,
     plan,
 )
@@ -206,11 +207,11 @@ class Receiver:
                     self._answer(404, {"error": "not found"})
 
             def do_POST(self):  # noqa: N802
-                length = self.headers.get("Content-Length", "")
-                if not length.isdigit() or int(length) > MAX_BODY:
-                    self._answer(413 if length.isdigit() else 411, {"error": "body missing or too large"})
+                length = header_number(self.headers.get("Content-Length"))
+                if length is None or length > MAX_BODY:
+                    self._answer(411 if length is None else 413, {"error": "body missing or too large"})
                     return
-                body = self.rfile.read(int(length))
+                body = self.rfile.read(length)
                 status, answer = receiver.handle(dict(self.headers.items()), body)
                 self._answer(status, answer)
 
