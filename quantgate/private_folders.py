@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 
 from quantgate.block_memory import memory_file
-
-KEY_FILE_ENV = "QUANTGATE_EVIDENCE_KEY_FILE"  # as quantgate.evidence_signing names it
+from quantgate.evidence_signing import KEY_FILE_ENV
 
 
 def _real(path: str) -> str:

@@ -5,10 +5,8 @@ raw traceback instead of a one-line refusal."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-from urllib.parse import unquote, urlparse
 
 import pytest
 from test_adversarial import (  # noqa: F401
@@ -21,6 +19,7 @@ from test_adversarial import (  # noqa: F401
     _yaml,
     trivial,
 )
+from test_adversarial_fortyninth_run import _database
 
 
 def _repoint(model: str, version: str, where: str) -> None:
@@ -29,7 +28,7 @@ def _repoint(model: str, version: str, where: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().delete_model_version_tag(model, version, "parent_version")  # evaluate reads no parent
-    with sqlite3.connect(unquote(urlparse(os.environ["MLFLOW_TRACKING_URI"]).path)[1:]) as db:
+    with sqlite3.connect(_database()) as db:
         db.execute(
             "UPDATE model_versions SET storage_location = ?, source = ? WHERE name = ? AND version = ?",
             (where, where, model, version),
